@@ -1,0 +1,55 @@
+"""One root error for everything pathexpand refuses, so callers catch one thing.
+
+Every subclass is also a ``ValueError`` (bad input), like einops' ``EinopsError``.
+Messages say what was passed and what would have been valid.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PathexpandError",
+    "UnknownHeadError",
+    "ShapeError",
+    "UnsupportedArchitecture",
+    "WeightsFileError",
+    "MissingDependencyError",
+]
+
+
+class PathexpandError(ValueError):
+    """Root of every error pathexpand raises on bad input."""
+
+
+class UnknownHeadError(PathexpandError, KeyError):
+    """A head, MLP or node name that is not in this model: ``'L7H0' is not in ...``."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ShapeError(PathexpandError):
+    """An array whose shape is not the one the conventions require (says expected vs got)."""
+
+
+class UnsupportedArchitecture(PathexpandError):
+    """A model feature pathexpand cannot expand (rotary, GQA, parallel attention, ...)."""
+
+
+class WeightsFileError(PathexpandError):
+    """A file that is not weights, is truncated, or is a pickle (refused, never unpickled)."""
+
+
+class MissingDependencyError(PathexpandError, ImportError):
+    """An optional package is missing; the message names the extra to install."""
+
+
+def require(module: str, extra: str, feature: str):
+    """Import an optional module or raise ``MissingDependencyError`` naming the extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - exercised by monkeypatching in tests
+        raise MissingDependencyError(
+            f"{feature} needs the '{module}' package: pip install 'pathexpand[{extra}]'"
+        ) from exc

@@ -1,0 +1,1 @@
+"""Numeric layer: weights, forward pass, factored algebra, metrics, attribution (torch)."""
