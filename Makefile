@@ -10,14 +10,16 @@ STAMP  := $(VENV)/.installed
 
 setup: system-packages $(STAMP)
 
-# Debian packages the tests use: graphviz (`dot`) and chromium (the HTML report test).
+# Debian packages the tests use: graphviz (`dot`), chromium (the HTML report test) and
+# texlive-latex-base (`pdflatex`: the derivations must compile).
 system-packages:
-	@if command -v dot >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1; then :; \
+	@if command -v dot >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 \
+	   && command -v pdflatex >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null 2>&1; then \
 	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq graphviz chromium >/dev/null; \
-	else echo "warning: install graphviz and chromium with your package manager" >&2; fi
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq graphviz chromium texlive-latex-base >/dev/null; \
+	else echo "warning: install graphviz, chromium and pdflatex with your package manager" >&2; fi
 
 # torch==2.13.0 first (a CPU build where one lies on disk), then the package with its extras.
 $(STAMP): pyproject.toml

@@ -3,6 +3,7 @@ program is absent; everything else runs on CPU with no network."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -10,11 +11,20 @@ import pytest
 
 
 def pytest_collection_modifyitems(config, items):
+    # CI sets PATHEXPAND_REQUIRE_TOOLS=1: a missing program is then an error, not a skip,
+    # so a broken install step cannot hide behind skipped tests.
+    if os.environ.get("PATHEXPAND_REQUIRE_TOOLS") == "1":
+        missing = [p for p in ("dot", "chromium", "pdflatex") if shutil.which(p) is None]
+        if missing:
+            raise pytest.UsageError(f"PATHEXPAND_REQUIRE_TOOLS=1 but not on PATH: {missing}")
     have_dot = shutil.which("dot") is not None
+    have_latex = shutil.which("pdflatex") is not None
     have_browser = shutil.which("chromium") is not None or shutil.which("chromium-browser") is not None
     for item in items:
         if "needs_graphviz" in item.keywords and not have_dot:
             item.add_marker(pytest.mark.skip(reason="Graphviz `dot` is not on PATH"))
+        if "needs_latex" in item.keywords and not have_latex:
+            item.add_marker(pytest.mark.skip(reason="pdflatex is not on PATH"))
         if "needs_browser" in item.keywords and not have_browser:
             item.add_marker(pytest.mark.skip(reason="chromium is not installed"))
 
