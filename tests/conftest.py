@@ -9,6 +9,11 @@ import shutil
 import numpy as np
 import pytest
 
+# One torch thread per test process: on 2 shared cores torch's thread pool makes tiny
+# matmuls ~100x slower, and pytest-xdist already runs one process per core.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 
 def pytest_collection_modifyitems(config, items):
     # CI sets PATHEXPAND_REQUIRE_TOOLS=1: a missing program is then an error, not a skip,

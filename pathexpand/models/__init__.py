@@ -1,0 +1,151 @@
+"""Loaders: every source of weights becomes one validated ``Weights`` in DESIGN.md names.
+
+``load(source)`` takes a bundled model name (``"attn-only-2l"``), a path to a
+``.safetensors``/``.npz`` file (DESIGN.md or TransformerLens names), a TransformerLens
+``HookedTransformer``, a Hugging Face ``GPT2LMHeadModel`` or a ``Weights``. Model objects are
+recognised by class name, so neither ``transformer_lens`` nor ``transformers`` is imported
+unless the object is one of theirs. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import PathexpandError, WeightsFileError
+from ..numeric.weights import Weights
+from .io import file_shapes, read_card, read_file, save
+
+__all__ = [
+    "BUNDLED_DIR",
+    "bundled_names",
+    "from_hf",
+    "from_transformer_lens",
+    "list_models",
+    "load",
+    "save",
+]
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+
+
+def load(source: Any, *, dtype=None) -> Weights:
+    """``Weights`` from a bundled name, a file path, a TransformerLens or HF model, or ``Weights``.
+
+    ``dtype`` (``"float32"``/``"float64"`` or a numpy dtype) casts the result.
+    """
+    weights = _load(source)
+    if dtype is not None:
+        weights = weights.astype(_np_dtype(dtype))
+    return weights
+
+
+def _load(source):
+    if isinstance(source, Weights):
+        return source
+    if isinstance(source, (str, Path)):
+        return _load_path_or_name(source)
+    kind = _model_kind(source)
+    if kind == "lens":
+        return from_transformer_lens(source)
+    if kind == "hf":
+        return from_hf(source)
+    raise PathexpandError(
+        f"cannot load weights from a {type(source).__name__}; pass a bundled model name "
+        f"({', '.join(bundled_names()) or 'none installed'}), a .safetensors/.npz path, a "
+        "TransformerLens HookedTransformer, a Hugging Face GPT2LMHeadModel or a Weights"
+    )
+
+
+def _load_path_or_name(source):
+    text = str(source)
+    if isinstance(source, str) and text in bundled_names():
+        path = BUNDLED_DIR / f"{text}.safetensors"
+        return read_file(path, name=text)
+    path = Path(source).expanduser()
+    if path.exists() or isinstance(source, Path) or path.suffix or "/" in text or "\\" in text:
+        if not path.exists():
+            raise WeightsFileError(
+                f"no such file: {text!r} (and it is not a bundled model; bundled: "
+                f"{', '.join(bundled_names()) or 'none installed'})"
+            )
+        return read_file(path)
+    raise PathexpandError(
+        f"{text!r} is neither a bundled model nor an existing file; bundled models: "
+        f"{', '.join(bundled_names()) or 'none installed'}"
+    )
+
+
+def _model_kind(obj) -> str | None:
+    """'lens' for a TransformerLens HookedTransformer, 'hf' for a Hugging Face model, else None."""
+    for cls in type(obj).__mro__:
+        module = cls.__module__ or ""
+        if cls.__name__ == "HookedTransformer" and module.startswith("transformer_lens"):
+            return "lens"
+        if module.startswith("transformers.") and cls.__name__ == "PreTrainedModel":
+            return "hf"
+    return None
+
+
+def from_transformer_lens(model) -> Weights:
+    """``Weights`` from a TransformerLens ``HookedTransformer`` (see ``models.lens``)."""
+    from .lens import from_transformer_lens as convert
+
+    return convert(model)
+
+
+def from_hf(model) -> Weights:
+    """``Weights`` from a Hugging Face ``GPT2LMHeadModel`` (see ``models.hf``)."""
+    from .hf import from_hf as convert
+
+    return convert(model)
+
+
+def bundled_names() -> list[str]:
+    """Names of the models shipped in ``pathexpand/models/bundled`` (sorted)."""
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(p.stem for p in BUNDLED_DIR.glob("*.safetensors"))
+
+
+def list_models() -> list[dict]:
+    """One dict per bundled model: ``name``, ``config``, ``shapes``, ``n_params``, ``card``, ``path``.
+
+    Read from the card and the safetensors header only (no weights are loaded).
+    """
+    out = []
+    for name in bundled_names():
+        path = BUNDLED_DIR / f"{name}.safetensors"
+        card = read_card(path) or {}
+        shapes = file_shapes(path)
+        config = card.get("config")
+        if config is None:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="np") as fh:
+                meta = (fh.metadata() or {}).get("pathexpand.config")
+            config = json.loads(meta) if meta else None
+        n_params = 0
+        for shape in shapes.values():
+            size = 1
+            for s in shape:
+                size *= s
+            n_params += size
+        out.append({"name": name, "config": config, "shapes": shapes, "n_params": n_params,
+                    "card": card, "path": str(path)})
+    return out
+
+
+def _np_dtype(dtype):
+    import numpy as np
+
+    if "torch" in str(type(dtype)):
+        dtype = str(dtype).replace("torch.", "")
+    try:
+        d = np.dtype(dtype)
+    except TypeError:
+        raise PathexpandError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if d not in (np.float32, np.float64):
+        raise PathexpandError(f"dtype must be float32 or float64, got {dtype!r}")
+    return d
