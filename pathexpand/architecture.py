@@ -196,7 +196,9 @@ class Architecture:
             if on
         ]
         heads = (
-            f"{self.n_heads[0]} heads" if len(set(self.n_heads)) == 1 and self.n_heads
+            "no heads" if not self.n_heads
+            else f"{self.n_heads[0]} head{'' if self.n_heads[0] == 1 else 's'}"
+            if len(set(self.n_heads)) == 1
             else f"heads {self.n_heads}"
         )
         pos = self.positional or "no"
