@@ -34,6 +34,7 @@ _LAZY = {
     "Term": "pathexpand.symbolic",
     "ScoreTerm": "pathexpand.symbolic",
     # graph
+    "PathGraph": "pathexpand.graph",
     "path_graph": "pathexpand.graph",
     "paths": "pathexpand.graph",
     "subgraph_of": "pathexpand.graph",

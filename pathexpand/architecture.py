@@ -7,8 +7,8 @@ expand. ``Architecture.from_weights(w)`` reads one off loaded weights.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .errors import PathexpandError, UnknownHeadError
 from .names import head_name, mlp_name, parse_node
@@ -95,7 +95,7 @@ class Architecture:
         set_(self, "biases", biases)
 
     @classmethod
-    def from_weights(cls, weights) -> "Architecture":
+    def from_weights(cls, weights) -> Architecture:
         """The architecture of loaded ``Weights`` (biases on when any bias is non-zero)."""
         cfg = weights.config
         return cls(

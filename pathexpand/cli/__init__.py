@@ -13,7 +13,10 @@ from ._app import app, main  # noqa: F401
 
 # Command modules register themselves on `app` when imported, one module per command.
 # Add a line here when you add a command module.
+from . import models as _models  # noqa: F401,E402
 from . import derive as _derive  # noqa: F401,E402
+from . import rank as _rank  # noqa: F401,E402
+from . import attribute as _attribute  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 

@@ -146,7 +146,7 @@ def _read_safetensors(path: Path):
     try:
         with safe_open(str(path), framework="np") as fh:
             metadata = fh.metadata() or {}
-            arrays = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - not a dict
+            arrays = {k: fh.get_tensor(k) for k in fh.keys()}
     except (SafetensorError, OSError, ValueError, TypeError) as exc:
         raise WeightsFileError(f"{str(path)!r} is not a readable .safetensors file: {exc}") from None
     if set(arrays) != {k for k in header if k != "__metadata__"}:  # pragma: no cover - defensive

@@ -7,7 +7,7 @@ a token is a character, so skip-trigrams read as character patterns (``"de" … 
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 __all__ = ["ByteTokenizer", "get_tokenizer"]
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -200,7 +201,7 @@ class Weights:
 
     # construction ----------------------------------------------------------------------
     @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, Any], **config) -> "Weights":
+    def from_state_dict(cls, state_dict: Mapping[str, Any], **config) -> Weights:
         """Rebuild from a dict in DESIGN.md or TransformerLens names; missing biases are zeros.
 
         Config values not given are inferred from the shapes (``n_layers`` from the block
@@ -305,14 +306,14 @@ class Weights:
         """True when any bias (attention, MLP, LayerNorm, unembedding) is non-zero."""
         return any(_is_bias(k) and np.any(v != 0) for k, v in self._params.items())
 
-    def astype(self, dtype) -> "Weights":
+    def astype(self, dtype) -> Weights:
         """A copy with every parameter cast to ``dtype`` (float32 or float64)."""
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise PathexpandError(f"dtype must be float32 or float64, got {dtype}")
         return self.replace({k: v.astype(dtype) for k, v in self._params.items()})
 
-    def replace(self, params: Mapping[str, Any] | None = None, **config) -> "Weights":
+    def replace(self, params: Mapping[str, Any] | None = None, **config) -> Weights:
         """A new ``Weights`` with some parameters and/or config fields replaced (validated)."""
         new = dict(self._params)
         new.update(params or {})

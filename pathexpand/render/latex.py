@@ -54,7 +54,7 @@ class PathLatexPrinter(LatexPrinter):
     """
 
     printmethod = "_pathexpand_latex"  # not TensorProduct._latex: we print it ourselves
-    _default_settings = {  # noqa: RUF012 - sympy's printer API: a class-level dict
+    _default_settings = {
         **LatexPrinter._default_settings,
         "order": "none",
         "summarize_above": DEFAULT_SUMMARIZE_ABOVE,

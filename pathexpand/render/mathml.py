@@ -44,7 +44,7 @@ class PathMathMLPrinter(MathMLPresentationPrinter):
     """
 
     printmethod = "_pathexpand_mathml"
-    _default_settings = {  # noqa: RUF012 - sympy's printer API: a class-level dict
+    _default_settings = {
         **MathMLPresentationPrinter._default_settings,
         "order": "none",
         "summarize_above": DEFAULT_SUMMARIZE_ABOVE,

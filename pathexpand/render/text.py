@@ -43,7 +43,7 @@ class PathTextPrinter(StrPrinter):
     """
 
     printmethod = "_pathexpand_text"
-    _default_settings = {  # noqa: RUF012 - sympy's printer API: a class-level dict
+    _default_settings = {
         **StrPrinter._default_settings,
         "order": "none",
         "summarize_above": DEFAULT_SUMMARIZE_ABOVE,

@@ -10,6 +10,7 @@ rendering sits to the right of the symbolic layer).
 from __future__ import annotations
 
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from itertools import combinations, islice
 
@@ -31,7 +32,7 @@ _SCORE_COMPOSITION = {
 }
 
 
-class Expansion:
+class Expansion(ABC):
     """An expansion of the logits (``target="logits"``) or of one head's attention scores.
 
     Iterating yields ``Term`` (logits) or ``ScoreTerm`` (scores) objects in a fixed order:
@@ -50,23 +51,27 @@ class Expansion:
         self.max_depth = max_depth
 
     # --- subclass hooks -----------------------------------------------------------------
+    @abstractmethod
     def _iter_all(self) -> Iterator:
-        raise NotImplementedError
+        """Every term in order."""
 
+    @abstractmethod
     def _count(self, filters: dict) -> int:
-        raise NotImplementedError
+        """Number of terms matching ``filters``, by formula."""
 
+    @abstractmethod
     def _make(self, name: str):
-        raise NotImplementedError
+        """The term called ``name`` (``UnknownHeadError``/``PathexpandError`` if none)."""
 
     @property
+    @abstractmethod
     def sources(self) -> tuple[str, ...]:
-        raise NotImplementedError
+        """Sources the terms start from."""
 
     @property
+    @abstractmethod
     def n_cut(self) -> int:
         """Number of paths (or pairs) deeper than ``max_depth``, held by the remainder."""
-        raise NotImplementedError
 
     # --- collection -----------------------------------------------------------------------
     @property
@@ -110,8 +115,9 @@ class Expansion:
         """The remainder term when ``max_depth`` cut something, else None."""
         return self._remainder() if self.n_cut else None
 
+    @abstractmethod
     def _remainder(self):
-        raise NotImplementedError
+        """The remainder term (only called when ``n_cut`` > 0)."""
 
     def count(self, **filters) -> int:
         """Number of terms matching ``filters`` (see ``filter``), by formula, no listing."""
@@ -250,6 +256,12 @@ class Expansion:
         from ..render.latex import to_latex
 
         return to_latex(self, jupyter=True)
+
+    def diagram(self, **settings):
+        """Circuit diagram of the whole expansion (see ``pathexpand.render.diagram``)."""
+        from ..render.dot import diagram
+
+        return diagram(self, **settings)
 
     def __repr__(self) -> str:
         depth = "" if self.max_depth is None else f", max_depth={self.max_depth}"

@@ -124,7 +124,24 @@ def index_symbol(value):
     return Integer(value) if isinstance(value, int) else Symbol(value)
 
 
-class Mat(Expr):
+class _Printable:
+    """sympy's own ``str``/``latex`` of our atoms go through pathexpand's printers, so
+    ``print(term.expr)`` and Jupyter's sympy display read ``W_OV[1,0]``, not ``Mat(...)``."""
+
+    __slots__ = ()
+
+    def _sympystr(self, printer) -> str:
+        from ..render.text import PathTextPrinter  # rendering sits to the right of this layer
+
+        return PathTextPrinter()._print(self)
+
+    def _latex(self, printer) -> str:
+        from ..render.latex import PathLatexPrinter
+
+        return PathLatexPrinter()._print(self)
+
+
+class Mat(_Printable, Expr):
     """One named matrix or operator: ``Mat("W_OV", (1, 0))`` is W_OV^{1,0}; ``.T`` transposes."""
 
     is_commutative = False
@@ -162,7 +179,7 @@ class Mat(Expr):
         return self.args
 
 
-class Apply(Expr):
+class Apply(_Printable, Expr):
     """An operator applied to a matrix, right-multiplying form: ``𝓜^{0}(X)``."""
 
     is_commutative = False
@@ -179,7 +196,7 @@ class Apply(Expr):
         return self.args[1]
 
 
-class Tr(Expr):
+class Tr(_Printable, Expr):
     """The transpose of a compound matrix, printed ``(X)ᵀ``."""
 
     is_commutative = False
@@ -192,7 +209,7 @@ class Tr(Expr):
         return self.args[0]
 
 
-class Hadamard(Expr):
+class Hadamard(_Printable, Expr):
     """Elementwise product ``a ⊙ b``."""
 
     is_commutative = False
@@ -201,7 +218,7 @@ class Hadamard(Expr):
         return Expr.__new__(cls, a, b)
 
 
-class Softmax(Expr):
+class Softmax(_Printable, Expr):
     """``softmax*(x)``: the causally masked softmax of the paper."""
 
     is_commutative = False
@@ -210,7 +227,7 @@ class Softmax(Expr):
         return Expr.__new__(cls, arg)
 
 
-class Prod(Expr):
+class Prod(_Printable, Expr):
     """A product shown as written, unevaluated (sympy would merge tensor products at once)."""
 
     is_commutative = False
@@ -219,7 +236,7 @@ class Prod(Expr):
         return Expr.__new__(cls, *factors)
 
 
-class Terms(Expr):
+class Terms(_Printable, Expr):
     """An ordered sum, printed in the order given (sympy's ``Add`` would sort its terms)."""
 
     is_commutative = False
@@ -228,7 +245,7 @@ class Terms(Expr):
         return Expr.__new__(cls, *terms)
 
 
-class SumOver(Expr):
+class SumOver(_Printable, Expr):
     """``Σ_{indices} body``: a generic, indexed sum over heads, layers or paths."""
 
     is_commutative = False
@@ -245,7 +262,7 @@ class SumOver(Expr):
         return tuple(self.args[1])
 
 
-class ProdOver(Expr):
+class ProdOver(_Printable, Expr):
     """``Π_{l} body`` over the layers, latest on the left."""
 
     is_commutative = False
@@ -254,21 +271,21 @@ class ProdOver(Expr):
         return Expr.__new__(cls, body, index)
 
 
-class InHeads(Basic):
+class InHeads(_Printable, Basic):
     """Index ``h ∈ H_0 ∪ H_1``: a head of one of the given layers."""
 
     def __new__(cls, var: str, layers):
         return Basic.__new__(cls, index_symbol(var), Tuple(*(index_symbol(l) for l in layers)))
 
 
-class InLayers(Basic):
+class InLayers(_Printable, Basic):
     """Index ``l = 0 … L-1`` of a product or sum over layers."""
 
     def __new__(cls, var: str, n_layers: int):
         return Basic.__new__(cls, index_symbol(var), Integer(n_layers))
 
 
-class Later(Basic):
+class Later(_Printable, Basic):
     """Index ``h_2 ≻ h_1`` (or ``h_d ≻ ⋯ ≻ h_1`` when ``dotted``): nodes in strictly later
     layers (stages), latest first."""
 
@@ -278,56 +295,56 @@ class Later(Basic):
         )
 
 
-class InRange(Basic):
+class InRange(_Printable, Basic):
     """Index ``d = lo … hi``."""
 
     def __new__(cls, var: str, lo, hi):
         return Basic.__new__(cls, index_symbol(var), index_symbol(lo), index_symbol(hi))
 
 
-class InPaths(Basic):
+class InPaths(_Printable, Basic):
     """Index ``p ≠ ∅`` (or just ``p``): a path of earlier nodes, non-empty when asked."""
 
     def __new__(cls, var: str, nonempty: bool = True):
         return Basic.__new__(cls, index_symbol(var), S.true if nonempty else S.false)
 
 
-class Deeper(Basic):
+class Deeper(_Printable, Basic):
     """Index ``|p| > K``: paths through more than ``K`` heads/MLPs."""
 
     def __new__(cls, var: str, depth: int):
         return Basic.__new__(cls, index_symbol(var), Integer(depth))
 
 
-class Eqn(Basic):
+class Eqn(_Printable, Basic):
     """``lhs = rhs``; printers align on ``=`` and break a long ``Terms`` right side."""
 
     def __new__(cls, lhs, rhs):
         return Basic.__new__(cls, lhs, rhs)
 
 
-class Lines(Basic):
+class Lines(_Printable, Basic):
     """Rows printed one under the other (equations, labelled terms, summaries)."""
 
     def __new__(cls, *rows):
         return Basic.__new__(cls, *rows)
 
 
-class Labeled(Basic):
+class Labeled(_Printable, Basic):
     """``label: expr`` — a named term in a listing."""
 
     def __new__(cls, label: str, expr):
         return Basic.__new__(cls, Str(label), expr)
 
 
-class Summary(Basic):
+class Summary(_Printable, Basic):
     """``Σ over 144 heads (first: L0H0 = …)``: a group too long to list, with its exact count."""
 
     def __new__(cls, count: int, what: str, first_name: str, first_expr):
         return Basic.__new__(cls, Integer(count), Str(what), Str(first_name), first_expr)
 
 
-class Note(Basic):
+class Note(_Printable, Basic):
     """A short line of prose inside a listing (printed as text)."""
 
     def __new__(cls, text: str):

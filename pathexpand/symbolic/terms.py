@@ -207,6 +207,12 @@ class Term:
 
         return f"${to_latex(self)}$"
 
+    def diagram(self, **settings):
+        """Circuit diagram of this path (a ``graphviz.Digraph``; see ``pathexpand.render.diagram``)."""
+        from ..render.dot import diagram  # rendering sits to the right of this layer
+
+        return diagram(self, **settings)
+
 
 @dataclass(frozen=True)
 class ScoreTerm:
@@ -316,6 +322,12 @@ class ScoreTerm:
         from ..render.latex import to_latex
 
         return f"${to_latex(self)}$"
+
+    def diagram(self, **settings):
+        """Diagram of the query and key paths into the head (see ``pathexpand.render.diagram``)."""
+        from ..render.dot import diagram
+
+        return diagram(self, **settings)
 
 
 def score_name(query_path, key_path) -> str:

@@ -12,22 +12,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+import transformer_lens as tl
+import transformers
 
 import pathexpand as pe
 from pathexpand.errors import MissingDependencyError, PathexpandError, UnsupportedArchitecture
 
-tl = pytest.importorskip("transformer_lens")
-transformers = pytest.importorskip("transformers")
-
 BASE = dict(n_layers=2, d_model=16, n_ctx=8, d_head=4, n_heads=4, d_vocab=20, device="cpu", seed=0)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def hooked(**kwargs):

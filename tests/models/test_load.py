@@ -224,7 +224,7 @@ def test_pickle_suffixes_refused(tmp_path, marker, suffix):
 
 
 def test_torch_save_refused(tmp_path, marker):
-    torch = pytest.importorskip("torch")
+    import torch
     path = tmp_path / "m.pt"
     torch.save({"W_E": torch.zeros(3, 2), "evil": _Evil(marker)}, path)
     with pytest.raises(WeightsFileError, match="pickles and are refused"):

@@ -6,11 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import transformer_lens as tl
 
 import pathexpand as pe
 from pathexpand.errors import PathexpandError
-
-tl = pytest.importorskip("transformer_lens")
 
 D_VOCAB, N_CTX = 19, 8
 MODELS = {
@@ -24,13 +23,6 @@ MODELS = {
                                     attention_dir="bidirectional", d_vocab_out=6),
 }
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tl_model(name):

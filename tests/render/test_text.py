@@ -49,3 +49,15 @@ def test_selection_listing():
         "L1H0∘L0H0: A[1,0] A[0,0] ⊗ W_U W_OV[1,0] W_OV[0,0] W_E\n"
         "L1H1∘L0H0: A[1,1] A[0,0] ⊗ W_U W_OV[1,1] W_OV[0,0] W_E\n"
     )
+
+
+def test_sympy_str_and_latex_of_a_term_use_our_notation():
+    """``print(term.expr)`` and ``sympy.latex(term.expr)`` read W_OV^{1,0}, never ``Mat(...)``."""
+    import sympy
+
+    import pathexpand as pe
+
+    term = pe.expand_logits(pe.Architecture(2, 2))["L1H0∘L0H1"]
+    assert str(term.expr) == "(A[1,0]*A[0,1])x(W_U*W_OV[1,0]*W_OV[0,1]*W_E)"
+    latex = sympy.latex(term.expr)
+    assert "W_{OV}^{1,0} W_{OV}^{0,1}" in latex and "Mat" not in latex

@@ -1,0 +1,114 @@
+"""What benchmark task modules share: shapes, the ``Task`` record, model builders, comparisons.
+
+A task module ``benchmarks/bench_<topic>.py`` defines ``TASKS = [Task(...), ...]``; ``run.py``
+finds it, runs every (task, shape, implementation) in a fresh subprocess and prints the table.
+A task's ``ours``/``theirs`` take a ``Shape`` and return a zero-argument callable: everything
+before the return (loading, building the TransformerLens model) is setup and is neither timed
+nor counted in the task's memory; calling it is the timed work, and its return value (numpy
+arrays) is compared across the two implementations with ``compare``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["QUICK_SHAPES", "SHAPES", "Shape", "Task", "max_rel_diff", "tl_model", "weights_of"]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A model to run on: a bundled model by name, or random weights of a TransformerLens config."""
+
+    name: str
+    bundled: str | None = None
+    config: dict = field(default_factory=dict)  # HookedTransformerConfig fields
+    seed: int = 0
+
+    def describe(self) -> str:
+        if self.bundled:
+            return f"bundled {self.bundled}"
+        c = self.config
+        return (f"{c['n_layers']}×{c['n_heads']} heads, d_model {c['d_model']}, d_head {c['d_head']}, "
+                f"d_vocab {c['d_vocab']}" + (", MLP+LN" if not c.get("attn_only") else ", attn-only"))
+
+
+_GPT2 = dict(n_layers=12, n_heads=12, d_model=768, d_head=64, d_vocab=50257, n_ctx=1024, d_mlp=3072,
+             act_fn="gelu_new", normalization_type="LN", attn_only=False)
+_QUICK = dict(n_layers=4, n_heads=4, d_model=256, d_head=32, d_vocab=8192, n_ctx=256, d_mlp=1024,
+              act_fn="gelu_new", normalization_type="LN", attn_only=False)
+
+SHAPES = {
+    "attn-only-1l": Shape("attn-only-1l", bundled="attn-only-1l"),
+    "attn-only-2l": Shape("attn-only-2l", bundled="attn-only-2l"),
+    "gelu-2l": Shape("gelu-2l", bundled="gelu-2l"),
+    "gpt2-small": Shape("gpt2-small", config=_GPT2),
+}
+QUICK_SHAPES = {
+    "attn-only-2l": SHAPES["attn-only-2l"],
+    "gpt2-quick": Shape("gpt2-quick", config=_QUICK),
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One benchmarked computation, done by pathexpand (``ours``) and TransformerLens (``theirs``)."""
+
+    name: str
+    description: str
+    target: str  # the issue's goal, e.g. "≥ 40× faster, ≤ 1/20 peak memory"
+    ours: Callable[[Shape], Callable[[], Any]]
+    theirs: Callable[[Shape], Callable[[], Any]]
+    compare: Callable[[Any, Any], float] | None = None
+    shapes: tuple[str, ...] = ("attn-only-1l", "attn-only-2l", "gelu-2l", "gpt2-small")
+
+
+def tl_model(shape: Shape):
+    """A TransformerLens ``HookedTransformer`` (eval mode, no grad) for ``shape``, on the CPU."""
+    import torch
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    torch.set_grad_enabled(False)
+    if shape.bundled is None:
+        cfg = HookedTransformerConfig(**shape.config, seed=shape.seed, device="cpu")
+        return HookedTransformer(cfg).eval()
+    import pathexpand as pe
+
+    w = pe.load(shape.bundled)
+    c = w.config
+    cfg = HookedTransformerConfig(
+        n_layers=c.n_layers, n_heads=c.n_heads, d_model=c.d_model, d_head=c.d_head, d_vocab=c.d_vocab,
+        n_ctx=c.n_ctx, d_vocab_out=c.d_vocab_out, attn_only=c.d_mlp is None, d_mlp=c.d_mlp,
+        act_fn=c.act_fn, normalization_type=c.normalization,
+        positional_embedding_type=c.positional or "standard", device="cpu",
+    )
+    model = HookedTransformer(cfg).eval()
+    names = {"W_E": "embed.W_E", "W_pos": "pos_embed.W_pos", "W_U": "unembed.W_U", "b_U": "unembed.b_U"}
+    state = {names.get(k, k): torch.as_tensor(np.array(v)) for k, v in w.state_dict().items()}
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def weights_of(shape: Shape):
+    """pathexpand ``Weights`` for ``shape``: the bundled file, or the same random weights as ``tl_model``."""
+    import pathexpand as pe
+
+    if shape.bundled is not None:
+        return pe.load(shape.bundled)
+    model = tl_model(shape)
+    w = pe.load(model)
+    del model
+    return w
+
+
+def max_rel_diff(a, b) -> float:
+    """max |a − b| / max |b| over arrays (or tuples of arrays) — one number per comparison."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"results differ in shape: {a.shape} vs {b.shape}")
+    scale = np.abs(b).max()
+    return float(np.abs(a - b).max() / scale) if scale else float(np.abs(a - b).max())

@@ -1,0 +1,208 @@
+"""Benchmarks: pathexpand against TransformerLens on the same weights, side by side.
+
+    python benchmarks/run.py [--only TASK[,TASK]] [--shapes NAME[,NAME]] [--quick] [--json FILE]
+
+Tasks come from every ``benchmarks/bench_*.py`` module (``TASKS = [Task, ...]``, see
+``common.py``). Every (task, shape, implementation) runs in a fresh subprocess, which
+
+1. builds its inputs (setup: not timed, not counted),
+2. runs the task once on a tiny model to warm up the libraries it uses,
+3. resets the process's peak-RSS counter (Linux ``/proc/self/clear_refs`` ← 5), notes its RSS,
+4. runs the task once, timed (``time.perf_counter``),
+5. reports the wall time and the task's peak memory = peak RSS (``VmHWM``) − RSS before the
+   task, i.e. everything the task itself held at its peak, torch buffers included.
+
+Where ``clear_refs`` is not writable the peak is ``ru_maxrss`` (lifetime peak, an upper
+bound) and the table says so. The two results are compared (max relative difference).
+``--quick`` uses small shapes (``common.QUICK_SHAPES``) to check the machinery in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import QUICK_SHAPES, SHAPES, Shape
+
+IMPLS = ("pathexpand", "transformer_lens")
+WARMUP = Shape("warmup", config=dict(n_layers=2, n_heads=2, d_model=16, d_head=4, d_vocab=50, n_ctx=16,
+                                    d_mlp=32, act_fn="gelu_new", normalization_type="LN", attn_only=False))
+
+
+def discover() -> dict:
+    """``{task name: (module name, Task)}`` from every ``bench_*.py`` beside this file."""
+    tasks = {}
+    for path in sorted(HERE.glob("bench_*.py")):
+        module = importlib.import_module(path.stem)
+        for task in getattr(module, "TASKS", []):
+            if task.name in tasks:
+                raise SystemExit(f"task {task.name!r} defined twice ({tasks[task.name][0]}, {path.stem})")
+            tasks[task.name] = (path.stem, task)
+    return tasks
+
+
+# ---- child: one measurement ----------------------------------------------------------------
+def _status_kb(field: str) -> int:
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(rf"{field}:\s+(\d+)", text).group(1))
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def child(task_name: str, shape_name: str, impl: str, out: str) -> None:
+    import numpy as np
+
+    _, task = discover()[task_name]
+    shape = {**SHAPES, **QUICK_SHAPES}[shape_name]
+    make = task.ours if impl == "pathexpand" else task.theirs
+    make(WARMUP)()  # warm up imports and kernels on a tiny model
+    fn = make(shape)  # setup
+    gc.collect()
+    exact = _reset_peak()
+    before = _status_kb("VmRSS")
+    t0 = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - t0
+    peak = _status_kb("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    np.save(out, np.asarray(result), allow_pickle=False)
+    print(json.dumps({"seconds": seconds, "task_mb": max(peak - before, 0) / 1024,
+                      "process_peak_mb": peak / 1024, "exact_peak": exact}))
+
+
+# ---- parent: run, compare, print --------------------------------------------------------------
+def measure(task_name: str, shape_name: str, impl: str, tmp: Path) -> dict:
+    out = tmp / f"{task_name}-{shape_name}-{impl}.npy"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", task_name, shape_name, impl, str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-3:]
+        return {"error": " | ".join(tail) or f"exit {proc.returncode}"}
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    row["result"] = str(out)
+    return row
+
+
+def _fmt_s(s):
+    return "—" if s is None else (f"{s:.3g} s" if s < 100 else f"{s:.0f} s")
+
+
+def _fmt_mb(m):
+    if m is None:
+        return "—"
+    if m < 1:
+        return f"{m * 1024:.0f} kB"
+    return f"{m:.0f} MB" if m < 1024 else f"{m / 1024:.2f} GB"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", help="comma-separated task names")
+    p.add_argument("--shapes", help="comma-separated shape names (default: the task's shapes)")
+    p.add_argument("--quick", action="store_true", help="small shapes: checks the machinery in seconds")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--list", action="store_true", help="list tasks and shapes, run nothing")
+    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        child(*args.child)
+        return 0
+    import numpy as np
+
+    tasks = discover()
+    if args.list:
+        for name, (module, t) in tasks.items():
+            print(f"{name:<16} {module:<18} {t.description}  [target: {t.target}]")
+        print("shapes:", ", ".join(SHAPES), "| quick:", ", ".join(QUICK_SHAPES))
+        return 0
+    chosen = args.only.split(",") if args.only else list(tasks)
+    unknown = [t for t in chosen if t not in tasks]
+    if unknown:
+        print(f"unknown task(s) {unknown}; tasks are {', '.join(tasks)}", file=sys.stderr)
+        return 2
+    pool = QUICK_SHAPES if args.quick else SHAPES
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in chosen:
+            _, task = tasks[name]
+            if args.shapes:
+                shapes = args.shapes.split(",")
+            elif args.quick:
+                shapes = list(QUICK_SHAPES)
+            else:
+                shapes = list(task.shapes)
+            for shape_name in shapes:
+                if shape_name not in pool:
+                    print(f"unknown shape {shape_name!r}; shapes are {', '.join(pool)}", file=sys.stderr)
+                    return 2
+                shape = pool[shape_name]
+                if shape.bundled and not _bundled_exists(shape.bundled):
+                    rows.append({"task": name, "shape": shape_name, "note": "bundled model not installed"})
+                    continue
+                r = {"task": name, "shape": shape_name, "describe": shape.describe(), "target": task.target}
+                for impl in IMPLS:
+                    r[impl] = measure(name, shape_name, impl, Path(tmp))
+                ours, theirs = r["pathexpand"], r["transformer_lens"]
+                if "error" not in ours and "error" not in theirs:
+                    r["speedup"] = theirs["seconds"] / ours["seconds"]
+                    r["memory_ratio"] = ours["task_mb"] / theirs["task_mb"] if theirs["task_mb"] else None
+                    if task.compare is not None:
+                        r["max_rel_diff"] = task.compare(np.load(ours["result"]), np.load(theirs["result"]))
+                rows.append(r)
+                _print_row(r)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+def _bundled_exists(name: str) -> bool:
+    from pathexpand.models import bundled_names
+
+    return name in bundled_names()
+
+
+_HEADER = ("task", "shape", "pathexpand", "TransformerLens", "speed-up", "pe memory", "TL memory",
+           "memory ratio", "max rel diff")
+_printed_header = False
+
+
+def _print_row(r: dict) -> None:
+    global _printed_header
+    if not _printed_header:
+        print(" | ".join(_HEADER))
+        print(" | ".join("---" for _ in _HEADER))
+        _printed_header = True
+    if "note" in r:
+        print(f"{r['task']} | {r['shape']} | {r['note']}")
+        return
+    o, t = r["pathexpand"], r["transformer_lens"]
+    if "error" in o or "error" in t:
+        print(f"{r['task']} | {r['shape']} | error: {o.get('error') or t.get('error')}")
+        return
+    exact = "" if o["exact_peak"] and t["exact_peak"] else " (ru_maxrss bound)"
+    ratio = r.get("memory_ratio")
+    cells = [r["task"], r["shape"], _fmt_s(o["seconds"]), _fmt_s(t["seconds"]), f"{r['speedup']:.1f}×",
+             _fmt_mb(o["task_mb"]), _fmt_mb(t["task_mb"]) + exact,
+             f"1/{1 / ratio:.0f}" if ratio else "—", f"{r.get('max_rel_diff', float('nan')):.1e}"]
+    print(" | ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

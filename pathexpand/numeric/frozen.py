@@ -1,0 +1,579 @@
+"""The frozen model: attention patterns, LayerNorm scales and MLP gates of one forward pass
+held fixed, so the model is affine in its sources and every path is a chain of linear maps.
+
+With ``σ`` (per position), ``A`` and ``g = act(pre)/pre`` recorded (DESIGN.md §2 "Freezing"):
+
+- frozen LayerNorm reads ``x_p ↦ (x_p − mean(x_p)) / σ_p ⊙ w``; its bias ``b`` is a source;
+- a frozen head maps ``x ↦ A^{l,h} · ln1(x) · W_V^h W_O^h``; its ``b_V`` enters as the source
+  ``rowsum(A) ⊗ b_V W_O`` (rows of ``A`` sum to one; the recorded sums are used, so the
+  decomposition stays exact to the last bit of the pass);
+- a frozen MLP maps ``x_p ↦ ((ln2(x)_p W_in) ⊙ g_p) W_out`` position by position; ``b_in``
+  enters as the source ``(b_in ⊙ g_p) W_out``. The gate is taken in closed form, with no
+  division (``Φ(pre)`` for gelu, ``½(1 + tanh(√(2/π)(pre + 0.044715 pre³)))`` for gelu_new,
+  ``[pre > 0]`` for relu), so it is finite where ``pre ≈ 0`` and ``g · pre == act(pre)``.
+
+Fields are torch tensors ``[*, batch, pos, d_model]``: any leading axes ``*`` (target
+functionals, heads) broadcast. ``Frozen.forward()`` replays the frozen model and reproduces
+the recorded logits; paths are evaluated by ``Frozen.path_field``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..architecture import Architecture
+from ..errors import PathexpandError
+from ..names import head_name, mlp_name, parse_node
+from .forward import _tokens, _torch_dtype
+from .weights import Weights
+
+__all__ = ["Frozen", "Stage", "Source", "freeze", "CONSTANTS"]
+
+CONSTANTS = ("ln_final.b", "b_U")  # terms no input changes: ln_final.b W_U and b_U
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the forward order: the heads of layer ``layer`` ("attn") or its MLP ("mlp")."""
+
+    index: int
+    kind: str
+    layer: int
+    nodes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A source of residual-stream paths.
+
+    ``birth`` is the index of the stage after which its field exists (−1: before every
+    stage). LayerNorm biases (``L0.ln1.b``, ``L0.ln2.b``) write nothing to the residual
+    stream themselves: ``entry`` is the stage whose nodes read them (after the LN), and
+    every path from them starts with one of that stage's nodes.
+    """
+
+    name: str
+    birth: int
+    entry: int | None = None
+
+
+def freeze(weights: Weights, tokens, *, device=None, dtype=None) -> Frozen:
+    """Run ``weights`` on ``tokens`` once and hold patterns, LN scales and MLP gates fixed."""
+    return Frozen(weights, tokens, device=device, dtype=dtype)
+
+
+class Frozen:
+    """The model linearised on one input: node maps, their transposes, sources and readout.
+
+    One recording pass (the computation of ``forward.run_with_cache``, tested equal to it)
+    keeps what freezing needs and nothing vocabulary-sized: ``tokens`` ``[b, n]``;
+    ``patterns``/``scores`` ``[b, L, H, q, k]``; ``z`` ``[b, L, H, n, d_head]`` (``A v``, the
+    heads' value mix); ``resid_pre`` ``[b, L + 1, n, d]`` and ``resid_mid`` ``[b, L, n, d]``;
+    ``inv_scale[name]`` ``[b, n, 1]`` = ``1/σ`` of each LayerNorm; ``gates``
+    ``[b, L, n, d_mlp]``. Logits are computed on demand: ``logits_at(positions)``, or
+    ``logits`` (every position, cached).
+    """
+
+    def __init__(self, weights: Weights, tokens, *, device=None, dtype=None):
+        if not isinstance(weights, Weights):
+            raise PathexpandError(
+                f"expected pathexpand Weights, got {type(weights).__name__}; use pe.load(...) first"
+            )
+        self.weights = weights
+        self.config = c = weights.config
+        self.arch = Architecture.from_weights(weights)
+        self.stages = _stages(c)
+        self._stage_of = {n: s for s in self.stages for n in s.nodes}
+        self._logits = None
+        _record(self, weights, tokens, device, dtype)
+        self.batch, self.n_pos = self.tokens.shape
+        self._rowsum = self.patterns.sum(-1, keepdim=True) if c.n_heads else None  # [b,L,H,q,1]
+
+    @property
+    def logits(self):
+        """The model's logits at every position ``[b, n, d_vocab_out]`` (computed once)."""
+        if self._logits is None:
+            self._logits = self.logits_at(list(range(self.n_pos)))
+        return self._logits
+
+    def logits_at(self, positions):
+        """The model's logits at ``positions``: ``[b, T, d_vocab_out]``."""
+        x = self.resid_pre[:, self.config.n_layers][:, list(positions)]
+        if self.config.normalization is not None:
+            x = (x - x.mean(-1, keepdim=True)) * self.inv_scale["ln_final"][:, list(positions)]
+            if self.config.normalization == "LN":
+                x = x * self.p["ln_final.w"] + self.p["ln_final.b"]
+        return x @ self.p["W_U"] + self.p["b_U"]
+
+    # structure ----------------------------------------------------------------------------
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """Every head and MLP in forward order."""
+        return tuple(n for s in self.stages for n in s.nodes)
+
+    def stage_of(self, node: str) -> Stage:
+        """The stage a head or MLP belongs to, or ``UnknownHeadError``."""
+        if node not in self._stage_of:
+            self.arch.check_node(node)  # raises with the list of valid names
+            raise PathexpandError(f"{node!r} has no stage in this model")  # pragma: no cover
+        return self._stage_of[node]
+
+    def sources(self, *, include_constants: bool = False) -> tuple[Source, ...]:
+        """Sources of paths in forward order (bias sources only when the model has biases)."""
+        c = self.config
+        out = [Source("embed", -1)]
+        if c.positional == "standard":
+            out.append(Source("pos", -1))
+        biases = self.arch.biases
+        ln = c.normalization == "LN" and biases
+        for s in self.stages if biases else ():
+            l = s.layer
+            if s.kind == "attn":
+                if ln:
+                    out.append(Source(f"L{l}.ln1.b", s.index - 1, entry=s.index))
+                out.extend(Source(f"{h}.b_V", s.index) for h in s.nodes)
+                out.append(Source(f"L{l}.b_O", s.index))
+            else:
+                if ln:
+                    out.append(Source(f"L{l}.ln2.b", s.index - 1, entry=s.index))
+                out.append(Source(f"MLP{l}.b_in", s.index))
+                out.append(Source(f"MLP{l}.b_out", s.index))
+        if include_constants:
+            if c.normalization == "LN":
+                out.append(Source("ln_final.b", len(self.stages)))
+            out.append(Source("b_U", len(self.stages)))
+        return tuple(out)
+
+    def source(self, name: str) -> Source:
+        """The ``Source`` called ``name`` (``PathexpandError`` listing the valid ones)."""
+        for s in self.sources(include_constants=True):
+            if s.name == name:
+                return s
+        valid = [s.name for s in self.sources(include_constants=True)]
+        raise PathexpandError(f"{name!r} is not a source of this model; sources are {valid}")
+
+    def stage_input(self, index: int):
+        """The recorded residual stream ``[b, n, d]`` read by stage ``index`` (``len(stages)``:
+        the final residual before ``ln_final``)."""
+        if index >= len(self.stages):
+            return self.resid_pre[:, self.config.n_layers]
+        st = self.stages[index]
+        return self.resid_pre[:, st.layer] if st.kind == "attn" else self.resid_mid[:, st.layer]
+
+    def node_outputs(self, index: int):
+        """What each node of stage ``index`` writes on the recorded input, bias sources left
+        out: ``[k, b, n, d]``. That is everything reaching the node pushed through it (LN-bias
+        paths included). Heads: ``(z − rowsum(A) b_V) W_O`` from the recorded value mix; the
+        MLP: the recorded residual update minus ``b_out`` and the ``b_in`` source."""
+        import torch
+
+        st = self.stages[index]
+        if st.kind == "attn":
+            a = f"blocks.{st.layer}.attn."
+            z = self.z[:, st.layer] - self._rowsum[:, st.layer] * self.p[a + "b_V"][:, None, :]
+            return torch.einsum("bhne,hed->hbnd", z, self.p[a + "W_O"])
+        out = self.stage_input(index + 1) - self.stage_input(index)
+        if self.arch.biases:
+            out = out - self.source_field(f"MLP{st.layer}.b_in") - self.source_field(f"MLP{st.layer}.b_out")
+        return out.unsqueeze(0)
+
+    def ln_bias_outputs(self, index: int):
+        """What the LN bias read by stage ``index`` writes through each of its nodes ``[k, b, n, d]``
+        (heads: ``rowsum(A) ⊗ b W_V W_O``; the MLP: ``((b W_in) ⊙ g) W_out``)."""
+        import torch
+
+        st = self.stages[index]
+        if st.kind == "attn":
+            a = f"blocks.{st.layer}.attn."
+            b = self.p[f"blocks.{st.layer}.ln1.b"]
+            vec = torch.einsum("d,hde,hef->hf", b, self.p[a + "W_V"], self.p[a + "W_O"])  # [H, d]
+            return self._rowsum[:, st.layer].movedim(1, 0) * vec[:, None, None, :]
+        return self.stage(self.ln_bias_vector(f"L{st.layer}.ln2.b"), st, read=False)
+
+    # LayerNorm -----------------------------------------------------------------------------
+    def ln(self, f, name: str, *, heads_axis: bool = False, positions=None):
+        """Frozen LN read ``(f − mean) / σ ⊙ w`` (no bias); identity without LayerNorm.
+
+        ``positions``: read only these positions (``f[..., positions, :]``).
+        """
+        if positions is not None:
+            f = f[..., positions, :]
+        if self.config.normalization is None:
+            return f
+        s = self.inv_scale[name]
+        if positions is not None:
+            s = s[:, positions]
+        if heads_axis:
+            s = s[:, None]
+        f = (f - f.mean(-1, keepdim=True)) * s
+        return f * self.p[name + ".w"] if self.config.normalization == "LN" else f
+
+    def ln_T(self, g, name: str, *, heads_axis: bool = False):
+        """Transpose of ``ln``: ``g_p ↦ (w ⊙ g_p − mean(w ⊙ g_p)) / σ_p``."""
+        if self.config.normalization is None:
+            return g
+        if self.config.normalization == "LN":
+            g = g * self.p[name + ".w"]
+        s = self.inv_scale[name]
+        if heads_axis:
+            s = s[:, None]
+        return (g - g.mean(-1, keepdim=True)) * s
+
+    # node maps --------------------------------------------------------------------------------
+    def heads(self, f, layer: int, heads=None, *, read: bool = True):
+        """``[*, b, n, d] → [*, b, H', n, d]``: ``A^{l,h} ln1(f) W_V^h W_O^h`` per head.
+
+        ``heads`` selects heads (default all); ``read=False`` means ``f`` is already past the
+        LayerNorm (an LN bias, or shortformer positions).
+        """
+        import torch
+
+        a = f"blocks.{layer}.attn"
+        sel = slice(None) if heads is None else heads
+        h = self.ln(f, f"blocks.{layer}.ln1") if read else f
+        v = torch.einsum("...bnd,hde->...bhne", h, self.p[a + ".W_V"][sel])
+        z = self.patterns[:, layer, sel] @ v                               # [*, b, H', n, e]
+        return torch.einsum("...bhne,hed->...bhnd", z, self.p[a + ".W_O"][sel])
+
+    def heads_T(self, g, layer: int, heads=None):
+        """Transpose of each head's map, back to its input before LN: ``[*, b, n, d] → [*, b, H', n, d]``."""
+        import torch
+
+        a = f"blocks.{layer}.attn"
+        sel = slice(None) if heads is None else heads
+        y = torch.einsum("...bnd,hed->...bhne", g, self.p[a + ".W_O"][sel])
+        z = self.patterns[:, layer, sel].transpose(-1, -2) @ y
+        v = torch.einsum("...bhne,hde->...bhnd", z, self.p[a + ".W_V"][sel])
+        return self.ln_T(v, f"blocks.{layer}.ln1", heads_axis=True)
+
+    def mlp(self, f, layer: int, *, read: bool = True):
+        """``[*, b, n, d] → [*, b, n, d]``: ``((ln2(f) W_in) ⊙ g) W_out`` at each position."""
+        m = f"blocks.{layer}.mlp"
+        h = self.ln(f, f"blocks.{layer}.ln2") if read else f
+        return ((h @ self.p[m + ".W_in"]) * self.gates[:, layer]) @ self.p[m + ".W_out"]
+
+    def mlp_T(self, g, layer: int):
+        """Transpose of ``mlp``."""
+        m = f"blocks.{layer}.mlp"
+        y = (g @ self.p[m + ".W_out"].T) * self.gates[:, layer]
+        return self.ln_T(y @ self.p[m + ".W_in"].T, f"blocks.{layer}.ln2")
+
+    def stage(self, f, stage: Stage, *, read: bool = True):
+        """Outputs of every node of ``stage`` on field ``f``: ``[*, b, n, d] → [*, k, b, n, d]``."""
+        if stage.kind == "attn":
+            return self.heads(f, stage.layer, read=read).movedim(-3, -4)
+        return self.mlp(f, stage.layer, read=read).unsqueeze(-4)
+
+    def stage_T(self, g, stage: Stage):
+        """Transposed maps of every node of ``stage``: ``[*, b, n, d] → [*, k, b, n, d]``."""
+        if stage.kind == "attn":
+            return self.heads_T(g, stage.layer).movedim(-3, -4)
+        return self.mlp_T(g, stage.layer).unsqueeze(-4)
+
+    def node(self, f, node: str, *, read: bool = True):
+        """One node's output on ``f``: ``[*, b, n, d] → [*, b, n, d]``."""
+        st = self.stage_of(node)
+        if st.kind == "attn":
+            h = parse_node(node).head
+            return self.heads(f, st.layer, [h], read=read).select(-3, 0)
+        return self.mlp(f, st.layer, read=read)
+
+    # sources ----------------------------------------------------------------------------------
+    def source_field(self, name: str):
+        """The field ``[b, n, d]`` a source writes into the residual stream.
+
+        LayerNorm biases write nothing themselves; use ``ln_bias_vector`` for them.
+        """
+        p, b, n = self.p, self.batch, self.n_pos
+        node = parse_node(name)
+        if name == "embed":
+            return p["W_E"][self.tokens]
+        if name == "pos":
+            if self.config.positional != "standard":
+                raise PathexpandError(
+                    f"'pos' is not a residual-stream source with positional={self.config.positional!r}"
+                )
+            return p["W_pos"][:n].expand(b, n, -1)
+        if node.kind == "bias" and node.param == "b_V":
+            a = f"blocks.{node.layer}.attn"
+            bv = p[a + ".b_V"][node.head] @ p[a + ".W_O"][node.head]             # [d]
+            return self._rowsum[:, node.layer, node.head] * bv                   # [b, n, d]
+        if node.kind == "bias" and node.param == "b_O":
+            return p[f"blocks.{node.layer}.attn.b_O"].expand(b, n, -1)
+        if node.kind == "bias" and node.param == "b_in":
+            m = f"blocks.{node.layer}.mlp"
+            return (p[m + ".b_in"] * self.gates[:, node.layer]) @ p[m + ".W_out"]
+        if node.kind == "bias" and node.param == "b_out":
+            return p[f"blocks.{node.layer}.mlp.b_out"].expand(b, n, -1)
+        raise PathexpandError(f"{name!r} writes no field of its own into the residual stream")
+
+    def ln_bias_vector(self, name: str):
+        """An LN bias broadcast over positions ``[b, n, d]`` (it enters after the LayerNorm)."""
+        node = parse_node(name)
+        key = {"ln1.b": f"blocks.{node.layer}.ln1.b", "ln2.b": f"blocks.{node.layer}.ln2.b"}.get(
+            node.param or "", "ln_final.b" if name == "ln_final.b" else None
+        )
+        if key is None or key not in self.p:
+            raise PathexpandError(f"{name!r} is not a LayerNorm bias of this model")
+        return self.p[key].expand(self.batch, self.n_pos, -1)
+
+    # paths ------------------------------------------------------------------------------------
+    def check_path(self, path) -> tuple[Source, tuple[Stage, ...]]:
+        """Validate a path (source first, then nodes in strictly later stages)."""
+        path = tuple(path)
+        if not path:
+            raise PathexpandError("a path needs at least its source, e.g. ('embed', 'L0H1')")
+        src = self.source(path[0])
+        if path[0] in CONSTANTS:
+            if len(path) > 1:
+                raise PathexpandError(f"{path[0]!r} is a constant term; nothing follows it")
+            return src, ()
+        stages = []
+        last = src.birth
+        for i, n in enumerate(path[1:]):
+            st = self.stage_of(n)
+            if src.entry is not None and i == 0 and st.index != src.entry:
+                first = ", ".join(self.stages[src.entry].nodes)
+                raise PathexpandError(
+                    f"{path[0]!r} is read only by {first}; path {path} starts with {n!r}"
+                )
+            if st.index <= last:
+                raise PathexpandError(
+                    f"path {path} is not in forward order: {n!r} cannot read "
+                    f"{path[i]!r} (a path takes at most one head per layer, heads before the MLP)"
+                )
+            last = st.index
+            stages.append(st)
+        if src.entry is not None and len(path) == 1:
+            first = ", ".join(self.stages[src.entry].nodes)
+            raise PathexpandError(f"{path[0]!r} alone is not a path; it reaches the residual "
+                                  f"stream only through {first}")
+        return src, tuple(stages)
+
+    def path_field(self, path):
+        """The field ``[b, n, d]`` that path ``path`` adds to the final residual stream."""
+        src, _ = self.check_path(path)
+        if path[0] in CONSTANTS:
+            raise PathexpandError(f"{path[0]!r} is a constant term, not a residual-stream field")
+        if src.entry is not None:
+            f = self.node(self.ln_bias_vector(path[0]), path[1], read=False)
+            rest = path[2:]
+        else:
+            f = self.source_field(path[0])
+            rest = path[1:]
+        for n in rest:
+            f = self.node(f, n)
+        return f
+
+    def iter_paths(self, sources=None, *, stop: int | None = None) -> Iterator[tuple[tuple[str, ...], Any]]:
+        """Every path with its field ``[b, n, d]``, depth-first, prefixes shared (no constants).
+
+        ``stop``: only stages before this index (the paths into a head's input); sources
+        born later are left out. ``sources``: only these source names.
+        """
+        stop = len(self.stages) if stop is None else stop
+        for src in self.sources():
+            if sources is not None and src.name not in sources:
+                continue
+            if src.entry is not None:
+                if src.entry >= stop:
+                    continue
+                st = self.stages[src.entry]
+                outs = self.stage(self.ln_bias_vector(src.name), st, read=False)
+                stack = [((src.name, n), outs[i], st.index) for i, n in enumerate(st.nodes)]
+            else:
+                if src.birth >= stop:
+                    continue
+                stack = [((src.name,), self.source_field(src.name), src.birth)]
+            stack.reverse()
+            while stack:
+                path, f, last = stack.pop()
+                yield path, f
+                children = []
+                for st in self.stages[last + 1 : stop]:
+                    outs = self.stage(f, st)
+                    children.extend((path + (n,), outs[i], st.index) for i, n in enumerate(st.nodes))
+                stack.extend(reversed(children))
+
+    def n_paths(self) -> int:
+        """Number of residual-stream paths ``iter_paths`` yields (closed form, no enumeration)."""
+        total = 0
+        for src in self.sources():
+            if src.entry is not None:
+                total += len(self.stages[src.entry].nodes) * self._n_suffixes(src.entry + 1)
+            else:
+                total += self._n_suffixes(src.birth + 1)
+        return total
+
+    def _n_suffixes(self, start: int) -> int:
+        return math.prod(1 + len(s.nodes) for s in self.stages[start:])
+
+    # replay -----------------------------------------------------------------------------------
+    def forward(self):
+        """Replay the frozen model on its own input: logits ``[b, n, d_vocab_out]``.
+
+        Equal to ``self.logits`` up to rounding; the frozen model is exact on this input.
+        """
+        x = self.source_field("embed")
+        if self.config.positional == "standard":
+            x = x + self.source_field("pos")
+        for st in self.stages:
+            x = x + self.stage_output(x, st)
+        return self.unembed(x) + self.constant_logits()
+
+    def stage_output(self, x, st: Stage):
+        """Everything stage ``st`` writes given residual ``x``: node maps, LN bias and biases."""
+        out = self.stage(x, st).sum(-4)
+        if self.arch.biases:
+            if self.config.normalization == "LN":
+                ln = "ln1" if st.kind == "attn" else "ln2"
+                out = out + self.stage(self.ln_bias_vector(f"L{st.layer}.{ln}.b"), st, read=False).sum(-4)
+            names = (
+                [f"{h}.b_V" for h in st.nodes] + [f"L{st.layer}.b_O"]
+                if st.kind == "attn"
+                else [f"MLP{st.layer}.b_in", f"MLP{st.layer}.b_out"]
+            )
+            for name in names:
+                out = out + self.source_field(name)
+        return out
+
+    def unembed(self, f):
+        """``ln_final(f) W_U`` without biases: ``[*, b, n, d] → [*, b, n, d_vocab_out]``."""
+        return self.ln(f, "ln_final") @ self.p["W_U"]
+
+    def constant_logits(self):
+        """``b_U`` (+ ``ln_final.b W_U``): ``[d_vocab_out]``, the part no input changes."""
+        out = self.p["b_U"]
+        if self.config.normalization == "LN":
+            out = out + self.p["ln_final.b"] @ self.p["W_U"]
+        return out
+
+    def constant(self, name: str):
+        """One constant term's logits ``[d_vocab_out]``: ``b_U`` or ``ln_final.b W_U``."""
+        if name == "b_U":
+            return self.p["b_U"]
+        if name == "ln_final.b" and self.config.normalization == "LN":
+            return self.p["ln_final.b"] @ self.p["W_U"]
+        raise PathexpandError(f"{name!r} is not a constant term of this model; they are {list(CONSTANTS)}")
+
+
+def _record(fz: Frozen, weights: Weights, tokens, device, dtype) -> None:
+    """One forward pass (DESIGN.md §2, as ``forward.run_with_cache``), keeping on ``fz`` what
+    freezing needs: patterns, scores, ``z``, residuals, LN ``1/σ`` and MLP gates."""
+    import torch
+
+    c = weights.config
+    tdtype = _torch_dtype(dtype, weights)
+    t = _tokens(tokens, c, device)                                         # [b, n]
+    p = _params(weights, t.device, tdtype)
+    b, n = t.shape
+    inv: dict[str, Any] = {}
+
+    def norm(x, name):
+        if c.normalization is None:
+            return x
+        var, mean = torch.var_mean(x, -1, unbiased=False, keepdim=True)
+        s = torch.rsqrt(var + c.eps)                                       # 1/σ, [b, n, 1]
+        inv[name] = s
+        y = (x - mean) * s
+        return y * p[name + ".w"] + p[name + ".b"] if c.normalization == "LN" else y
+
+    rec: dict[str, list] = {k: [] for k in ("resid_pre", "resid_mid", "patterns", "scores", "z", "gates")}
+    with torch.no_grad():
+        x = p["W_E"][t]                                                    # [b, n, d]
+        pos = p["W_pos"][:n] if c.positional is not None else None
+        if c.positional == "standard":
+            x = x + pos
+        mask = None if c.attention_dir == "bidirectional" else torch.ones(
+            n, n, dtype=torch.bool, device=t.device).tril()
+        H, e, d = c.n_heads, c.d_head, c.d_model
+        for l in range(c.n_layers):
+            rec["resid_pre"].append(x)
+            h = norm(x, f"blocks.{l}.ln1")
+            a = f"blocks.{l}.attn."
+            if H:
+                qk = h if c.positional != "shortformer" else h + pos
+                q = (qk @ p[a + "W_Q"].permute(1, 0, 2).reshape(d, H * e)).view(b, n, H, e).transpose(1, 2)
+                k = (qk @ p[a + "W_K"].permute(1, 0, 2).reshape(d, H * e)).view(b, n, H, e).transpose(1, 2)
+                v = (h @ p[a + "W_V"].permute(1, 0, 2).reshape(d, H * e)).view(b, n, H, e).transpose(1, 2)
+                q, k, v = q + p[a + "b_Q"][:, None], k + p[a + "b_K"][:, None], v + p[a + "b_V"][:, None]
+                scores = q @ k.transpose(-1, -2) / math.sqrt(e)              # [b, H, q, k]
+                if mask is not None:
+                    scores = scores.masked_fill(~mask, float("-inf"))
+                pattern = torch.softmax(scores, dim=-1)
+                z = pattern @ v                                            # [b, H, n, e]
+                x = x + z.transpose(1, 2).reshape(b, n, H * e) @ p[a + "W_O"].reshape(H * e, d) + p[a + "b_O"]
+                rec["scores"].append(scores)
+                rec["patterns"].append(pattern)
+                rec["z"].append(z)
+            if c.d_mlp is not None:
+                m = f"blocks.{l}.mlp."
+                rec["resid_mid"].append(x)
+                pre = norm(x, f"blocks.{l}.ln2") @ p[m + "W_in"] + p[m + "b_in"]
+                g = _gate(pre, c.act_fn)                                   # act(pre) = g · pre
+                rec["gates"].append(g)
+                x = x + (g * pre) @ p[m + "W_out"] + p[m + "b_out"]
+        rec["resid_pre"].append(x)
+        norm(x, "ln_final")
+
+    def stack(key):
+        return torch.stack(rec[key], dim=1) if rec[key] else None
+
+    fz.tokens, fz.p = t, p
+    fz.device, fz.dtype = t.device, tdtype
+    if H and c.n_layers:
+        fz.patterns, fz.scores, fz.z = stack("patterns"), stack("scores"), stack("z")
+    else:
+        fz.patterns = fz.scores = torch.zeros(b, c.n_layers, 0, n, n, dtype=tdtype, device=t.device)
+        fz.z = None
+    fz.resid_pre, fz.resid_mid, fz.gates = stack("resid_pre"), stack("resid_mid"), stack("gates")
+    fz.inv_scale = inv
+
+
+def _params(weights: Weights, device, dtype) -> dict:
+    """Parameters as torch tensors; on the CPU in the stored dtype they share the numpy memory
+    (read-only arrays, never written: no copy of a GPT-2-sized model per call)."""
+    import warnings
+
+    import torch
+
+    if torch.device(device).type == "cpu" and np.dtype(weights.dtype) == np.dtype(
+        {torch.float32: np.float32, torch.float64: np.float64}[dtype]
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "the given NumPy array is not writable"
+            return {k: torch.from_numpy(v) for k, v in weights.state_dict().items()}
+    return weights.to_torch(device=device, dtype=dtype)
+
+
+def _stages(c) -> tuple[Stage, ...]:
+    out: list[Stage] = []
+    for l in range(c.n_layers):
+        if c.n_heads:
+            out.append(Stage(len(out), "attn", l, tuple(head_name(l, h) for h in range(c.n_heads))))
+        if c.d_mlp is not None:
+            out.append(Stage(len(out), "mlp", l, (mlp_name(l),)))
+    return tuple(out)
+
+
+def _gate(pre, act_fn: str):
+    """``act(pre) / pre`` in closed form (no division; finite at ``pre = 0``)."""
+    import torch
+
+    if act_fn == "relu":
+        return (pre > 0).to(pre.dtype)
+    if act_fn == "gelu":
+        return 0.5 * (1.0 + torch.erf(pre / math.sqrt(2.0)))
+    if act_fn == "gelu_new":
+        return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (pre + 0.044715 * pre.pow(3))))
+    raise PathexpandError(f"cannot freeze MLP activation {act_fn!r}")  # pragma: no cover
+
+
+def to_numpy(t) -> np.ndarray:
+    """A torch tensor as a float64-or-float32 numpy array on the CPU."""
+    return t.detach().cpu().numpy()

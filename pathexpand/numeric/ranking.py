@@ -1,0 +1,375 @@
+"""``Ranking``: rows of (name, kind, depth, path, value, share, extra columns), sortable and exportable.
+
+One table type for everything that ranks paths, heads or pairs: data-free term metrics
+(``evaluate``), composition scores, weight-only head detectors and data-based attributions.
+``share = value / total``, with ``total`` given by the producer (e.g. the target logit for
+an attribution) or, by default, Σ|value| over the finite values — so shares of non-negative
+metrics sum to 1. Filtering keeps the original total: shares stay shares of the whole.
+
+>>> r = Ranking([dict(name="L1H0∘L0H0", kind="virtual", depth=2, path=("embed", "L0H0", "L1H0"), value=3.0),
+...              dict(name="direct", kind="direct", depth=0, path=("embed",), value=1.0)])
+>>> r.top(1)[0].name, r[0].share
+('L1H0∘L0H0', 0.75)
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from ..errors import PathexpandError
+
+__all__ = ["BASE_COLUMNS", "Ranking", "Row"]
+
+BASE_COLUMNS = ("name", "kind", "depth", "path", "value", "share")
+ARROW = " → "
+
+
+@dataclass(frozen=True)
+class Row:
+    """One ranked item: a term, head or pair. ``extra`` holds producer-specific columns."""
+
+    name: str
+    kind: str
+    depth: int
+    path: tuple[str, ...]
+    value: float
+    share: float = math.nan
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", tuple(self.path))
+        object.__setattr__(self, "value", float(self.value))
+        object.__setattr__(self, "share", float(self.share))
+        object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
+
+    def __getitem__(self, column: str) -> Any:
+        if column in BASE_COLUMNS:
+            return getattr(self, column)
+        try:
+            return self.extra[column]
+        except KeyError:
+            raise KeyError(
+                f"{column!r} is not a column of this row; columns are "
+                f"{list(BASE_COLUMNS) + list(self.extra)}"
+            ) from None
+
+    @property
+    def nodes(self) -> frozenset[str]:
+        """Every node named by the row: its path and any tuple-valued extra column."""
+        out = set(self.path)
+        for v in self.extra.values():
+            if isinstance(v, tuple):
+                out.update(str(x) for x in v)
+        return frozenset(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict; tuples become lists, NaN becomes None (JSON-ready)."""
+        d = {c: getattr(self, c) for c in BASE_COLUMNS}
+        d.update(self.extra)
+        return {k: _plain(v) for k, v in d.items()}
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _text(v: Any, column: str = "") -> str:
+    if isinstance(v, tuple):
+        return ARROW.join(str(x) for x in v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "—"
+        return f"{v:.1%}" if column == "share" else f"{v:.4g}"
+    return str(v)
+
+
+class Ranking(Sequence[Row]):
+    """An ordered table of ``Row``s; ``len``, indexing by position, slice or name, export.
+
+    ``Ranking(rows, *, total=None, title="", value_label="value", notes=(), shares=True)``:
+    ``rows`` are ``Row``s or dicts with the base columns (``share`` is recomputed as
+    value/total) and any extra columns; ``shares=False`` for statistics whose sum means
+    nothing (share is then NaN and left out of the text tables). Order is kept as given;
+    ``sort_by``/``top`` return new rankings.
+    """
+
+    def __init__(
+        self,
+        rows: Iterable[Row | Mapping[str, Any]],
+        *,
+        total: float | None = None,
+        title: str = "",
+        value_label: str = "value",
+        notes: Sequence[str] = (),
+        shares: bool = True,
+    ):
+        raw = [r if isinstance(r, Row) else _row_from_mapping(r) for r in rows]
+        if not shares:  # statistics whose sum means nothing (z-scores, detector scores)
+            total = math.nan
+        elif total is None:
+            total = sum(abs(r.value) for r in raw if math.isfinite(r.value))
+        total = float(total)
+        self._rows = tuple(
+            Row(r.name, r.kind, r.depth, r.path, r.value,
+                r.value / total if total and math.isfinite(total) and math.isfinite(r.value)
+                else math.nan, r.extra)
+            for r in raw
+        )
+        self.total = total
+        self.title = title
+        self.value_label = value_label
+        self.notes = tuple(notes)
+
+    def _new(self, rows: Iterable[Row]) -> Ranking:
+        out = Ranking.__new__(Ranking)
+        out._rows = tuple(rows)
+        out.total, out.title, out.value_label, out.notes = (
+            self.total, self.title, self.value_label, self.notes
+        )
+        return out
+
+    # sequence ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self._rows)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return self._new(self._rows[key])
+        if isinstance(key, str):
+            for r in self._rows:
+                if r.name == key:
+                    return r
+            names = [r.name for r in self._rows[:5]]
+            raise KeyError(f"no row named {key!r}; rows are {names}{' ...' if len(self) > 5 else ''}")
+        if isinstance(key, bool) or not isinstance(key, int):
+            raise PathexpandError(f"index a Ranking by int, slice or row name, got {key!r}")
+        return self._rows[key]
+
+    def __contains__(self, name: object) -> bool:
+        return any(r.name == name or r is name for r in self._rows)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Ranking) and self._rows == other._rows
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Base columns, then extra columns in order of first appearance."""
+        extra: dict[str, None] = {}
+        for r in self._rows:
+            extra.update(dict.fromkeys(r.extra))
+        return BASE_COLUMNS + tuple(extra)
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self._rows]
+
+    @property
+    def values(self) -> np.ndarray:
+        """The value column as a float64 numpy array."""
+        return np.array([r.value for r in self._rows], dtype=np.float64)
+
+    def column(self, name: str) -> list[Any]:
+        """One column as a list (missing extras are None)."""
+        if name in BASE_COLUMNS:
+            return [getattr(r, name) for r in self._rows]
+        if name not in self.columns:
+            raise KeyError(f"{name!r} is not a column; columns are {list(self.columns)}")
+        return [r.extra.get(name) for r in self._rows]
+
+    # ordering and selection ----------------------------------------------------------------
+    def sort_by(self, column: str = "value", *, descending: bool = True, absolute: bool = False) -> Ranking:
+        """Rows ordered by ``column`` (by |value| when ``absolute``), stable; NaN and None last."""
+        if column not in self.columns:
+            raise PathexpandError(f"cannot sort by {column!r}; columns are {list(self.columns)}")
+
+        def get(r: Row):
+            v = r[column] if column in BASE_COLUMNS or column in r.extra else None
+            return None if isinstance(v, float) and math.isnan(v) else v
+
+        def key(r: Row):
+            v = get(r)
+            if isinstance(v, tuple):
+                return ARROW.join(map(str, v))
+            return abs(v) if absolute and isinstance(v, (int, float)) else v
+
+        present = sorted((r for r in self._rows if get(r) is not None), key=key, reverse=descending)
+        return self._new(present + [r for r in self._rows if get(r) is None])
+
+    def top(self, k: int = 10) -> Ranking:
+        """The ``k`` rows with the largest |value|, largest first (NaN last)."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise PathexpandError(f"top(k) needs a non-negative int, got {k!r}")
+        return self.sort_by("value", absolute=True)[:k]
+
+    def filter(
+        self,
+        kind: str | Iterable[str] | None = None,
+        *,
+        through: str | Iterable[str] | None = None,
+        depth: int | Iterable[int] | None = None,
+        source: str | Iterable[str] | None = None,
+        where: Callable[[Row], bool] | None = None,
+    ) -> Ranking:
+        """Rows matching every condition given.
+
+        ``kind``/``depth``/``source`` (first node of the path) match one value or any of a
+        collection; ``through`` a node name (``"L1H0"``) or several, all of which must be on
+        the row's path (or in its tuple columns, e.g. a score term's key path).
+        """
+        kinds = _as_set(kind)
+        depths = _as_set(depth)
+        sources = _as_set(source)
+        nodes = _as_set(through)
+        out = []
+        for r in self._rows:
+            if kinds is not None and r.kind not in kinds:
+                continue
+            if depths is not None and r.depth not in depths:
+                continue
+            if sources is not None and (not r.path or r.path[0] not in sources):
+                continue
+            if nodes is not None and not nodes <= r.nodes:
+                continue
+            if where is not None and not where(r):
+                continue
+            out.append(r)
+        return self._new(out)
+
+    # export ------------------------------------------------------------------------------
+    def to_records(self) -> list[dict[str, Any]]:
+        """One dict per row (paths as lists, NaN as None)."""
+        cols = self.columns
+        return [{c: r.to_dict().get(c) for c in cols} for r in self._rows]
+
+    def to_json(self, path: str | Path | None = None, **kwargs) -> str:
+        """JSON text ``{"title", "total", "value_label", "notes", "rows"}``; written to ``path`` if given."""
+        doc = {
+            "title": self.title,
+            "value_label": self.value_label,
+            "total": _plain(self.total),
+            "notes": list(self.notes),
+            "rows": self.to_records(),
+        }
+        text = json.dumps(doc, ensure_ascii=False, indent=kwargs.pop("indent", 2), **kwargs)
+        if path is not None:
+            Path(path).write_text(text + "\n", encoding="utf-8")
+        return text
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """CSV text with a header row (paths joined by ' → '); written to ``path`` if given."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        cols = self.columns
+        writer.writerow(cols)
+        for r in self._rows:
+            writer.writerow([_csv_cell(r.to_dict().get(c)) for c in cols])
+        text = buf.getvalue()
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    def _cells(self) -> tuple[list[str], list[list[str]]]:
+        cols = [c for c in self.columns if c != "share" or math.isfinite(self.total)]
+        header = ["#"] + [self.value_label if c == "value" else c for c in cols]
+        body = []
+        for i, r in enumerate(self._rows, 1):
+            cells = [str(i)]
+            for c in cols:
+                v = getattr(r, c) if c in BASE_COLUMNS else r.extra.get(c)
+                cells.append("" if v is None else _text(v, c))
+            body.append(cells)
+        return header, body
+
+    def __str__(self) -> str:
+        header, body = self._cells()
+        widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
+        numeric = {i for i, h in enumerate(header) if h in ("#", "depth", self.value_label, "share")}
+
+        def line(cells):
+            return "  ".join(
+                c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+            ).rstrip()
+
+        out = [self.title] if self.title else []
+        out += [line(header), line(["-" * w for w in widths])] + [line(b) for b in body]
+        out += [f"note: {n}" for n in self.notes]
+        return "\n".join(out)
+
+    def __repr__(self) -> str:
+        head = ", ".join(r.name for r in self._rows[:3])
+        more = ", ..." if len(self) > 3 else ""
+        return f"Ranking({len(self)} rows: {head}{more})"
+
+    def rich_table(self):
+        """A ``rich.table.Table`` of the rows (rich is imported here, on use)."""
+        from rich.table import Table
+
+        header, body = self._cells()
+        table = Table(title=self.title or None, caption="; ".join(self.notes) or None)
+        for h in header:
+            table.add_column(h, justify="right" if h in ("#", "depth", self.value_label, "share") else "left")
+        for b in body:
+            table.add_row(*b)
+        return table
+
+    def __rich__(self):
+        return self.rich_table()
+
+    def _repr_html_(self) -> str:
+        header, body = self._cells()
+        esc = html.escape
+        rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in b) + "</tr>" for b in body)
+        cap = f"<caption>{esc(self.title)}</caption>" if self.title else ""
+        notes = "".join(f"<p>note: {esc(n)}</p>" for n in self.notes)
+        return (
+            f"<table>{cap}<thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in header)}</tr></thead>"
+            f"<tbody>{rows}</tbody></table>{notes}"
+        )
+
+
+def _as_set(value) -> set | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, int)):
+        return {value}
+    return set(value)
+
+
+def _csv_cell(v: Any) -> Any:
+    if isinstance(v, list):
+        return ARROW.join(str(x) for x in v)
+    if v is None:
+        return ""
+    return v
+
+
+def _row_from_mapping(m: Mapping[str, Any]) -> Row:
+    missing = [c for c in ("name", "kind", "depth", "path", "value") if c not in m]
+    if missing:
+        raise PathexpandError(
+            f"a ranking row needs columns {list(BASE_COLUMNS[:5])}; missing {missing} in {dict(m)!r}"
+        )
+    extra = {k: v for k, v in m.items() if k not in BASE_COLUMNS}
+    return Row(m["name"], m["kind"], int(m["depth"]), tuple(m["path"]), m["value"], extra=extra)

@@ -1,0 +1,371 @@
+"""Certified top-k paths: best-first branch and bound over path prefixes.
+
+GPT-2 small has 13¹² paths per source, too many to list. Every prefix of a path is itself
+a path (stop it there and read the logits), so the search tree's nodes are paths: a node
+``P`` with field ``f`` (what ``P`` adds to the residual stream) has value ``⟨r, f⟩`` and
+children ``P + (N,)`` for every node ``N`` of a later stage.
+
+**The bound.** Every extension of ``P`` adds ``⟨b, f⟩`` where ``b = M_1ᵀ ⋯ M_mᵀ r`` is the
+backward vector of its suffix ``M_1 … M_m``. Per position, ``|⟨b, f⟩| ≤ Σ_p ‖b_p‖ ‖f_p‖``,
+and the per-position norms of any suffix's ``b`` are bounded elementwise by ``β``:
+
+- the readout: ``β[p] = ‖r_p‖`` (the target's gradient at the final residual stream);
+- a frozen head ``f ↦ A · diag(1/σ) · f · M`` with ``M = C diag(w) W_V W_O``:
+  ``‖(Nᵀb)_p‖ ≤ (‖M‖₂ / σ_p) Σ_q A_qp ‖b_q‖`` (``A ≥ 0``; ``‖M‖₂`` exact via a QR of
+  ``C diag(w) W_V`` and an SVD of ``R W_O``);
+- a frozen MLP, per position ``f_p ↦ f_p L diag(g_p) W_out / σ_p`` with ``L = C diag(w) W_in``:
+  ``‖(Nᵀb)_p‖ ≤ c_p ‖b_p‖ / σ_p`` where ``c_p = ‖L diag(g_p) W_out‖₂`` computed exactly when
+  cheap (small models), else bounded by ``min(‖L diag(g_p) W_out‖_F, ‖L‖₂ max|g_p| ‖W_out‖₂)``
+  (``‖·‖_F² = gᵀ((LᵀL) ∘ (W_out W_outᵀ))g``: no ``d × d`` matrix per position).
+
+These maps are monotone in ``β``, so ``β*_s`` = elementwise max over the stages ``≥ s`` of
+(skip, or each node's map applied to ``β_{s+1}``) bounds every non-empty suffix starting at
+stage ``≥ s``, and ``|any strict extension of P| ≤ Σ_p ‖f_p‖ β*_{next}[p]``. Bounds are
+computed in float64 and widened by ``1 + 10⁻⁹`` (float64) or ``1 + 10⁻⁴`` (float32) against rounding.
+
+The search pops the prefix with the largest bound until that bound is no larger than the
+k-th largest ``|value|`` found (then the listed paths are the true top-k), or a budget
+runs out. The **certificate** is the largest ``|contribution|`` any unlisted path can have:
+the max of the bounds left in the queue or pruned and the ``|value|`` of evaluated paths
+that did not make the list.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._repr import TextTableHTML
+from ..errors import PathexpandError
+from .attribute import _progress_counter, _token_array, own_target, path_info
+from .frozen import CONSTANTS, Frozen, freeze
+from .targets import resolve_target
+from .weights import Weights
+
+__all__ = ["top_k_paths", "TopK", "suffix_bounds"]
+
+_FIELD_BYTES = 2**28  # keep prefix fields in the queue up to this much, then replay paths
+
+
+@dataclass
+class TopK(TextTableHTML):
+    """The ``k`` largest paths (by ``|contribution|``) with a proof about the rest.
+
+    ``values`` are exact contributions (summed over prompts and target positions);
+    ``certificate`` bounds ``|contribution|`` of every unlisted path; ``complete`` says the
+    search finished, so the listed paths are the true top-k (``certificate ≤ |values[-1]|``).
+    ``total`` is the sum over all paths (the target minus its constants ``b_U``,
+    ``ln_final.b``); ``explained = Σ values / total``.
+    """
+
+    paths: list[tuple[str, ...]]
+    values: np.ndarray
+    certificate: float
+    complete: bool
+    total: float
+    output: float
+    constants: dict[str, float]
+    visited: int
+    expanded: int
+    seconds: float
+    target_label: str
+    stopped_by: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def explained(self) -> float:
+        """Share of the target (without constants) the listed paths explain."""
+        return float(self.values.sum() / self.total) if self.total else float("nan")
+
+    @property
+    def names(self) -> list[str]:
+        return [path_info(p)[0] for p in self.paths]
+
+    def records(self) -> list[dict]:
+        """Rows: name, kind, depth, path, value (largest |value| first)."""
+        out = []
+        for p, v in zip(self.paths, self.values):
+            name, kind, depth = path_info(p)
+            out.append(dict(name=name, kind=kind, depth=depth, path=p, value=float(v)))
+        return out
+
+    def ranking(self):
+        """The listed paths as a ``Ranking``."""
+        from .ranking import Ranking
+
+        return Ranking(self.records(), total=self.total, title=f"top paths of {self.target_label}",
+                       value_label="contribution", notes=tuple(self.notes))
+
+    def to_dict(self) -> dict:
+        rows = self.records()
+        for r in rows:
+            r["path"] = list(r["path"])
+        return {
+            "target": self.target_label,
+            "paths": rows,
+            "certificate": self.certificate,
+            "complete": self.complete,
+            "explained": self.explained,
+            "total": self.total,
+            "output": self.output,
+            "constants": self.constants,
+            "visited": self.visited,
+            "expanded": self.expanded,
+            "seconds": self.seconds,
+            "stopped_by": self.stopped_by,
+            "notes": list(self.notes),
+        }
+
+    def __str__(self) -> str:
+        head = (
+            f"top {len(self.paths)} paths of {self.target_label}: "
+            f"{'complete' if self.complete else 'incomplete (' + str(self.stopped_by) + ')'}, "
+            f"every unlisted path |c| ≤ {self.certificate:.3g}, explained {self.explained:.1%}, "
+            f"{self.visited} prefixes visited"
+        )
+        rows = [f"  {r['name']:<28} {r['value']:+.4g}" for r in self.records()]
+        return "\n".join([head, *rows])
+
+
+def suffix_bounds(fz: Frozen, rho):
+    """``β*`` per stage: ``[S + 1, b, n]`` float64; ``β*[s]`` bounds the per-position norms of
+    the backward vector of every non-empty suffix whose first node is at stage ``≥ s``."""
+    import torch
+
+    S = len(fz.stages)
+    b_e = rho.clone()                                   # every suffix from stage S: only the empty one
+    b_star = [torch.zeros_like(rho) for _ in range(S + 1)]
+    for st in reversed(fz.stages):
+        mapped = _node_bounds(fz, st, b_e)              # [k, b, n]
+        m = mapped.amax(0)
+        b_star[st.index] = torch.maximum(b_star[st.index + 1], m)
+        b_e = torch.maximum(b_e, m)
+    return torch.stack(b_star)
+
+
+def _node_bounds(fz: Frozen, st, beta):
+    """``N♯(β)`` for every node of a stage: ``[k, b, n]`` (float64)."""
+    import torch
+
+    l = st.layer
+    name = f"blocks.{l}.ln1" if st.kind == "attn" else f"blocks.{l}.ln2"
+    inv = fz.inv_scale[name][..., 0].double() if fz.config.normalization else None
+    if st.kind == "attn":
+        c = _head_norms(fz, l)                                         # [H]
+        A = fz.patterns[:, l].double()                                 # [b, H, q, k]
+        spread = torch.einsum("bhqk,bq->hbk", A, beta)                # Σ_q A_qp β_q
+        out = c[:, None, None] * spread
+    else:
+        out = (_mlp_norms(fz, l) * beta)[None]                        # [1, b, n]
+    return out * inv[None] if inv is not None else out
+
+
+def _read_matrix(fz: Frozen, name: str, W):
+    """``C diag(w) W`` (LN read folded into the next weight), float64."""
+    W = W.double()
+    if fz.config.normalization is None:
+        return W
+    if fz.config.normalization == "LN":
+        W = fz.p[name + ".w"].double()[:, None] * W
+    return W - W.mean(0, keepdim=True)
+
+
+def _head_norms(fz: Frozen, l: int):
+    """``‖C diag(w) W_V^h W_O^h‖₂`` per head of layer ``l`` (QR of the left factor, small SVD)."""
+    import torch
+
+    a = f"blocks.{l}.attn"
+    out = []
+    for h in range(fz.config.n_heads):
+        left = _read_matrix(fz, f"blocks.{l}.ln1", fz.p[a + ".W_V"][h])     # [d, e]
+        _, R = torch.linalg.qr(left)
+        out.append(torch.linalg.matrix_norm(R @ fz.p[a + ".W_O"][h].double(), ord=2))
+    return torch.stack(out)
+
+
+_EXACT_MLP_FLOPS = 2e9  # below this, per-position MLP norms are computed exactly
+
+
+def _mlp_norms(fz: Frozen, l: int):
+    """Upper bound on ``‖C diag(w) W_in diag(g_p) W_out‖₂`` per prompt and position: ``[b, n]``.
+
+    Exact (one ``d × d`` matrix and its spectral norm per position) when that costs under
+    ``2·10⁹`` flops for the layer; else ``min(Frobenius, ‖L‖₂ max|g_p| ‖W_out‖₂)``.
+    """
+    import torch
+
+    m = f"blocks.{l}.mlp"
+    L = _read_matrix(fz, f"blocks.{l}.ln2", fz.p[m + ".W_in"])          # [d, m]
+    R = fz.p[m + ".W_out"].double()                                    # [m, d]
+    g = fz.gates[:, l].double()                                        # [b, n, m]
+    d, dm = L.shape
+    if fz.batch * fz.n_pos * d * d * dm <= _EXACT_MLP_FLOPS:
+        M = torch.einsum("dm,bnm,me->bnde", L, g, R)
+        return torch.linalg.matrix_norm(M, ord=2)
+    K = (L.T @ L) * (R @ R.T)                                          # [m, m]
+    frob = torch.einsum("bnm,mk,bnk->bn", g, K, g).clamp_min(0).sqrt()
+    prod = torch.linalg.matrix_norm(L, ord=2) * torch.linalg.matrix_norm(R, ord=2) * g.abs().amax(-1)
+    return torch.minimum(frob, prod)
+
+
+def top_k_paths(
+    weights: Weights,
+    tokens,
+    *,
+    target=None,
+    diff=None,
+    positions=None,
+    k: int = 10,
+    budget_nodes: int | None = None,
+    budget_seconds: float | None = None,
+    device=None,
+    dtype=None,
+    progress: bool = False,
+) -> TopK:
+    """The ``k`` paths with the largest ``|contribution|`` to ``target``, certified.
+
+    ``target``/``diff``/``positions``/``tokens`` as in ``attribute`` (the scalar explained is
+    the target summed over prompts and positions; ``"logits"`` is refused: rank one token or
+    a difference). ``budget_nodes`` caps the prefixes evaluated, ``budget_seconds`` the
+    time (both checked before each expansion, which evaluates every child of one prefix);
+    when one runs out the result says so and its certificate is weaker (still proven).
+    One forward pass, then one batch of node maps per expanded prefix; memory: the queued
+    prefixes' fields up to 256 MB, after which a popped prefix is replayed from its path.
+    """
+    import torch
+
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise PathexpandError(f"k must be a positive int, got {k!r}")
+    for name, v in (("budget_nodes", budget_nodes), ("budget_seconds", budget_seconds)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
+            raise PathexpandError(f"{name} must be a positive number or None, got {v!r}")
+    tokens = _token_array(weights, tokens)
+    start = time.monotonic()
+    with torch.no_grad():
+        fz = freeze(weights, tokens, device=device, dtype=dtype)
+        if target is None and diff is None:
+            tgt = own_target(fz, weights, positions)
+        else:
+            tgt = resolve_target(weights, target, diff, positions, tokens.shape)
+        if tgt.U is None:
+            raise PathexpandError(
+                "top_k_paths ranks paths of one number; target='logits' is many. Give a token, "
+                "('diff', a, b) or a vector"
+            )
+        return _search(fz, tgt, k, budget_nodes, budget_seconds, progress, start)
+
+
+def _search(fz: Frozen, tgt, k, budget_nodes, budget_seconds, progress, start) -> TopK:
+    import torch
+
+    widen = 1 + (1e-9 if fz.dtype == torch.float64 else 1e-4)
+    r = tgt.readout_vectors(fz).sum(0)                                 # [b, n, d]
+    rho = torch.linalg.vector_norm(r.double(), dim=-1)                 # [b, n]
+    beta = suffix_bounds(fz, rho) * widen                              # [S + 1, b, n]
+
+    def value_of(f) -> float:
+        return float(tgt.readout(fz, f).sum())
+
+    def bound_of(f, last) -> float:
+        return float((torch.linalg.vector_norm(f.double(), dim=-1) * beta[last + 1]).sum())
+
+    counter = itertools.count()
+    heap: list = []
+    best: list = []             # min-heap of (|v|, tie, v, path)
+    state = {"others": 0.0, "pruned": 0.0, "visited": 0, "field_bytes": 0}
+
+    def kth() -> float:
+        return best[0][0] if len(best) == k else 0.0
+
+    def visit(path, f, last):
+        v = value_of(f)
+        state["visited"] += 1
+        item = (abs(v), next(counter), v, path)
+        if len(best) < k:
+            heapq.heappush(best, item)
+        elif item[0] > best[0][0]:
+            out = heapq.heappushpop(best, item)
+            state["others"] = max(state["others"], out[0])
+        else:
+            state["others"] = max(state["others"], item[0])
+        if last + 1 >= len(fz.stages):
+            return
+        bnd = bound_of(f, last)
+        if bnd <= kth():
+            state["pruned"] = max(state["pruned"], bnd)
+            return
+        keep = f if state["field_bytes"] < _FIELD_BYTES else None
+        if keep is not None:
+            state["field_bytes"] += f.numel() * f.element_size()
+        heapq.heappush(heap, (-bnd, next(counter), path, keep, last))
+
+    for src in fz.sources():
+        if src.entry is not None:
+            st = fz.stages[src.entry]
+            outs = fz.stage(fz.ln_bias_vector(src.name), st, read=False)
+            for i, n in enumerate(st.nodes):
+                visit((src.name, n), outs[i], st.index)
+        else:
+            visit((src.name,), fz.source_field(src.name), src.birth)
+
+    expanded = 0
+    stopped_by = None
+    tick = _progress_counter(progress, "searching paths")
+    while heap:
+        if -heap[0][0] <= kth():
+            break
+        if budget_nodes is not None and state["visited"] >= budget_nodes:
+            stopped_by = "budget_nodes"
+            break
+        if budget_seconds is not None and time.monotonic() - start >= budget_seconds:
+            stopped_by = "budget_seconds"
+            break
+        _, _, path, f, last = heapq.heappop(heap)
+        if f is None:
+            f = fz.path_field(path)
+        else:
+            state["field_bytes"] -= f.numel() * f.element_size()
+        expanded += 1
+        for st in fz.stages[last + 1:]:
+            outs = fz.stage(f, st)
+            for i, n in enumerate(st.nodes):
+                visit(path + (n,), outs[i], st.index)
+        tick(state["visited"])
+    tick(None)
+
+    left = max((-h[0] for h in heap), default=0.0)
+    listed = sorted(best, key=lambda t: -t[0])
+    certificate = max(left, state["pruned"], state["others"])
+    complete = stopped_by is None
+    out_val = float(tgt.of_logits(None, fz).sum())
+    consts = {
+        name: float(tgt.of_logits(fz.constant(name), fz).sum())
+        for name in CONSTANTS
+        if name == "b_U" or fz.config.normalization == "LN"
+    }
+    notes = []
+    if not complete:
+        notes.append(
+            f"stopped by {stopped_by} after {state['visited']} prefixes: the listed paths are the "
+            f"largest found, and no unlisted path exceeds |c| = {certificate:.3g} (a weaker bound "
+            "than a finished search gives)"
+        )
+    return TopK(
+        paths=[t[3] for t in listed],
+        values=np.array([t[2] for t in listed], dtype=np.float64),
+        certificate=float(certificate),
+        complete=complete,
+        total=out_val - sum(consts.values()),
+        output=out_val,
+        constants=consts,
+        visited=state["visited"],
+        expanded=expanded,
+        seconds=time.monotonic() - start,
+        target_label=tgt.label,
+        stopped_by=stopped_by,
+        notes=notes,
+    )

@@ -1,0 +1,128 @@
+"""``Ranking``: the generic table of ranked rows (terms, heads, pairs, attributions)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import pytest
+
+from pathexpand.errors import PathexpandError
+from pathexpand.numeric.ranking import Ranking, Row
+
+
+def rows():
+    return [
+        dict(name="direct", kind="direct", depth=0, path=("embed",), value=1.0),
+        dict(name="L0H0", kind="head", depth=1, path=("embed", "L0H0"), value=-4.0, z=2.5),
+        dict(name="L1H0∘L0H0", kind="virtual", depth=2, path=("embed", "L0H0", "L1H0"), value=3.0, z=0.5),
+        dict(name="q:direct · k:L0H0", kind="k_composition", depth=1, path=("embed",), value=2.0,
+             key_path=("embed", "L0H0")),
+        dict(name="remainder", kind="remainder", depth=3, path=("remainder",), value=math.nan),
+    ]
+
+
+def test_shares_default_to_sum_of_abs_and_can_be_given():
+    r = Ranking(rows())
+    assert r.total == 10.0
+    assert [row.share for row in r][:4] == [0.1, -0.4, 0.3, 0.2]
+    assert math.isnan(r["remainder"].share)
+    r2 = Ranking(rows(), total=2.0)  # e.g. an attribution's target value
+    assert r2["L0H0"].share == -2.0
+    r3 = Ranking(rows(), shares=False)
+    assert all(math.isnan(row.share) for row in r3) and "share" not in str(r3)
+
+
+def test_sequence_and_indexing():
+    r = Ranking(rows())
+    assert len(r) == 5 and r[0].name == "direct" and r[-1].name == "remainder"
+    assert isinstance(r[1:3], Ranking) and r[1:3].names == ["L0H0", "L1H0∘L0H0"]
+    assert r["L0H0"].value == -4.0 and "L0H0" in r and "L9H9" not in r
+    with pytest.raises(KeyError, match="no row named 'L9H9'"):
+        r["L9H9"]
+    with pytest.raises(PathexpandError, match="int, slice or row name"):
+        r[1.5]
+    assert r["L0H0"]["z"] == 2.5 and r["L0H0"]["kind"] == "head"
+    with pytest.raises(KeyError, match="columns are"):
+        r["L0H0"]["nope"]
+
+
+def test_sort_top_and_nan_last():
+    r = Ranking(rows())
+    assert r.sort_by("value").names == ["L1H0∘L0H0", "q:direct · k:L0H0", "direct", "L0H0", "remainder"]
+    assert r.sort_by("value", absolute=True).names[0] == "L0H0"
+    assert r.sort_by("value", descending=False).names == ["L0H0", "direct", "q:direct · k:L0H0",
+                                                          "L1H0∘L0H0", "remainder"]
+    assert r.sort_by("name", descending=False).names[0] == "L0H0"
+    assert r.sort_by("z").names[:2] == ["L0H0", "L1H0∘L0H0"]  # rows without z go last
+    assert r.top(2).names == ["L0H0", "L1H0∘L0H0"]  # largest |value|
+    assert r.top(0).names == [] and len(r.top(99)) == 5
+    with pytest.raises(PathexpandError, match="non-negative int"):
+        r.top(-1)
+    with pytest.raises(PathexpandError, match="cannot sort by 'nope'"):
+        r.sort_by("nope")
+    assert r.sort_by("value").total == r.total  # shares stay shares of the whole
+
+
+def test_filter():
+    r = Ranking(rows())
+    assert r.filter(kind="head").names == ["L0H0"]
+    assert r.filter(kind=("head", "virtual")).names == ["L0H0", "L1H0∘L0H0"]
+    assert r.filter(through="L0H0").names == ["L0H0", "L1H0∘L0H0", "q:direct · k:L0H0"]  # key path too
+    assert r.filter(through=("L0H0", "L1H0")).names == ["L1H0∘L0H0"]
+    assert r.filter(depth=1).names == ["L0H0", "q:direct · k:L0H0"]
+    assert r.filter(source="remainder").names == ["remainder"]
+    assert r.filter(where=lambda row: row.value > 1.5).names == ["L1H0∘L0H0", "q:direct · k:L0H0"]
+    assert r.filter(kind="head")["L0H0"].share == -0.4  # share of the unfiltered total
+
+
+def test_records_json_csv(tmp_path):
+    r = Ranking(rows(), title="t", notes=["a note"])
+    recs = r.to_records()
+    assert r.columns == ("name", "kind", "depth", "path", "value", "share", "z", "key_path")
+    assert recs[1] == {"name": "L0H0", "kind": "head", "depth": 1, "path": ["embed", "L0H0"],
+                       "value": -4.0, "share": -0.4, "z": 2.5, "key_path": None}
+    assert recs[4]["value"] is None  # NaN → null
+    doc = json.loads(r.to_json())
+    assert doc["title"] == "t" and doc["notes"] == ["a note"] and doc["rows"] == recs
+    out = tmp_path / "r.json"
+    r.to_json(out)
+    assert json.loads(out.read_text())["total"] == 10.0
+    text = r.to_csv()
+    table = list(csv.reader(io.StringIO(text)))
+    assert table[0] == list(r.columns)
+    assert table[3][3] == "embed → L0H0 → L1H0" and float(table[3][4]) == 3.0
+    assert table[5][4] == ""  # NaN value
+    r.to_csv(tmp_path / "r.csv")
+    assert (tmp_path / "r.csv").read_text(encoding="utf-8") == text
+
+
+def test_text_rich_and_html():
+    r = Ranking(rows(), title="My <ranking>", value_label="frobenius", notes=["n"])
+    s = str(r)
+    lines = s.splitlines()
+    assert lines[0] == "My <ranking>" and "frobenius" in lines[1] and lines[-1] == "note: n"
+    header, rule = lines[1], lines[2]
+    assert len(rule.split()) == len(header.split())  # one rule segment per column
+    assert "embed → L0H0 → L1H0" in s and "-40.0%" in s and "—" in s
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(r)
+    assert "L1H0∘L0H0" in console.export_text()
+    html = r._repr_html_()
+    assert "&lt;ranking&gt;" in html and html.count("<tr>") == 6
+    assert repr(r).startswith("Ranking(5 rows: direct, L0H0, L1H0∘L0H0, ...")
+
+
+def test_rows_and_errors():
+    with pytest.raises(PathexpandError, match=r"missing \['value'\]"):
+        Ranking([dict(name="a", kind="k", depth=0, path=())])
+    row = Row("a", "k", 0, ["x"], 1)
+    assert row.path == ("x",) and isinstance(row.value, float)
+    with pytest.raises(TypeError):
+        row.extra["new"] = 1  # read-only
+    assert Ranking([row]) == Ranking([row]) and Ranking([]).total == 0
+    assert math.isnan(Ranking([dict(name="z", kind="k", depth=0, path=(), value=0.0)])[0].share)
