@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import sys
 
-from ._app import app, main  # noqa: F401
+from . import attribute as _attribute
+from . import demo as _demo
+from . import derive as _derive
+from . import diagram as _diagram
 
 # Command modules register themselves on `app` when imported, one module per command.
 # Add a line here when you add a command module.
-from . import models as _models  # noqa: F401,E402
-from . import derive as _derive  # noqa: F401,E402
-from . import rank as _rank  # noqa: F401,E402
-from . import attribute as _attribute  # noqa: F401,E402
+from . import models as _models
+from . import rank as _rank
+from . import report as _report
+from ._app import app, main
 
 __all__ = ["app", "main"]
 

@@ -1,0 +1,124 @@
+"""``pathexpand demo``: the main job on one model — derive, detect, compose, rank, attribute, draw.
+
+What ``make demo`` runs. Each step is one call of the public API, printed with the call
+so a reader can repeat it in Python.
+"""
+
+from __future__ import annotations
+
+from itertools import islice
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._app import DEFAULT_MODEL, app, fail, load_model
+
+__all__ = ["demo", "DEMO_TEXT"]
+
+# a prompt with a repeated chunk: the induction head's job is to continue the second copy
+DEMO_TEXT = "def total(items):\n    return sum(items)\n\ndef total(items):\n    return sum("
+
+
+@app.command("demo", epilog=f"Example:\n\n  pathexpand demo                 # {DEFAULT_MODEL}, files in out/\n")
+def demo(
+    model: Annotated[str | None, typer.Argument(
+        help=f"Bundled model name or weights file; default {DEFAULT_MODEL}.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the diagram and the HTML report.")] = Path("out"),
+    text: Annotated[str | None, typer.Option(help="Prompt to attribute (default: a repeated snippet).")] = None,
+    report: Annotated[bool, typer.Option(help="Also write the one-file HTML report.")] = True,
+) -> None:
+    """Derive, detect, rank, attribute and draw MODEL (the bundled default when omitted)."""
+    from rich.console import Console
+
+    from ..architecture import Architecture
+    from ..render.text import to_text
+    from ..symbolic import expand_logits
+
+    console = Console()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot create output folder {str(out)!r}: {exc.strerror or exc}")
+    weights = load_model(model)
+    name = weights.name or model or DEFAULT_MODEL
+    arch = Architecture.from_weights(weights)
+    text = DEMO_TEXT if text is None else text
+
+    def step(title: str, call: str) -> None:
+        console.rule(f"[bold]{title}")
+        console.print(f"[dim]>>> {call}[/dim]")
+
+    step(f"1. The model: {name}", f"pe.load({name!r})")
+    console.print(f"{weights!r}\n{arch}")
+    card = weights.card or {}
+    for key in ("description", "final_loss", "steps"):
+        if key in card:
+            console.print(f"  {key}: {card[key]}")
+
+    step("2. Derive: the logits as a sum over paths", "pe.expand_logits(pe.Architecture.from_weights(w))")
+    exp = expand_logits(arch)
+    console.print(f"{exp.n_terms:,} terms (Π_l (1 + H_l) = {arch.n_logit_paths():,} per source, "
+                  f"sources {', '.join(exp.sources)}):")
+    shown = min(exp.n_terms, 12)
+    for term in islice(exp, shown):
+        console.print(f"  [cyan]{term.name:<16}[/cyan] {to_text(term)}", highlight=False)
+    if exp.n_terms > shown:
+        console.print(f"  … and {exp.n_terms - shown:,} more (pathexpand derive --model {name})")
+
+    if arch.heads:
+        from ..numeric.detect import detect_heads
+
+        step("3. Detect heads on repeated random tokens", "pe.detect_heads(w)")
+        scores = detect_heads(weights)
+        for kind in ("previous_token", "induction", "duplicate_token"):
+            (head, value), = scores.top(kind)
+            console.print(f"  {kind:<16} {head}  {value:.2f}")
+
+    if sum(1 for h in arch.n_heads if h) >= 2:
+        from ..numeric.composition import composition_scores
+
+        step("4. K-composition: whose output does each later head's key read?",
+             'pe.composition_scores(w, kind="k", baseline="random")')
+        comp = composition_scores(weights, kind="k", baseline="random")
+        rows = sorted(comp.to_records(), key=lambda r: -r["z"])[:5]
+        for r in rows:
+            console.print(f"  {r['earlier']} → {r['later']}  K-composition {r['score']:.3f}  "
+                          f"(random baseline {r['baseline']:.3f}, z = {r['z']:.1f})")
+
+    from ..numeric.evaluate import evaluate
+
+    step("5. Rank every logit term by ‖W_E W_OV… W_U‖_F (data-free, factored)",
+         'pe.evaluate(exp, w, metric="frobenius").top(8)')
+    ranking_exp = exp if exp.n_terms <= 20_000 else expand_logits(arch, max_depth=2)
+    console.print(evaluate(ranking_exp, weights, metric="frobenius").top(8).rich_table())
+
+    from ..numeric.attribute import attribute
+
+    step("6. Attribute the next-token logit of a prompt to paths (exact)",
+         f"pe.attribute(w, {text!r})")
+    result = attribute(weights, text)
+    console.print(f"target: {result.target_label}; Σ paths + constants − model output: "
+                  f"{result.residual_error():.1e} (relative)")
+    console.print(result.ranking("path").top(8).rich_table())
+
+    from ..render.dot import write
+    from .diagram import induction_circuit
+
+    step("7. Draw", f"pathexpand diagram {name} -o {out / 'circuit.svg'}")
+    if sum(1 for h in arch.n_heads if h) >= 2:
+        from ..render.dot import diagram
+
+        graph, highlight, title = induction_circuit(weights, arch, name)
+        write(diagram(graph, highlight=highlight, title=title), out / "circuit.svg")
+    else:
+        from ..render.dot import diagram
+
+        top = [exp[r.name] for r in evaluate(exp, weights).top(5) if r.name != "remainder"]
+        write(diagram(exp, highlight=top, title=f"{name}: top terms"), out / "circuit.svg")
+    console.print(f"wrote {out / 'circuit.svg'}")
+    if report:
+        from ..render.html import report as make_report
+
+        make_report(weights, text=text, path=out / "report.html")
+        console.print(f"wrote {out / 'report.html'} (open it in a browser; works offline)")

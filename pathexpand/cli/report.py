@@ -1,0 +1,54 @@
+"""``pathexpand report``: one self-contained HTML page about a model (``pe.render.report``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._app import DEFAULT_MODEL, app, fail, load_model
+
+__all__ = ["report"]
+
+_EXAMPLES = f"""
+Examples:
+
+  pathexpand report -o report.html   ({DEFAULT_MODEL}, the default model)
+
+  pathexpand report attn-only-1l -o one-layer.html
+
+  pathexpand report --text 'def add(a, b): return add(a, b)' -o report.html
+
+  pathexpand report --sections card,derivation,heads -o short.html
+"""
+
+
+@app.command("report", epilog=_EXAMPLES)
+def report(
+    model: Annotated[str | None, typer.Argument(
+        help=f"Bundled model name or weights file (.safetensors/.npz); default {DEFAULT_MODEL}.")] = None,
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="The HTML file to write (written whole or not at all).")
+    ] = Path("report.html"),
+    text: Annotated[str | None, typer.Option(
+        help="Sample text for the attribution sections (default: a repeated Python snippet).")
+    ] = None,
+    sections: Annotated[str | None, typer.Option(
+        help="Comma-separated section ids to include (default all): card, derivation, diagram, "
+             "terms, heads, composition, eigenvalues, attribution, order.")] = None,
+) -> None:
+    """Write one self-contained HTML report of MODEL: card, derivation, circuit, rankings, heads."""
+    from ..errors import PathexpandError
+    from ..render.html import check_output
+    from ..render.html import report as make_report
+
+    try:
+        path = check_output(output)  # before any work: fail fast, write nothing
+    except PathexpandError as exc:
+        fail(str(exc))
+    chosen = None if sections is None else [s.strip() for s in sections.split(",") if s.strip()]
+    weights = load_model(model)
+    page = make_report(weights, text=text, path=path, progress=True, sections=chosen)
+    size = len(page.encode("utf-8"))
+    typer.echo(f"wrote {path} ({size / 1024:.0f} kB, model {weights.name or model or DEFAULT_MODEL})")

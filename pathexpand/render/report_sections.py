@@ -1,0 +1,457 @@
+"""The sections of the HTML report, one builder each: ``section_x(ctx) -> HTML``.
+
+Each builder calls the public API (symbolic, numeric, diagrams, plots) and lays out what
+it returns; ``Context`` holds the model, the sample text and the results several sections
+share (head detection, composition scores), each computed once. ``SECTIONS`` lists
+``(id, title, builder)`` in page order; ``render.html.report`` puts them on one page.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import PathexpandError
+from .markup import (
+    Raw,
+    diagram_figure,
+    escape,
+    figure,
+    kv_table,
+    note,
+    num,
+    ranking_table,
+    table,
+    unavailable,
+)
+
+__all__ = ["Context", "SECTIONS", "DEFAULT_TEXT", "sample_tokens"]
+
+DEFAULT_TEXT = (
+    "def attention(query, key):\n"
+    "    return softmax(query @ key)\n"
+    "\n"
+    "def attention(query, key):\n"
+    "    return softmax(query"
+)
+"""The sample for byte-level models: in the second copy an induction head can predict."""
+
+TOP = 12  # rows in each ranked table
+
+
+@dataclass
+class Context:
+    """The model, the sample tokens and the results several sections share (computed once)."""
+
+    weights: Any
+    tokens: np.ndarray
+    labels: list[str]
+    text: str | None
+    arch: Any
+    _memo: dict = field(default_factory=dict, repr=False)
+
+    def _once(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def detected(self):
+        """``detect_heads`` on repeated random tokens (64 samples, seq_len ≤ 64)."""
+        from ..numeric.detect import detect_heads
+
+        seq_len = max(2, min(64, self.weights.config.n_ctx // 2))
+        return self._once("detected", lambda: detect_heads(self.weights, seq_len=seq_len,
+                                                            n_samples=64, seed=0))
+
+    def composition(self):
+        """``composition_scores`` of every kind with the random-weights null."""
+        from ..numeric.composition import composition_scores
+
+        return self._once("composition", lambda: composition_scores(self.weights, "all",
+                                                                     baseline="random"))
+
+    def head_of(self, kind: str, *, min_layer: int = 0, below: int | None = None) -> str:
+        """The head with the highest detected ``kind`` score in layers ``min_layer ≤ l < below``."""
+        sub = self.detected()[kind][min_layer:below]
+        l, h = np.unravel_index(int(np.argmax(sub)), sub.shape)
+        return f"L{l + min_layer}H{h}"
+
+    def induction_pair(self) -> tuple[str, str]:
+        """(previous-token head, induction head): the best induction head of layers ≥ 1 and
+        the best previous-token head of an earlier layer."""
+        from ..names import parse_head
+
+        ind = self.head_of("induction", min_layer=1)
+        return self.head_of("previous_token", below=parse_head(ind)[0]), ind
+
+
+def sample_tokens(weights, text: str | None) -> tuple[np.ndarray, list[str], str | None]:
+    """``(ids, token labels, text)`` of the sample, validated before any work is done.
+
+    No text: ``DEFAULT_TEXT`` (its last ``n_ctx`` tokens) with a tokenizer, else a repeated
+    random sequence ``[r, r]`` (seed 0).
+    """
+    cfg = weights.config
+    tok = weights.tokenizer
+    if text is not None and not isinstance(text, str):
+        raise PathexpandError(f"text must be a string, got {type(text).__name__}")
+    if text is None and tok is not None:
+        ids = tok.encode(DEFAULT_TEXT)[-cfg.n_ctx:]
+        text = tok.decode(ids)
+    elif text is None:
+        half = max(2, min(24, cfg.n_ctx // 2))
+        r = np.random.default_rng(0).integers(0, cfg.d_vocab, size=half)
+        ids = np.concatenate([r, r]).tolist()
+    else:
+        if tok is None:
+            raise PathexpandError(
+                f"text= needs a tokenizer and the model {weights.name or '(unnamed)'} has none; "
+                "leave text out to use repeated random tokens"
+            )
+        ids = tok.encode(text)
+        if len(ids) < 2:
+            raise PathexpandError(f"text must be at least 2 tokens long, got {len(ids)}: {text!r}")
+        if len(ids) > cfg.n_ctx:
+            raise PathexpandError(
+                f"text is {len(ids)} tokens long; this model's context is n_ctx={cfg.n_ctx} tokens"
+            )
+    ids = np.asarray(ids, dtype=np.int64)
+    labels = [tok.token_str(int(t)) if tok is not None else str(int(t)) for t in ids]
+    return ids, labels, text
+
+
+# 1. model card ---------------------------------------------------------------------------------
+_CONFIG_KEYS = ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "act_fn", "normalization",
+                "positional", "attention_dir", "d_vocab", "d_vocab_out", "n_ctx")
+_CARD_SKIP = ("name", "description", "config", "head_scores")
+
+
+def _card_value(v: Any) -> Any:
+    if isinstance(v, dict):
+        return Raw(kv_table([(str(k), _card_value(x)) for k, x in v.items()]))
+    if isinstance(v, (list, tuple)):
+        if all(not isinstance(x, (dict, list)) for x in v):
+            return ", ".join(str(x) for x in v)
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return num(v)
+    return v
+
+
+def section_card(ctx: Context) -> str:
+    """Architecture, config and the model card (training data, steps, losses, command)."""
+    w = ctx.weights
+    card = dict(w.card or {})
+    cfg = w.config.to_dict()
+    out = []
+    if card.get("description"):
+        out.append(f'<p class="lede">{escape(card["description"])}</p>')
+    pairs: list[tuple[str, Any]] = [("architecture", str(ctx.arch)), ("parameters", num(w.n_params()))]
+    pairs += [(k, _card_value(cfg[k])) for k in _CONFIG_KEYS if cfg.get(k) is not None]
+    if w.tokenizer is not None:
+        pairs.append(("tokenizer", getattr(w.tokenizer, "name", repr(w.tokenizer))))
+    out.append('<div class="grid"><div><h3>Architecture</h3>' + kv_table(pairs) + "</div><div>")
+    rest = [(k, _card_value(v)) for k, v in card.items() if k not in _CARD_SKIP]
+    if rest:
+        out.append("<h3>Training</h3>" + kv_table(rest))
+    else:
+        out.append(note("no model card: these weights are not a bundled model"))
+    out.append("</div></div>")
+    return "".join(out)
+
+
+# 2. derivation ---------------------------------------------------------------------------------
+def _mathml(expansion) -> str:
+    """An expansion's derivation as MathML markup to inline (any XML prolog dropped)."""
+    markup = expansion.to_mathml()
+    if markup.startswith("<?xml"):
+        markup = markup[markup.index("?>") + 2:].lstrip()
+    return markup
+
+
+def section_derivation(ctx: Context) -> str:
+    """The logits as a sum over paths (and the induction head's scores), in MathML."""
+    from ..symbolic import expand_logits, expand_scores
+
+    arch = ctx.arch
+    exp = expand_logits(arch)
+    out = [
+        f'<p>The frozen model\'s logits are a sum of <b class="count">{len(exp):,}</b> terms: '
+        f"{arch.n_logit_paths():,} paths per source (Π<sub>l</sub>(1 + H<sub>l</sub>)"
+        f"{' · 2<sup>L</sup> with MLPs' if arch.mlp else ''}) over the sources "
+        f"{escape(', '.join(exp.sources))}. MathML, drawn by the browser itself.</p>",
+        f'<div class="math-block" id="derivation-logits">{_mathml(exp)}</div>',
+    ]
+    if arch.n_layers > 1 and arch.heads:
+        _, head = ctx.induction_pair()
+        scores = expand_scores(arch, head)
+        out.append(
+            f"<h3>Attention scores of {escape(head)}, the strongest induction head</h3>"
+            f"<p>{len(scores):,} (query path, key path) terms: direct, Q-, K- and Q&amp;K-composition.</p>"
+            f'<div class="math-block" id="derivation-scores">{_mathml(scores)}</div>'
+        )
+    return "".join(out)
+
+
+# 3. circuit diagram ------------------------------------------------------------------------------
+def section_diagram(ctx: Context) -> str:
+    """The path graph drawn by Graphviz (``render.dot.diagram``), the key circuit highlighted."""
+    from ..graph import path_graph
+    from ..symbolic import expand_scores
+    from .dot import diagram
+
+    arch = ctx.arch
+    if arch.n_layers > 1:
+        prev, ind = ctx.induction_pair()
+        k_term = next(t for t in expand_scores(arch, ind)
+                      if t.query_path == ("embed",) and t.key_path == ("embed", prev))
+        highlight = [k_term, ("embed", ind)]
+        caption = (f"The induction circuit: the previous-token head {prev} writes into the key of "
+                   f"the induction head {ind} (K-composition, labelled with its score), and {ind} "
+                   "writes to the logits. Other reads are faded; labels on head → head edges are "
+                   "composition scores.")
+        graph = path_graph(ctx.weights, composition=ctx.composition())
+    else:
+        highlight = [("embed", h) for h in arch.heads]
+        caption = "Every head's direct path embed → head → logits (the skip-trigram circuits)."
+        graph = path_graph(ctx.weights)
+    return diagram_figure(diagram(graph, highlight=highlight, max_edges=12), caption, "diagram-")
+
+
+# 4. ranked terms ---------------------------------------------------------------------------------
+def section_terms(ctx: Context) -> str:
+    """Data-free ranking of every logit term by the Frobenius norm of its virtual weights."""
+    from ..numeric.evaluate import evaluate
+    from ..symbolic import expand_logits
+    from .plots import ranking_bars
+
+    ranking = evaluate(expand_logits(ctx.arch), ctx.weights, metric="frobenius")
+    fig = ranking_bars(ranking, k=15, title="Logit terms by the norm of their virtual weights")
+    return (
+        "<p>Each term's virtual weight matrix (e.g. W<sub>E</sub> W<sub>OV</sub><sup>0,1</sup> "
+        "W<sub>OV</sub><sup>1,0</sup> W<sub>U</sub> for L1H0∘L0H1) measured without data, in "
+        "factored form.</p>"
+        + '<div class="grid"><div>' + ranking_table(ranking, TOP) + "</div><div>"
+        + figure(fig, "the 15 largest terms", "terms-") + "</div></div>"
+    )
+
+
+# 5. detected heads -------------------------------------------------------------------------------
+def section_heads(ctx: Context) -> str:
+    """Previous-token / induction / duplicate-token heads, from activations and from weights."""
+    from ..numeric.detect import KINDS
+    from .plots import head_scores_heatmap
+
+    scores = ctx.detected()
+    best = {kind: scores.top(kind, 1)[0] for kind in KINDS}
+    rows, marked = [], []
+    for i, rec in enumerate(scores.to_records()):
+        rows.append([rec["head"]] + [num(rec[k], ".3f") for k in KINDS])
+        if rec["head"] in (best["previous_token"][0], best["induction"][0]):
+            marked.append(i)
+    summary = "".join(
+        f"<li>{escape(k.replace('_', '-'))}: <b>{escape(best[k][0])}</b> ({best[k][1]:.2f})</li>"
+        for k in KINDS
+    )
+    return "".join([
+        f"<p>Mean attention on repeated random tokens [r, r] ({scores.n_samples} samples, "
+        f"seq_len {scores.seq_len}): on the previous token, on the token after the earlier copy "
+        "(induction), on the earlier copy itself (duplicate). Best heads:</p>",
+        f"<ul>{summary}</ul>",
+        table(["head", "previous-token", "induction", "duplicate-token"], rows, numeric=[1, 2, 3],
+              best=marked),
+        figure(head_scores_heatmap(scores), "chance is about the mean of 1/(q+1) over query positions",
+               "heads-"),
+        _weight_detectors(ctx),
+    ])
+
+
+def _weight_detectors(ctx: Context) -> str:
+    """The weight-only detectors (no tokens run), each against its Gaussian null."""
+    from ..numeric.weight_detect import detect_heads_from_weights
+
+    stats = detect_heads_from_weights(ctx.weights).statistics()
+    if not stats:
+        return ""
+    L, H = stats[0].values.shape
+    rows = [[f"L{l}H{h}"] + [f"{num(s.values[l, h], '.3f')} (z {num(s.z[l, h], '.1f')})" for s in stats]
+            for l in range(L) for h in range(H)]
+    return ("<h3>From the weights alone</h3>"
+            + table(["head"] + [s.statistic for s in stats], rows, numeric=list(range(1, len(stats) + 1)))
+            + "".join(note(f"{s.statistic}: {s.description}") for s in stats if s.description))
+
+
+# 6. composition ----------------------------------------------------------------------------------
+def section_composition(ctx: Context) -> str:
+    """Q-, K-, V-composition heatmaps with the random-weights null, and the strongest pairs."""
+    from .plots import composition_heatmaps
+
+    if ctx.arch.n_layers < 2:
+        return unavailable("a 1-layer model has no composition: no head reads another head's output")
+    comp = ctx.composition()
+    null = ", ".join(f"{k.upper()} {comp.null_mean[k]:.3f}" for k in comp.kinds)
+    return (
+        "<p>‖W<sub>OV</sub><sup>h₁</sup> R<sup>h₂</sup>‖ / (‖W<sub>OV</sub><sup>h₁</sup>‖ "
+        "‖R<sup>h₂</sup>‖) for every earlier head h₁ and later head h₂, with R = W<sub>Q</sub>"
+        "W<sub>K</sub><sup>T</sup> (Q), W<sub>K</sub>W<sub>Q</sub><sup>T</sup> (K) or "
+        f"W<sub>OV</sub> (V). Mean on Gaussian weights of the same shapes: {escape(null)}.</p>"
+        + figure(composition_heatmaps(comp), "red line on each colour bar: the null mean",
+                 "composition-")
+        + "<h3>Strongest pairs</h3>"
+        + ranking_table(comp.ranking(), 10, columns=("name", "kind"), extra=("score",), share=False)
+    )
+
+
+# 7. eigenvalues ----------------------------------------------------------------------------------
+def section_eigenvalues(ctx: Context) -> str:
+    """Eigenvalues of every full OV circuit (factored) and the copying scores."""
+    from ..numeric.weight_detect import copying_scores
+    from .plots import eigenvalue_plot
+
+    w = ctx.weights
+    if w.config.d_vocab != w.config.d_vocab_out:
+        return unavailable("the full OV circuit is not square (d_vocab ≠ d_vocab_out): no eigenvalues")
+    folded = w
+    if w.config.normalization == "LN":
+        from ..numeric.folding import fold_layernorm
+
+        folded = fold_layernorm(w)
+    stat = copying_scores(folded)
+    out = (
+        "<p>A head whose OV circuit W<sub>E</sub> W<sub>OV</sub> W<sub>U</sub> maps a token to "
+        "itself has positive eigenvalues: copying = Re Σλ / Σ|λ| is 1 for a pure copier. "
+        f"The eigenvalues come from the {w.config.d_head} × {w.config.d_head} rotation "
+        "W<sub>O</sub> W<sub>U</sub> W<sub>E</sub> W<sub>V</sub>: no vocabulary-sized matrix is "
+        "formed.</p>"
+        + figure(eigenvalue_plot(folded), "blue: Re λ > 0, red: Re λ < 0", "eig-")
+        + ranking_table(stat.ranking(), len(ctx.arch.heads), columns=("name",),
+                        extra=("positive_share", "null_mean", "z"), share=False)
+    )
+    if folded is not w:
+        out += note("LayerNorm folded into W_V and W_U first, so its gains are part of the circuit")
+    return out
+
+
+# 8. attribution ----------------------------------------------------------------------------------
+def section_attribution(ctx: Context) -> str:
+    """Exact per-path attribution of the model's prediction after the sample text."""
+    from ..numeric.attribute import attribute
+    from .plots import attention_patterns
+
+    w = ctx.weights
+    res = attribute(w, ctx.tokens[None])
+    heads, who = None, "each head"
+    if len(ctx.arch.heads) > 4 and ctx.arch.n_layers > 1:  # many heads: the induction pair only
+        heads = list(ctx.induction_pair())
+        who = f"the previous-token head {heads[0]} and the induction head {heads[1]}"
+    shown = ctx.text if ctx.text is not None else " ".join(ctx.labels)
+    paths = (ranking_table(res.ranking("path"), TOP) if res.paths is not None else _top_k(ctx))
+    return "".join([
+        f'<pre class="sample">{escape(shown)}</pre>',
+        f"<p>Target: the <b>{escape(res.target_label)}</b>, value {num(res.total)}. With the "
+        "attention patterns (and LayerNorm scales, MLP gates) of this input frozen, the "
+        f"contributions of all {res.n_paths:,} paths plus the constants sum to it exactly: "
+        f"residual error {res.residual_error():.1e}.</p>",
+        figure(attention_patterns(w, ctx.tokens, heads=heads),
+               f"attention of {who} on the sample (row: query, column: key)", "attn-"),
+        '<div class="grid"><div><h3>Top paths</h3>', paths, "</div>",
+        "<div><h3>Heads and MLPs</h3>",
+        note("each node: the sum over every path through it"),
+        ranking_table(res.ranking("node"), TOP, columns=("name",)), "</div></div>",
+        "<h3>Edges</h3>", note("a → b: the sum over every path in which b reads a directly"),
+        ranking_table(res.ranking("edge"), 10, columns=("name", "kind")),
+        _attribution_diagram(ctx, res),
+        _why_attend(ctx),
+    ])
+
+
+def _attribution_diagram(ctx: Context, res) -> str:
+    """The prompt's five strongest paths drawn on the path graph (edge width: contribution)."""
+    from ..graph import path_graph
+    from .dot import diagram
+
+    dig = diagram(path_graph(ctx.weights, attribution=res), top=5, max_edges=12,
+                  title=f"top paths of the {res.target_label}")
+    return ("<h3>The strongest paths as a circuit</h3>"
+            + diagram_figure(dig, "edge width and colour: contribution (blue positive, red negative)",
+                             "attr-diagram-"))
+
+
+def _top_k(ctx: Context) -> str:
+    """Certified top paths when the model has too many paths to list them all."""
+    from ..numeric.topk import top_k_paths
+
+    tk = top_k_paths(ctx.weights, ctx.tokens[None], k=TOP, budget_seconds=20.0)
+    status = "complete" if tk.complete else f"stopped by {tk.stopped_by}"
+    return (ranking_table(tk.ranking(), TOP)
+            + note(f"certified search, {status}: every unlisted path has |contribution| ≤ "
+                   f"{tk.certificate:.3g}; the listed ones explain {tk.explained:.1%}"))
+
+
+def _why_attend(ctx: Context) -> str:
+    """The induction head's score at the last query, split into (query path × key path) terms."""
+    from ..numeric.attribute import attribute_scores
+    from ..numeric.forward import run_with_cache
+
+    if ctx.arch.n_layers < 2:
+        return ""
+    _, head = ctx.induction_pair()
+    l, h = ctx.arch.check_head(head)
+    _, cache = run_with_cache(ctx.weights, ctx.tokens[None])
+    q = len(ctx.tokens) - 1
+    k = int(cache.patterns[0, l, h, q].argmax())
+    sa = attribute_scores(ctx.weights, ctx.tokens[None], head, q, k)
+    rows = [[t["name"], t["kind"], num(t["value"])] for t in sa.top(TOP)]
+    kinds = ", ".join(f"{kind} {v:+.3g}" for kind, v in sa.by_kind().items())
+    return (
+        f"<h3>Why {escape(head)} attends where it does</h3>"
+        f"<p>At the last query ({escape(ctx.labels[q])}) {escape(head)} puts {sa.pattern:.0%} of its "
+        f"attention on key {k} ({escape(ctx.labels[k])}). Its score there, {sa.score:.4g}, split "
+        f"into (query path × key path) terms (residual error {sa.residual_error():.1e}); by kind: "
+        f"{escape(kinds)}. The largest terms that can move the softmax:</p>"
+        + table(["term", "kind", "score term"], rows, numeric=[2])
+    )
+
+
+# 9. order importance -----------------------------------------------------------------------------
+def section_order(ctx: Context) -> str:
+    """Loss of the frozen model keeping paths up to depth n, and each term's marginal effect."""
+    from ..numeric.order import order_importance
+    from .plots import order_importance_curve
+
+    oi = order_importance(ctx.weights, ctx.tokens[None])
+    rows = [[int(n), num(l, ".4f"), num(l - oi.model_loss, "+.4f"), num(e), num(r)]
+            for n, l, e, r in zip(oi.depths, oi.loss, oi.logit_error, oi.logit_rms)]
+    out = [
+        '<div class="grid"><div>',
+        table(["depth ≤ n", "loss (nats)", "Δ vs model", "max |Δlogit|", "rms Δlogit"], rows,
+              numeric=[0, 1, 2, 3, 4]),
+        note(f"model loss {oi.model_loss:.4f} nats on the {oi.n_tokens} predicted tokens of the sample"),
+        "</div><div>",
+        figure(order_importance_curve(oi), "dashed: the model's own loss, reached at full depth",
+               "order-"),
+        "</div></div>",
+    ]
+    if oi.terms is not None:
+        out.append("<h3>Loss increase when one term is removed</h3>"
+                   + ranking_table(oi.ranking(), TOP, share=False))
+    out += [note(n) for n in oi.notes]
+    return "".join(out)
+
+
+SECTIONS: tuple[tuple[str, str, Callable[[Context], str]], ...] = (
+    ("card", "Model card", section_card),
+    ("derivation", "Derivation", section_derivation),
+    ("diagram", "Circuit diagram", section_diagram),
+    ("terms", "Ranked terms", section_terms),
+    ("heads", "Detected heads", section_heads),
+    ("composition", "Composition scores", section_composition),
+    ("eigenvalues", "OV eigenvalues and copying", section_eigenvalues),
+    ("attribution", "Attribution of a sample text", section_attribution),
+    ("order", "Term importance by order", section_order),
+)
+"""``(id, title, builder)`` of every section, in page order."""

@@ -1,0 +1,37 @@
+"""`pathexpand demo` (what `make demo` runs) on the bundled default model."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+import pathexpand as pe
+from pathexpand.cli import main
+
+
+@pytest.mark.needs_graphviz
+def test_demo_runs_every_step_on_the_default_model(tmp_path, capsys):
+    rc = main(["demo", "--out", str(tmp_path), "--no-report"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    for step in ("1. The model", "2. Derive", "3. Detect", "4. K-composition", "5. Rank",
+                 "6. Attribute", "7. Draw"):
+        assert step in out
+    w = pe.load("attn-only-2l")
+    # the heads it reports are the ones the detector finds when called directly
+    (prev, _), = pe.detect_heads(w).top("previous_token")
+    (ind, _), = pe.detect_heads(w).top("induction")
+    assert f"previous_token   {prev}" in out and f"induction        {ind}" in out
+    assert f"{pe.expand_logits(pe.Architecture.from_weights(w)).n_terms} terms" in out
+    svg = ET.parse(tmp_path / "circuit.svg").getroot()
+    assert svg.tag.endswith("svg")
+    assert ind in (tmp_path / "circuit.svg").read_text()
+
+
+def test_demo_refuses_an_output_folder_it_cannot_create(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    rc = main(["demo", "--out", str(blocker / "sub"), "--no-report"])
+    assert rc == 2
+    assert "cannot create output folder" in capsys.readouterr().err

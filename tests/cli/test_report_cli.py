@@ -1,0 +1,96 @@
+"""``pathexpand report``: writes one HTML file; bad input is one line on stderr, exit 2, no file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import pathexpand as pe
+from pathexpand.cli import main
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A tiny 2-layer model saved as .safetensors with a card naming the byte tokenizer."""
+    rng = np.random.default_rng(0)
+    V, d, dh, H, n_ctx = 256, 16, 4, 2, 48
+    sd = {"W_E": rng.normal(size=(V, d)), "W_pos": rng.normal(size=(n_ctx, d)), "W_U": rng.normal(size=(d, V))}
+    for l in range(2):
+        for m in "QKV":
+            sd[f"blocks.{l}.attn.W_{m}"] = rng.normal(size=(H, d, dh)) / 3
+        sd[f"blocks.{l}.attn.W_O"] = rng.normal(size=(H, dh, d)) / 3
+    w = pe.Weights.from_state_dict(sd)
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    pe.save(w, path, card={"name": "tiny", "tokenizer": "bytes", "description": "a test model"})
+    return path
+
+
+def _run(capsys, *args):
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_writes_the_report(model_file, tmp_path, capsys):
+    out = tmp_path / "r.html"
+    rc, stdout, stderr = _run(capsys, "report", str(model_file), "-o", str(out),
+                              "--sections", "card,derivation", "--text", "ab ab")
+    assert rc == 0, stderr
+    page = out.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "<math" in page and "a test model" in page
+    assert [s for s in ("card", "derivation", "heads") if f'<section id="{s}">' in page] == ["card", "derivation"]
+    assert stdout.startswith(f"wrote {out} (") and stdout.count("\n") == 1
+    assert os.listdir(tmp_path) == ["r.html"]
+
+
+def test_default_model_needs_no_argument(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, stdout, stderr = _run(capsys, "report", "--sections", "card")
+    assert rc == 0, stderr
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<h1>attn-only-2l</h1>" in page and "wrote report.html" in stdout
+
+
+def test_help_has_an_example(capsys):
+    rc, stdout, _ = _run(capsys, "report", "--help")
+    assert rc == 0 and "pathexpand report -o report.html" in stdout and "--text" in stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["no-such-model"], "'no-such-model' is neither a bundled model nor an existing file"),
+    (["{model}", "-o", "{tmp}/missing/r.html"], "does not exist"),
+    (["{model}", "-o", "{tmp}"], "is a directory"),
+    (["{model}", "-o", "{tmp}/r.svg"], "ending in .html"),
+    (["{model}", "--text", "x" * 49], "n_ctx=48"),
+    (["{model}", "--sections", "card,nope"], "unknown report section"),
+])
+def test_bad_input_is_one_line_exit_2_and_no_file(model_file, tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "report.html").write_text("old")
+    argv = [a.format(model=model_file, tmp=tmp_path) for a in args]
+    rc, stdout, stderr = _run(capsys, "report", *argv)
+    assert rc == 2
+    assert stderr.count("\n") == 1 and stderr.startswith("error: ") and message in stderr
+    assert "Traceback" not in stderr and stdout == ""
+    assert os.listdir(tmp_path) == ["report.html"] and (tmp_path / "report.html").read_text() == "old"
+
+
+def test_subprocess_exit_code_and_message(tmp_path):
+    code = "import sys; from pathexpand.cli import main; sys.exit(main())"
+    proc = subprocess.run([sys.executable, "-c", code, "report", "nope-model", "-o", str(tmp_path / "r.html")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_progress_bar_names_each_section_on_a_terminal(model_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich then treats stderr as a terminal
+    rc, stdout, stderr = _run(capsys, "report", str(model_file), "-o", str(tmp_path / "r.html"),
+                              "--sections", "card,derivation")
+    assert rc == 0 and "wrote" in stdout
+    assert "Model card" in stderr and "Derivation" in stderr and "2/2" in stderr
