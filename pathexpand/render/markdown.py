@@ -6,11 +6,10 @@ support); prose stays Unicode.
 
 from __future__ import annotations
 
-from ..symbolic.derivation import Step, derive
+from ..symbolic.derivation import Step
 from ..symbolic.expansion import Expansion, Selection
-from ..symbolic.symbols import Labeled, Lines, Summary
 from .latex import PathLatexPrinter, latex_rows
-from .notation import make_printer, markdown_prose
+from .notation import expansion_steps, make_printer, markdown_prose, selection_lines
 
 __all__ = ["to_markdown"]
 
@@ -39,18 +38,10 @@ def to_markdown(obj, *, heading_level: int = 2, **settings) -> str:
     """
     printer = make_printer(PathLatexPrinter, {**settings, "text": "mathjax"})
     if isinstance(obj, Expansion):
-        steps = derive(obj, summarize_above=printer._settings["summarize_above"])
-        what = "logits" if obj.target == "logits" else f"attention scores of {obj.target}"
-        return _steps(steps, printer, f"Path expansion of the {what}: {obj.arch}", heading_level)
+        steps, title = expansion_steps(obj, printer)
+        return _steps(steps, printer, title, heading_level)
     if isinstance(obj, Selection):
-        n, limit = obj.n_terms, printer._settings["summarize_above"]
-        if n > limit:
-            first = next(iter(obj))
-            rows = [Summary(n, "selected terms", first.name, first.expr)]
-        else:
-            form = printer._settings["form"]
-            rows = [Labeled(t.name, t.right_expr if form == "right" else t.expr) for t in obj]
-        return "\n".join(_math_block(printer, Lines(*rows))) + "\n"
+        return "\n".join(_math_block(printer, selection_lines(obj, printer))) + "\n"
     if isinstance(obj, Step):
         return _steps([obj], printer, obj.title, heading_level)
     return f"${printer.doprint(obj)}$"

@@ -13,21 +13,18 @@ from xml.sax.saxutils import escape
 from sympy import Mul, Symbol
 from sympy.printing.mathml import MathMLPresentationPrinter
 
-from ..symbolic.derivation import DEFAULT_SUMMARIZE_ABOVE, Step, derive
+from ..symbolic.derivation import DEFAULT_SUMMARIZE_ABOVE, Step
 from ..symbolic.expansion import Expansion, Selection
 from ..symbolic.symbols import (
     Hadamard,
     InRange,
-    Labeled,
-    Lines,
     Mat,
     Prod,
-    Summary,
     SumOver,
     TensorProduct,
     Terms,
 )
-from .notation import SUBSCRIPT_FAMILIES, TEXT_BASE, make_printer
+from .notation import SUBSCRIPT_FAMILIES, TEXT_BASE, expansion_steps, make_printer, selection_lines
 
 __all__ = ["MATHML_NS", "XHTML_NS", "PathMathMLPrinter", "to_mathml"]
 
@@ -289,18 +286,12 @@ def to_mathml(obj, **settings) -> str:
     (an XHTML ``<div>`` of headings, paragraphs and block ``<math>`` elements)."""
     printer = make_printer(PathMathMLPrinter, settings)
     if isinstance(obj, Expansion):
-        steps = derive(obj, summarize_above=printer._settings["summarize_above"])
-        what = "logits" if obj.target == "logits" else f"attention scores of {obj.target}"
-        return _document(printer, steps, f"Path expansion of the {what}: {obj.arch}")
+        steps, title = expansion_steps(obj, printer)
+        return _document(printer, steps, title)
     if isinstance(obj, Selection):
-        n, limit = obj.n_terms, printer._settings["summarize_above"]
-        if n > limit:
-            first = next(iter(obj))
-            rows = [Summary(n, "selected terms", first.name, first.expr)]
-        else:
-            form = printer._settings["form"]
-            rows = [Labeled(t.name, t.right_expr if form == "right" else t.expr) for t in obj]
-        return _document(printer, [Step(f"{n} selected terms", "", Lines(*rows))], f"{n} selected terms")
+        n = obj.n_terms
+        return _document(printer, [Step(f"{n} selected terms", "", selection_lines(obj, printer))],
+                         f"{n} selected terms")
     if isinstance(obj, Step):
         return _document(printer, [obj], obj.title)
     return printer.math(obj, display="inline").toxml()

@@ -12,6 +12,8 @@ import re
 from ..errors import PathexpandError
 
 __all__ = [
+    "expansion_steps",
+    "selection_lines",
     "LATEX_BASE",
     "SUBSCRIPT_FAMILIES",
     "TEXT_BASE",
@@ -219,3 +221,25 @@ def make_printer(cls, settings: dict):
         raise PathexpandError(
             f"{exc} Settings of {cls.__name__}: {', '.join(ours)} (and sympy's own)"
         ) from None
+
+
+# what a printer prints for an Expansion or a Selection ------------------------------------------
+def expansion_steps(exp, printer) -> tuple[list, str]:
+    """The derivation steps of an ``Expansion`` (summarised as the printer says) and its title."""
+    from ..symbolic.derivation import derive
+
+    steps = derive(exp, summarize_above=printer._settings["summarize_above"])
+    what = "logits" if exp.target == "logits" else f"attention scores of {exp.target}"
+    return steps, f"Path expansion of the {what}: {exp.arch}"
+
+
+def selection_lines(sel, printer):
+    """``Lines`` of one labelled row per selected term, or one summary above ``summarize_above``."""
+    from ..symbolic.symbols import Labeled, Lines, Summary
+
+    n, limit = sel.n_terms, printer._settings["summarize_above"]
+    if n > limit:
+        first = next(iter(sel))
+        return Lines(Summary(n, "selected terms", first.name, first.expr))
+    form = printer._settings["form"]
+    return Lines(*(Labeled(t.name, t.right_expr if form == "right" else t.expr) for t in sel))

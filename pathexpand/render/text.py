@@ -12,22 +12,27 @@ import textwrap
 from sympy import Basic, Mul, Rational, Symbol
 from sympy.printing.str import StrPrinter
 
-from ..symbolic.derivation import DEFAULT_SUMMARIZE_ABOVE, Step, derive
+from ..symbolic.derivation import DEFAULT_SUMMARIZE_ABOVE, Step
 from ..symbolic.expansion import Expansion, Selection
 from ..symbolic.symbols import (
     Eqn,
     Hadamard,
     InRange,
-    Labeled,
     Lines,
     Mat,
     Prod,
-    Summary,
     SumOver,
     TensorProduct,
     Terms,
 )
-from .notation import SUBSCRIPT_FAMILIES, TEXT_BASE, make_printer, text_index_name
+from .notation import (
+    SUBSCRIPT_FAMILIES,
+    TEXT_BASE,
+    expansion_steps,
+    make_printer,
+    selection_lines,
+    text_index_name,
+)
 
 __all__ = ["PathTextPrinter", "text_rows", "to_text"]
 
@@ -227,18 +232,10 @@ def to_text(obj, **settings) -> str:
     """Unicode text of a term, an expression, a ``Selection`` or a whole ``Expansion``."""
     printer = make_printer(PathTextPrinter, settings)
     if isinstance(obj, Expansion):
-        steps = derive(obj, summarize_above=printer._settings["summarize_above"])
-        what = "logits" if obj.target == "logits" else f"attention scores of {obj.target}"
-        return _block(steps, printer, f"Path expansion of the {what}: {obj.arch}")
+        steps, title = expansion_steps(obj, printer)
+        return _block(steps, printer, title)
     if isinstance(obj, Selection):
-        n, limit = obj.n_terms, printer._settings["summarize_above"]
-        if n > limit:
-            first = next(iter(obj))
-            rows = [Summary(n, "selected terms", first.name, first.expr)]
-        else:
-            rows = [Labeled(t.name, t.right_expr if printer._settings["form"] == "right" else t.expr)
-                    for t in obj]
-        return "\n".join(text_rows(printer, Lines(*rows))) + "\n"
+        return "\n".join(text_rows(printer, selection_lines(obj, printer))) + "\n"
     if isinstance(obj, Step):
         return _block([obj], printer, obj.title)
     return printer.doprint(obj)

@@ -32,7 +32,43 @@ _SCORE_COMPOSITION = {
 }
 
 
-class Expansion(ABC):
+class _Printed:
+    """The printers of ``pathexpand.render`` as methods (rendering sits to the right of this layer)."""
+
+    def to_latex(self, **settings) -> str:
+        """The derivation as one complete ``align*`` block (amsmath)."""
+        from ..render.latex import to_latex
+
+        return to_latex(self, **settings)
+
+    def to_markdown(self, **settings) -> str:
+        """The derivation as Markdown, math in ``$$`` blocks."""
+        from ..render.markdown import to_markdown
+
+        return to_markdown(self, **settings)
+
+    def to_mathml(self, **settings) -> str:
+        """The derivation as XHTML with presentation MathML (one root element)."""
+        from ..render.mathml import to_mathml
+
+        return to_mathml(self, **settings)
+
+    def to_text(self, **settings) -> str:
+        """The derivation as readable Unicode text."""
+        from ..render.text import to_text
+
+        return to_text(self, **settings)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def _repr_latex_(self) -> str:
+        from ..render.latex import to_latex
+
+        return to_latex(self, jupyter=True)
+
+
+class Expansion(_Printed, ABC):
     """An expansion of the logits (``target="logits"``) or of one head's attention scores.
 
     Iterating yields ``Term`` (logits) or ``ScoreTerm`` (scores) objects in a fixed order:
@@ -225,38 +261,6 @@ class Expansion(ABC):
         limit = DEFAULT_SUMMARIZE_ABOVE if summarize_above is None else summarize_above
         return derive(self, summarize_above=limit)
 
-    def to_latex(self, **settings) -> str:
-        """The derivation as one complete ``align*`` block (amsmath)."""
-        from ..render.latex import to_latex
-
-        return to_latex(self, **settings)
-
-    def to_markdown(self, **settings) -> str:
-        """The derivation as Markdown, math in ``$$`` blocks."""
-        from ..render.markdown import to_markdown
-
-        return to_markdown(self, **settings)
-
-    def to_mathml(self, **settings) -> str:
-        """The derivation as XHTML with presentation MathML (one root element)."""
-        from ..render.mathml import to_mathml
-
-        return to_mathml(self, **settings)
-
-    def to_text(self, **settings) -> str:
-        """The derivation as readable Unicode text."""
-        from ..render.text import to_text
-
-        return to_text(self, **settings)
-
-    def __str__(self) -> str:
-        return self.to_text()
-
-    def _repr_latex_(self) -> str:
-        from ..render.latex import to_latex
-
-        return to_latex(self, jupyter=True)
-
     def diagram(self, **settings):
         """Circuit diagram of the whole expansion (see ``pathexpand.render.diagram``)."""
         from ..render.dot import diagram
@@ -268,7 +272,7 @@ class Expansion(ABC):
         return f"<Expansion of {self.target}: {self.n_terms} terms; {self.arch}{depth}>"
 
 
-class Selection:
+class Selection(_Printed):
     """The terms of an expansion that match some filters: iterable, sized, printable."""
 
     def __init__(self, expansion: Expansion, filters: dict):
@@ -320,34 +324,6 @@ class Selection:
             else:
                 new[key] = value
         return Selection(self.expansion, new)
-
-    def to_latex(self, **settings) -> str:
-        from ..render.latex import to_latex
-
-        return to_latex(self, **settings)
-
-    def to_markdown(self, **settings) -> str:
-        from ..render.markdown import to_markdown
-
-        return to_markdown(self, **settings)
-
-    def to_mathml(self, **settings) -> str:
-        from ..render.mathml import to_mathml
-
-        return to_mathml(self, **settings)
-
-    def to_text(self, **settings) -> str:
-        from ..render.text import to_text
-
-        return to_text(self, **settings)
-
-    def __str__(self) -> str:
-        return self.to_text()
-
-    def _repr_latex_(self) -> str:
-        from ..render.latex import to_latex
-
-        return to_latex(self, jupyter=True)
 
     def __repr__(self) -> str:
         flt = ", ".join(f"{k}={v!r}" for k, v in self.filters.items())

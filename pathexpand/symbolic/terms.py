@@ -120,8 +120,37 @@ def _heads(nodes) -> tuple[str, ...]:
     return tuple(n for n in nodes if parse_node(n).kind == "head")
 
 
+class _Shown:
+    """What a path term shows: its sympy forms (from ``_forms``), name, LaTeX and diagram."""
+
+    @property
+    def expr(self):
+        """The paper's left-multiplying form (``A ⊗ W_U W_OV W_E``; ``P_q ⊗ P_k ⊗ (M_qᵀ W_QK M_k)``
+        for a score term, the right form when a side has an MLP), built from the path."""
+        return self._forms[0]
+
+    @property
+    def right_expr(self):
+        """The right-multiplying form (TransformerLens arrays: ``X_q W_QK X_kᵀ`` for scores)."""
+        return self._forms[1]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def _repr_latex_(self) -> str:
+        from ..render.latex import to_latex  # rendering sits to the right of this layer
+
+        return f"${to_latex(self)}$"
+
+    def diagram(self, **settings):
+        """Circuit diagram of the path(s) (see ``pathexpand.render.diagram``)."""
+        from ..render.dot import diagram  # rendering sits to the right of this layer
+
+        return diagram(self, **settings)
+
+
 @dataclass(frozen=True)
-class Term:
+class Term(_Shown):
     """One path to the logits: ``path`` earliest-first from its source, e.g.
     ``("embed", "L0H1", "L1H0")``; ``expr`` = ``A^{1,0}A^{0,1} ⊗ W_U W_OV^{1,0} W_OV^{0,1} W_E``
     (paper's tensor form), ``right_expr`` = ``A^{1,0}A^{0,1} t W_E W_OV^{0,1} W_OV^{1,0} W_U``.
@@ -189,33 +218,9 @@ class Term:
             return r, r
         return logit_forms(self.arch, self.path)
 
-    @property
-    def expr(self):
-        """The paper's tensor-product form (left-multiplying), built from the path."""
-        return self._forms[0]
-
-    @property
-    def right_expr(self):
-        """The right-multiplying form (TransformerLens arrays), built from the path."""
-        return self._forms[1]
-
-    def __str__(self) -> str:
-        return self.name
-
-    def _repr_latex_(self) -> str:
-        from ..render.latex import to_latex  # rendering sits to the right of this layer
-
-        return f"${to_latex(self)}$"
-
-    def diagram(self, **settings):
-        """Circuit diagram of this path (a ``graphviz.Digraph``; see ``pathexpand.render.diagram``)."""
-        from ..render.dot import diagram  # rendering sits to the right of this layer
-
-        return diagram(self, **settings)
-
 
 @dataclass(frozen=True)
-class ScoreTerm:
+class ScoreTerm(_Shown):
     """One (query path, key path) pair of a head's attention score (before ``/√d_head``).
 
     ``query_path``/``key_path`` are paths like ``Term.path``; shortformer ``pos``,
@@ -304,30 +309,6 @@ class ScoreTerm:
             r = Mat("R", (self.max_depth,))
             return r, r
         return score_forms(self.arch, self.head, self.query_path, self.key_path)
-
-    @property
-    def expr(self):
-        """``P_q ⊗ P_k ⊗ (M_qᵀ W_QK M_k)`` (paper form); the right form when a side has an MLP."""
-        return self._forms[0]
-
-    @property
-    def right_expr(self):
-        """Right-multiplying form ``X_q W_QK (X_k)ᵀ`` (TransformerLens arrays)."""
-        return self._forms[1]
-
-    def __str__(self) -> str:
-        return self.name
-
-    def _repr_latex_(self) -> str:
-        from ..render.latex import to_latex
-
-        return f"${to_latex(self)}$"
-
-    def diagram(self, **settings):
-        """Diagram of the query and key paths into the head (see ``pathexpand.render.diagram``)."""
-        from ..render.dot import diagram
-
-        return diagram(self, **settings)
 
 
 def score_name(query_path, key_path) -> str:
