@@ -16,8 +16,8 @@ from ._app import DEFAULT_MODEL, app, fail, load_model
 
 __all__ = ["demo", "DEMO_TEXT"]
 
-# a prompt with a repeated chunk: the induction head's job is to continue the second copy
-DEMO_TEXT = "def total(items):\n    return sum(items)\n\ndef total(items):\n    return sum("
+# a name seen once and begun again: the induction head copies the byte that followed it
+DEMO_TEXT = "self.grumble_count = 0\nself.grumble_c"
 
 
 @app.command("demo", epilog=f"Example:\n\n  pathexpand demo                 # {DEFAULT_MODEL}, files in out/\n")
