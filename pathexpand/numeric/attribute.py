@@ -343,7 +343,7 @@ def _token_array(weights, tokens) -> np.ndarray:
     if isinstance(tokens, str):  # pragma: no cover - encode_tokens handles text
         raise PathexpandError("tokens must be ids or text")
     try:
-        a = np.asarray(tokens)
+        a = tokens if isinstance(tokens, np.memmap) else np.asarray(tokens)
     except (ValueError, TypeError):
         raise PathexpandError(f"tokens must be a rectangular array of integer ids, got {tokens!r}") from None
     if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
@@ -352,6 +352,8 @@ def _token_array(weights, tokens) -> np.ndarray:
         a = a[None]
     if a.ndim != 2 or a.size == 0:
         raise PathexpandError(f"tokens must be [pos] or [batch, pos] with at least one token, got shape {list(a.shape)}")
+    if isinstance(a, np.memmap):
+        return a        # a token file: each batch is read (and converted) when it is used
     return a.astype(np.int64)
 
 

@@ -137,6 +137,7 @@ def detect_heads(
     prefix: Sequence[int] = (),
     vocab: Sequence[int] | None = None,
     device=None,
+    dtype=None,
     progress: bool = False,
 ) -> HeadScores:
     """Score every head of ``weights`` on ``repeated_tokens(...)`` (see the module docstring).
@@ -144,6 +145,8 @@ def detect_heads(
     ``seq_len`` defaults to ``min(128, (n_ctx - len(prefix)) // 2)``; ``vocab`` (token ids)
     restricts ``r`` to an alphabet, e.g. the printable bytes a text model has seen. Runs ``run_with_cache``
     ``batch_size`` rows at a time, keeping only running sums: memory is one batch's patterns.
+    ``device``/``dtype``: where and in what precision the forward pass runs (default: CPU, the
+    weights' dtype).
     """
     from .forward import run_with_cache
 
@@ -176,7 +179,7 @@ def detect_heads(
     bar = _progress(progress, len(starts))
     try:
         for start in starts:
-            _, cache = run_with_cache(weights, tokens[start : start + batch_size], device=device)
+            _, cache = run_with_cache(weights, tokens[start : start + batch_size], device=device, dtype=dtype)
             scores = score_patterns(cache.patterns, seq_len, len(prefix))
             for kind in KINDS:
                 sums[kind] += scores[kind].double().sum(0).cpu().numpy()

@@ -7,14 +7,16 @@ vocabulary entry). Tokens may be text when the weights carry a tokenizer.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import PathexpandError
 
-__all__ = ["Target", "resolve_target", "resolve_positions", "encode_tokens", "token_id"]
+__all__ = ["Target", "resolve_target", "resolve_positions", "encode_tokens", "load_token_file", "token_id"]
 
 _LOGITS_ELEMENTS_MAX = 2**26  # backward vectors [K, b, n, d] for the "logits" target
 
@@ -112,8 +114,30 @@ class Target:
 
 
 # resolution -------------------------------------------------------------------------------
+def load_token_file(path) -> np.ndarray:
+    """Token ids ``[batch, pos]`` or ``[pos]`` from a ``.npy`` file, memory-mapped, never unpickled.
+
+    Work that streams in batches then reads one batch of the file at a time.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".npy":
+        raise PathexpandError(f"a token file must be a .npy array of integer ids, got {str(path)!r}")
+    if not path.is_file():
+        raise PathexpandError(f"token file {str(path)!r} does not exist")
+    try:
+        a = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise PathexpandError(f"{str(path)!r} is not a readable .npy array of token ids: {exc}") from None
+    if not isinstance(a, np.ndarray) or a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
+        raise PathexpandError(f"token file {str(path)!r} must hold integer ids, got dtype {getattr(a, 'dtype', type(a))}")
+    return a
+
+
 def encode_tokens(weights, tokens):
-    """Token ids from ids, or from text (a string or a list of equal-length strings)."""
+    """Token ids from ids, a ``pathlib.Path`` to a ``.npy`` file (memory-mapped), or text (a
+    string or a list of equal-length strings)."""
+    if isinstance(tokens, os.PathLike):
+        return load_token_file(tokens)
     if isinstance(tokens, str) or (
         isinstance(tokens, (list, tuple)) and tokens and all(isinstance(t, str) for t in tokens)
     ):
