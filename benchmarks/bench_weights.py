@@ -66,7 +66,7 @@ def comp_ours(shape):
     w = weights_of(shape)
 
     def run():
-        cs = pe.composition_scores(w, "all")
+        cs = pe.composition_scores(w, "all", baseline=None)   # raw scores, like TransformerLens
         return np.stack([cs[k] for k in "qkv"])
 
     return run

@@ -349,7 +349,8 @@ def path_edges(G, item) -> list[tuple[str, str, str]]:
     """The graph edges ``(u, v, key)`` of a term, path or segment, in order.
 
     ``item``: a ``Term`` (its logit path), a ``ScoreTerm`` (query path into ``head.q`` and
-    key path into ``head.k``), a ranking row or dict with ``path``, a term name
+    key path into ``head.k``), a ranking row or dict with ``path``, a ``(path, value)`` row
+    of ``top_paths``, a term name
     (``"L1H0∘L0H1"``, ``"pos:L1H0"``) or a tuple of node names: starting at a source and not
     ending at a sink it is a logit path (``("embed", "L0H1")``); ending at a sink it stops
     there (``("embed", "L0H0", "L1H0.k")``); otherwise a segment between writers
@@ -388,6 +389,9 @@ def _as_path(item) -> tuple[str, ...]:
         return tuple(item["path"])
     if hasattr(item, "path"):
         return tuple(item.path)
+    if (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], tuple)
+            and isinstance(item[1], (int, float))):
+        return tuple(item[0])                                   # a (path, value) row of top_paths
     try:
         return tuple(str(x) for x in item)
     except TypeError:

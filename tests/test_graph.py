@@ -256,6 +256,11 @@ def test_ranking_values_flow_onto_edges_and_nodes():
     assert "weight" not in G.edges["embed", "L0H0.v", "v"]
     top = pe.top_paths(G, 2)
     assert top == [(("embed", "L0H1", "L1H0"), -3.0), (("embed", "L1H0"), 2.0)]
+    sub = pe.subgraph_of(G, top)                    # top_paths rows go straight back in
+    assert set(sub.edges(keys=True)) == {
+        ("embed", "L0H1.v", "v"), ("L0H1.v", "L0H1", "v"), ("L0H1", "L1H0.v", "v"),
+        ("L1H0.v", "L1H0", "v"), ("L1H0", "logits", "out"), ("embed", "L1H0.v", "v"),
+    }
     with pytest.raises(pe.PathexpandError, match="does not start at a source"):
         pe.path_graph(arch, ranking=[dict(path=("L0H0",), value=1.0)])
 

@@ -52,7 +52,7 @@ def load_model(model: str | None):
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning ``PathexpandError`` and OS errors into exit 2."""
     try:
-        rc = app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False, prog_name="pathexpand")
     except typer.Exit as exc:
         return exc.exit_code
     except PathexpandError as exc:
@@ -61,17 +61,40 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         typer.echo(f"error: {exc.strerror or exc}: {exc.filename}", err=True)
         return EXIT_BAD_INPUT
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
-            typer.echo("aborted", err=True)
-            return 1
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+    except Exception as exc:  # usage errors from click (typer vendors its own copy)
+        return _usage_error(exc)
     return rc if isinstance(rc, int) else 0
+
+
+def _click_exceptions() -> list:
+    """The ``click.exceptions`` modules in use: typer's vendored copy and/or ``click``."""
+    import importlib
+
+    mods = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            mods.append(importlib.import_module(name))
+        except ImportError:
+            pass
+    return mods
+
+
+def _usage_error(exc: Exception) -> int:
+    """One line on stderr for a command-line usage error (exit 2); help for no arguments (0)."""
+    mods = _click_exceptions()
+    if any(isinstance(exc, getattr(m, "NoArgsIsHelpError", ())) for m in mods):
+        exc.show()  # prints the help text
+        return 0
+    if isinstance(exc, (KeyboardInterrupt, *(m.Abort for m in mods if hasattr(m, "Abort")))):
+        typer.echo("aborted", err=True)
+        return 1
+    if any(isinstance(exc, getattr(m, "ClickException", ())) for m in mods):
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        message = " ".join(exc.format_message().split())
+        typer.echo(f"error: {message}{hint}", err=True)
+        return EXIT_BAD_INPUT
+    raise exc
 
 
 if __name__ == "__main__":  # pragma: no cover

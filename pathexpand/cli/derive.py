@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from .._files import check_output_path, write_atomic
 from ..errors import PathexpandError
 from ._app import app, fail, load_model
 
@@ -85,7 +86,20 @@ def examples_document(fmt: str, summarize_above: int) -> str:
     return "\n".join(parts)
 
 
-@app.command("derive")
+_EXAMPLES = """
+Examples:
+
+  pathexpand derive --layers 2 --heads 4                 # the logits as a sum of 25 paths
+
+  pathexpand derive --layers 1 --heads 4 --scores L0H0   # a head's QK terms (skip-trigrams)
+
+  pathexpand derive --model attn-only-2l --format latex -o paths.tex
+
+  pathexpand derive --layers 12 --heads 12 --max-depth 2 # counted and summarised, with a remainder
+"""
+
+
+@app.command("derive", epilog=_EXAMPLES)
 def derive(
     layers: Annotated[int | None, typer.Option("--layers", help="Number of layers (default 2).")] = None,
     heads: Annotated[
@@ -124,6 +138,8 @@ def derive(
     try:
         if fmt not in FORMATS:
             raise PathexpandError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+        if output is not None:
+            output = check_output_path(output, "derivation.md")  # before any work: write nothing
         if worked:
             given = [name for name, v in (("--layers", layers), ("--heads", heads), ("--model", model),
                                           ("--scores", scores), ("--max-depth", max_depth)) if v is not None]
@@ -155,8 +171,7 @@ def derive(
         fail(str(exc))
         return
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        write_atomic(output, text if text.endswith("\n") else text + "\n")
         typer.echo(f"wrote {output}", err=True)
     else:
         typer.echo(text)

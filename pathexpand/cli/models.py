@@ -49,7 +49,13 @@ def _detected(card: dict) -> str:
     return ", ".join(parts) or "-"
 
 
-@app.command("models")
+@app.command("models", epilog="""
+Examples:
+
+  pathexpand models          # a table: shapes, parameters, loss, detected heads
+
+  pathexpand models --json   # every model card in full
+""")
 def models(
     json_: Annotated[bool, typer.Option("--json", help="Print the model cards as JSON.")] = False,
 ) -> None:

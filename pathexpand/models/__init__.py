@@ -30,22 +30,29 @@ __all__ = [
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 
 
-def load(source: Any, *, dtype=None) -> Weights:
+def load(source: Any, *, dtype=None, **config) -> Weights:
     """``Weights`` from a bundled name, a file path, a TransformerLens or HF model, or ``Weights``.
 
-    ``dtype`` (``"float32"``/``"float64"`` or a numpy dtype) casts the result.
+    ``dtype`` (``"float32"``/``"float64"`` or a numpy dtype) casts the result. ``**config``
+    (files only): config fields that override what the file stores or its shapes imply,
+    e.g. ``pe.load("model.npz", positional="shortformer", act_fn="gelu")``.
     """
-    weights = _load(source)
+    if config and not isinstance(source, (str, Path)):
+        raise PathexpandError(
+            f"config overrides ({', '.join(sorted(config))}) apply to weights files only; "
+            f"a {type(source).__name__} carries its own config"
+        )
+    weights = _load(source, config)
     if dtype is not None:
         weights = weights.astype(_np_dtype(dtype))
     return weights
 
 
-def _load(source):
+def _load(source, config=None):
     if isinstance(source, Weights):
         return source
     if isinstance(source, (str, Path)):
-        return _load_path_or_name(source)
+        return _load_path_or_name(source, config)
     kind = _model_kind(source)
     if kind == "lens":
         return from_transformer_lens(source)
@@ -58,11 +65,11 @@ def _load(source):
     )
 
 
-def _load_path_or_name(source):
+def _load_path_or_name(source, config=None):
     text = str(source)
     if isinstance(source, str) and text in bundled_names():
         path = BUNDLED_DIR / f"{text}.safetensors"
-        return read_file(path, name=text)
+        return read_file(path, name=text, config=config)
     path = Path(source).expanduser()
     if path.exists() or isinstance(source, Path) or path.suffix or "/" in text or "\\" in text:
         if not path.exists():
@@ -70,7 +77,7 @@ def _load_path_or_name(source):
                 f"no such file: {text!r} (and it is not a bundled model; bundled: "
                 f"{', '.join(bundled_names()) or 'none installed'})"
             )
-        return read_file(path)
+        return read_file(path, config=config)
     raise PathexpandError(
         f"{text!r} is neither a bundled model nor an existing file; bundled models: "
         f"{', '.join(bundled_names()) or 'none installed'}"

@@ -81,8 +81,13 @@ def save(weights: Weights, path, card: Mapping[str, Any] | None = None) -> Path:
     return path
 
 
-def read_file(path, *, name: str | None = None, card: Mapping[str, Any] | None = None) -> Weights:
+def read_file(path, *, name: str | None = None, card: Mapping[str, Any] | None = None,
+              config: Mapping[str, Any] | None = None) -> Weights:
     """A validated ``Weights`` from a ``.safetensors`` or ``.npz`` file (see module docstring).
+
+    ``config``: fields that override the stored config (or, for a file without one, the
+    values inferred from the shapes). A file with no stored config whose positional
+    embedding or MLP activation had to be guessed says so in a ``UserWarning``.
 
     Raises ``WeightsFileError`` for anything that is not such a file (pickles, truncated or
     renamed files) and ``PathexpandError``/``ShapeError`` for wrong contents; nothing is
@@ -101,21 +106,41 @@ def read_file(path, *, name: str | None = None, card: Mapping[str, Any] | None =
         )
     _refuse_pickle_bytes(path)
     if path.suffix == ".safetensors":
-        arrays, config, file_card = _read_safetensors(path)
+        arrays, stored, file_card = _read_safetensors(path)
     else:
-        arrays, config, file_card = _read_npz(path)
+        arrays, stored, file_card = _read_npz(path)
     if card is None:
         card = read_card(path) or file_card
     card = dict(card or {})
+    overrides = dict(config or {})
+    config = stored
     if config is None and isinstance(card.get("config"), Mapping):
         config = dict(card["config"])
+    if config is None:
+        _warn_guessed(path, arrays, overrides)
     tokenizer = get_tokenizer(card.get("tokenizer"))
     name = name or card.get("name") or path.stem
     try:
-        return Weights.from_state_dict(arrays, **(config or {}), name=name, card=card,
+        return Weights.from_state_dict(arrays, **{**(config or {}), **overrides}, name=name, card=card,
                                        tokenizer=tokenizer)
     except PathexpandError as exc:
         raise type(exc)(f"{path.name}: {exc}") from None
+
+
+def _warn_guessed(path: Path, arrays: Mapping[str, Any], overrides: Mapping[str, Any]) -> None:
+    """Warn when a file without a stored config leaves a setting to a guess shapes cannot make."""
+    import warnings
+
+    keys = set(arrays)
+    guessed = []
+    if {"W_pos", "pos_embed.W_pos"} & keys and "positional" not in overrides:
+        guessed.append("positional='standard' (pass positional='shortformer' if positions "
+                       "entered only the queries and keys)")
+    if any(k.endswith("W_in") for k in keys) and "act_fn" not in overrides:
+        guessed.append("act_fn='gelu_new' (pass act_fn='gelu' or 'relu' if the model used those)")
+    if guessed:
+        warnings.warn(f"{path.name} stores no config; assuming " + "; ".join(guessed)
+                      + ". Save with pe.save to keep the config.", UserWarning, stacklevel=4)
 
 
 def read_card(path) -> dict | None:

@@ -181,7 +181,7 @@ def _check_kind(kind: str, allowed=KINDS) -> str:
 def composition_scores(
     weights,
     kind: str = "all",
-    baseline: str | None = None,
+    baseline: str | None = "random",
     *,
     centered: bool = False,
     zscore: bool = False,
@@ -192,8 +192,9 @@ def composition_scores(
 ) -> CompositionScores:
     """Q/K/V composition scores of every ordered head pair (``kind`` "q", "k", "v" or "all").
 
-    ``baseline``: ``None`` or ``"random"`` (sample the Gaussian null; the ranking then
-    subtracts its mean, as the paper does); ``zscore=True`` ranks by (score − mean)/std and
+    ``baseline``: ``"random"`` (the default: sample the Gaussian null; the ranking then
+    subtracts its mean, as the paper does) or ``None`` (raw scores, as TransformerLens);
+    the ``[L1, H1, L2, H2]`` arrays are the raw scores either way; ``zscore=True`` ranks by (score − mean)/std and
     samples the null too. ``centered=True`` centres writing weights first. Heavy algebra runs
     in torch on ``device`` in ``dtype`` (default: the weights' dtype); contractions in float64.
     """

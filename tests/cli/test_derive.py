@@ -51,7 +51,11 @@ def test_every_option_in_every_format(capsys, fmt):
 
 
 def test_positional_none_and_output_file(capsys, tmp_path):
-    target = tmp_path / "sub" / "d.md"
+    missing = tmp_path / "sub" / "d.md"           # like diagram and report: no folder is created
+    rc, out, err = run(capsys, "--layers", "1", "--output", str(missing))
+    assert rc == 2 and err.startswith("error: cannot write") and err.count("\n") == 1
+    assert not (tmp_path / "sub").exists()
+    target = tmp_path / "d.md"
     rc, out, err = run(capsys, "--layers", "1", "--heads", "3", "--positional", "none",
                        "--format", "markdown", "--output", str(target))
     assert rc == 0 and out == "" and f"wrote {target}" in err

@@ -114,7 +114,8 @@ def test_transformer_lens_names_without_metadata(tmp_path, suffix):
         save_file(foreign, str(path))
     else:
         np.savez(path, **foreign)
-    w = pe.load(path)
+    with pytest.warns(UserWarning, match="stores no config.*positional='standard'.*act_fn='gelu_new'"):
+        w = pe.load(path)
     # config inferred from shapes (act_fn defaults to gelu_new; eps to 1e-5)
     assert w.config == Config(**{**cfg.to_dict(), "act_fn": "gelu_new", "eps": 1e-5})
     for k, v in p.items():
@@ -369,3 +370,25 @@ def test_bad_metadata_and_card(tmp_path):
     path.with_suffix(".json").write_text("[1, 2")
     with pytest.raises(WeightsFileError, match="model card .* is not valid JSON"):
         pe.load(path)
+
+
+def test_a_file_without_config_says_what_it_guessed_and_takes_overrides(tmp_path):
+    """A plain np.savez of a shortformer model: loading warns that positions were assumed
+    standard; positional="shortformer" restores the model (logits equal the bundled one's)."""
+    import warnings
+
+    w = pe.load("attn-only-2l")
+    path = tmp_path / "plain.npz"
+    np.savez(path, **w.state_dict())
+    tokens = [[1, 2, 3, 4, 1, 2, 3]]
+    with pytest.warns(UserWarning, match="positional='standard'"):
+        guessed = pe.load(path)
+    assert guessed.config.positional == "standard"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fixed = pe.load(path, positional="shortformer")
+    assert fixed.config.positional == "shortformer"
+    np.testing.assert_array_equal(pe.forward(fixed, tokens).numpy(), pe.forward(w, tokens).numpy())
+    assert not np.allclose(pe.forward(guessed, tokens).numpy(), pe.forward(w, tokens).numpy())
+    with pytest.raises(pe.PathexpandError, match="weights files only"):
+        pe.load(w, positional="standard")

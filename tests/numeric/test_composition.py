@@ -201,7 +201,7 @@ def test_baseline_subtraction_and_z():
     ztop = composition_scores(w, "k", zscore=True, seed=1, n_samples=100).ranking()[0]
     assert ztop.value == pytest.approx((ztop["score"] - mean) / std)
     with pytest.raises(PathexpandError, match="random"):
-        composition_scores(w, "k").z("k")
+        composition_scores(w, "k", baseline=None).z("k")
 
 
 def test_tidy_table():
@@ -251,3 +251,14 @@ def test_bundled_induction_head_k_composes_with_its_previous_token_head():
     column = cs["k"][0, :, 1, ind_h]  # every layer-0 head's K-composition into the induction head
     assert int(np.argmax(column)) == prev_h
     assert cs.z("k")[0, prev_h, 1, ind_h] > 3  # well above the Gaussian null
+
+
+def test_the_default_ranking_subtracts_the_random_baseline():
+    """As the paper does: by default the value is the score minus the mean of the null."""
+    w = pe.load("attn-only-2l")
+    default = composition_scores(w, "k").ranking()
+    raw = composition_scores(w, "k", baseline=None)
+    top = default[0]
+    assert top["score"] == pytest.approx(raw.score(top["earlier"], top["later"], "k"))
+    assert top.value == pytest.approx(top["score"] - top["baseline"])
+    assert 0.05 < top["baseline"] < 0.15        # about 1/sqrt(d_model) = 0.088 for d_model 128
