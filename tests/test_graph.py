@@ -5,11 +5,13 @@ the attribution's own node and output sums, hand-computed sums and brute-force s
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -28,27 +30,20 @@ from pathexpand.graph import (
     write_graphml,
 )
 from pathexpand.numeric.ranking import Ranking
-from pathexpand.numeric.weights import Config, expected_shapes
 from pathexpand.symbolic.terms import term_name
 
 ARCH = pe.Architecture
+
+_spec = importlib.util.spec_from_file_location(
+    "attribute_cases", Path(__file__).parent / "numeric" / "attribute_cases.py")
+cases = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cases)
 
 
 def small_weights(seed=0, *, biases=False, **cfg) -> pe.Weights:
     """Random weights, 2 layers × 2 heads, d_model 8 (tiny, so tests stay fast)."""
     base = dict(n_layers=2, n_heads=2, d_model=8, d_head=4, d_vocab=10, n_ctx=8)
-    base.update(cfg)
-    c = Config(**base)
-    rng = np.random.default_rng(seed)
-    params = {}
-    for k, shape in expected_shapes(c).items():
-        if k.endswith(".w"):
-            params[k] = 1 + 0.1 * rng.standard_normal(shape)
-        elif k.rsplit(".", 1)[-1].startswith("b"):
-            params[k] = (0.3 if biases else 0.0) * rng.standard_normal(shape)
-        else:
-            params[k] = 0.5 * rng.standard_normal(shape)
-    return pe.Weights(params, c)
+    return cases.random_weights(seed, biases=biases, **{**base, **cfg})
 
 
 def _sources(G):
