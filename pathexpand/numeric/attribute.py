@@ -29,6 +29,7 @@ import numpy as np
 from .._repr import TextTableHTML
 from ..errors import PathexpandError
 from ..names import parse_node
+from ._progress import progress as track
 from .frozen import CONSTANTS, Frozen, freeze
 from .targets import Target, encode_tokens, resolve_target
 from .weights import Weights
@@ -298,7 +299,7 @@ def attribute(
     own_top = target is None and diff is None
     tgt = None if own_top else resolve_target(weights, target, diff, positions, (B, n))
     chunks, first, dropped = [], None, False
-    for lo, hi in _progress(_batches(B, batch_size), progress, "attributing"):
+    for lo, hi in track(_batches(B, batch_size), progress, "attributing"):
         frozen = freeze(weights, tokens[lo:hi], device=device, dtype=dtype)
         if "path" in views and frozen.n_paths() > max_paths:
             if chosen:
@@ -362,39 +363,6 @@ def _batches(B: int, batch_size: int | None):
         raise PathexpandError(f"batch_size must be a positive int or None, got {batch_size!r}")
     step = B if batch_size is None else batch_size
     return [(lo, min(B, lo + step)) for lo in range(0, B, step)]
-
-
-def _progress(items, on: bool, label: str):
-    if not on or len(items) < 1:
-        yield from items
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task(label, total=len(items))
-        for item in items:
-            yield item
-            bar.advance(task)
-
-
-def _progress_counter(on: bool, label: str):
-    """A ``tick(count)`` callback showing a live count (``tick(None)`` closes it)."""
-    if not on:
-        return lambda count: None
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    bar = Progress(SpinnerColumn(), TextColumn("{task.description}: {task.completed:,.0f}"),
-                   TimeElapsedColumn(), transient=True)
-    task = bar.add_task(label, total=None)
-    bar.start()
-
-    def tick(count):
-        if count is None:
-            bar.stop()
-        else:
-            bar.update(task, completed=count)
-
-    return tick
 
 
 def own_target(frozen: Frozen, weights, positions) -> Target:

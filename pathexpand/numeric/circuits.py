@@ -30,12 +30,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..errors import PathexpandError
 from ..names import parse_head, parse_node
 from .factored import Factored, _as_tensor
+from .forward import _torch_dtype
 
 __all__ = ["SCOPES", "CircuitContext", "circuit", "logit_keys", "score_keys"]
 
@@ -61,11 +61,7 @@ class CircuitContext:
         self.weights = weights
         self.config = weights.config
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        if dtype is None:
-            dtype = torch.float64 if weights.dtype == np.float64 else torch.float32
-        elif not isinstance(dtype, torch.dtype):
-            dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[np.dtype(dtype)]
-        self.dtype = dtype
+        self.dtype = _torch_dtype(dtype, weights)
         self._cache: dict[str, torch.Tensor] = {}
 
     def _t(self, array) -> torch.Tensor:

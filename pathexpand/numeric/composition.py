@@ -41,8 +41,10 @@ import torch
 
 from .._repr import TextTableHTML
 from ..errors import PathexpandError
+from ..models import load
 from ..names import head_name
 from .factored import _as_tensor
+from .forward import _torch_dtype
 from .ranking import Ranking
 
 __all__ = ["KINDS", "CompositionScores", "composition_scores", "pair_score", "random_baseline"]
@@ -198,7 +200,7 @@ def composition_scores(
     samples the null too. ``centered=True`` centres writing weights first. Heavy algebra runs
     in torch on ``device`` in ``dtype`` (default: the weights' dtype); contractions in float64.
     """
-    weights = _as_weights(weights)
+    weights = load(weights)
     cfg = weights.config
     if kind == "all" or kind is None:
         kinds = KINDS
@@ -230,24 +232,6 @@ def composition_scores(
     return CompositionScores(kinds, raw, null_mean, null_std, baseline=baseline, zscore=bool(zscore),
                              centered=bool(centered), n_samples=int(n_samples) if sample else 0,
                              seed=int(seed), mask=mask)
-
-
-def _as_weights(weights):
-    from .weights import Weights
-
-    if isinstance(weights, Weights):
-        return weights
-    from ..models import load
-
-    return load(weights)
-
-
-def _torch_dtype(dtype, weights) -> torch.dtype:
-    if dtype is None:
-        return torch.float64 if weights.dtype == np.float64 else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    return {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[np.dtype(dtype)]
 
 
 def _left_gram(W_V: torch.Tensor, W_O: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ import numpy as np
 
 from .._repr import TextTableHTML
 from ..errors import PathexpandError
+from ._progress import progress as track
 
 __all__ = ["HeadScores", "detect_heads", "repeated_tokens", "score_patterns", "KINDS"]
 
@@ -176,19 +177,12 @@ def detect_heads(
     tokens = repeated_tokens(cfg.d_vocab, seq_len, n_samples, seed=seed, prefix=prefix, vocab=vocab)
     sums = {kind: np.zeros((cfg.n_layers, cfg.n_heads), dtype=np.float64) for kind in KINDS}
     starts = range(0, n_samples, batch_size)
-    bar = _progress(progress, len(starts))
-    try:
-        for start in starts:
-            _, cache = run_with_cache(weights, tokens[start : start + batch_size], device=device, dtype=dtype)
-            scores = score_patterns(cache.patterns, seq_len, len(prefix))
-            for kind in KINDS:
-                sums[kind] += scores[kind].double().sum(0).cpu().numpy()
-            del cache
-            if bar is not None:
-                bar[0].advance(bar[1])
-    finally:
-        if bar is not None:
-            bar[0].stop()
+    for start in track(starts, progress, "detecting heads"):
+        _, cache = run_with_cache(weights, tokens[start : start + batch_size], device=device, dtype=dtype)
+        scores = score_patterns(cache.patterns, seq_len, len(prefix))
+        for kind in KINDS:
+            sums[kind] += scores[kind].double().sum(0).cpu().numpy()
+        del cache
     return HeadScores(
         **{kind: sums[kind] / n_samples for kind in KINDS},
         seq_len=int(seq_len),
@@ -202,14 +196,3 @@ def detect_heads(
 def _short(ids) -> str:
     ids = list(ids)
     return f"{ids[:8]}{' ...' if len(ids) > 8 else ''} ({len(ids)} ids)"
-
-
-def _progress(enabled: bool, total: int):
-    if not enabled:
-        return None
-    from rich.progress import Progress
-
-    bar = Progress(transient=True)
-    task = bar.add_task("detecting heads", total=total)
-    bar.start()
-    return bar, task

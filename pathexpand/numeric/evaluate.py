@@ -38,6 +38,8 @@ import torch
 
 from ..architecture import Architecture
 from ..errors import PathexpandError
+from ..models import load
+from ._progress import progress as track
 from .circuits import SCOPES, CircuitContext, Key, term_keys
 from .factored import Factored
 from .ranking import Ranking, Row
@@ -76,9 +78,7 @@ def evaluate(
     ``(W_pos ⋯) W_QK (W_pos ⋯)ᵀ``, ``n_ctx × n_ctx`` positional attention structure
     (previous-token heads show here). Rows are sorted by value, largest first.
     """
-    from .composition import _as_weights
-
-    w = _as_weights(weights)
+    w = load(weights)
     if metric not in METRICS:
         raise PathexpandError(f"metric must be one of {list(METRICS)}, got {metric!r}")
     if scope not in SCOPES:
@@ -111,17 +111,10 @@ def evaluate(
 
     chunks = [(sig, members[s : s + batch_size]) for sig, members in groups.items()
               for s in range(0, len(members), batch_size)]
-    bar = _progress(progress, len(chunks), f"evaluating {len(terms)} terms")
-    try:
-        for sig, members in chunks:
-            vals, extra = ev.run(sig, [k for _, k in members])
-            for j, (i, _) in enumerate(members):
-                rows[i] = _row(terms[i], vals[j], {k: v[j] for k, v in extra.items()})
-            if bar is not None:
-                bar[0].advance(bar[1])
-    finally:
-        if bar is not None:
-            bar[0].stop()
+    for sig, members in track(chunks, progress, f"evaluating {len(terms)} terms"):
+        vals, extra = ev.run(sig, [k for _, k in members])
+        for j, (i, _) in enumerate(members):
+            rows[i] = _row(terms[i], vals[j], {k: v[j] for k, v in extra.items()})
     target = getattr(expansion, "target", None) or "terms"
     title = f"{metric} of {'logit' if target == 'logits' else target} terms" + (
         f" — {w.name}" if w.name else "")
@@ -471,14 +464,3 @@ def _notes(metric, scope, w, terms, baseline, n_null, seed) -> list[str]:
         notes.append(f"null: weight factors (not W_E/W_pos/W_U) replaced by Gaussian matrices of equal "
                      f"Frobenius norm, mean of {n_null} draws (seed {seed}); ratio = value / null")
     return notes
-
-
-def _progress(enabled: bool, total: int, label: str):
-    if not enabled or total == 0:
-        return None
-    from rich.progress import Progress
-
-    bar = Progress(transient=True)
-    task = bar.add_task(label, total=total)
-    bar.start()
-    return bar, task

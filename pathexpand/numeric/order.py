@@ -20,7 +20,8 @@ import numpy as np
 
 from .._repr import TextTableHTML
 from ..errors import PathexpandError
-from .attribute import MAX_PATHS, _batches, _progress, _token_array, path_info
+from ._progress import progress as track
+from .attribute import MAX_PATHS, _batches, _token_array, path_info
 from .frozen import CONSTANTS, Frozen, freeze
 from .weights import Weights
 
@@ -122,7 +123,7 @@ def order_importance(
     notes: list[str] = []
     want_terms = terms
     with torch.no_grad():
-        for lo, hi in _progress(_batches(len(tokens), batch_size), progress, "order importance"):
+        for lo, hi in track(_batches(len(tokens), batch_size), progress, "order importance"):
             fz = freeze(weights, tokens[lo:hi], device=device, dtype=dtype)
             if want_terms and fz.n_paths() > max_paths:
                 want_terms = False

@@ -41,7 +41,8 @@ import numpy as np
 
 from .._repr import TextTableHTML
 from ..errors import PathexpandError
-from .attribute import _progress_counter, _token_array, own_target, path_info
+from ._progress import progress_counter
+from .attribute import _token_array, own_target, path_info
 from .frozen import CONSTANTS, Frozen, freeze
 from .targets import resolve_target
 from .weights import Weights
@@ -314,7 +315,7 @@ def _search(fz: Frozen, tgt, k, budget_nodes, budget_seconds, progress, start) -
 
     expanded = 0
     stopped_by = None
-    tick = _progress_counter(progress, "searching paths")
+    tick = progress_counter(progress, "searching paths")
     while heap:
         if -heap[0][0] <= kth():
             break

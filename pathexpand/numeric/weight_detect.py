@@ -33,8 +33,10 @@ import torch
 
 from .._repr import TextTableHTML
 from ..errors import PathexpandError
+from ..models import load
 from ..names import head_name, parse_head
 from .factored import Factored, _as_tensor
+from .forward import _torch_dtype
 from .ranking import Ranking
 
 __all__ = [
@@ -137,7 +139,7 @@ def _copying_stats(lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def copying_scores(weights, *, n_samples: int = 64, seed: int = 0, device=None, dtype=None) -> HeadStatistic:
     """Copying score Re Σλ/Σ|λ| and positive share of every head's full OV circuit (see module)."""
-    w = _as_weights(weights)
+    w = load(weights)
     cfg = w.config
     _need_heads(cfg)
     if cfg.d_vocab != cfg.d_vocab_out:
@@ -203,7 +205,7 @@ def previous_token_scores(
     weights, *, n_positions: int | None = None, n_samples: int = 64, seed: int = 0, device=None, dtype=None
 ) -> HeadStatistic:
     """Mean attention on the previous position from the positional QK circuit (see module)."""
-    w = _as_weights(weights)
+    w = load(weights)
     cfg = w.config
     _need_heads(cfg)
     if w.W_pos is None:
@@ -283,7 +285,7 @@ def induction_scores(
     """K-composition of each head with the best previous-token head of an earlier layer."""
     from .composition import composition_scores
 
-    w = _as_weights(weights)
+    w = load(weights)
     cfg = w.config
     _need_heads(cfg)
     prev = previous if previous is not None else previous_token_scores(w, seed=seed, device=device, dtype=dtype)
@@ -309,7 +311,7 @@ def induction_scores(
 
 def detect_heads_from_weights(weights, *, seed: int = 0, device=None, dtype=None) -> WeightDetection:
     """Copying, previous-token (when the model has W_pos) and induction scores of every head."""
-    w = _as_weights(weights)
+    w = load(weights)
     _need_heads(w.config)
     copying = copying_scores(w, seed=seed, device=device, dtype=dtype) if w.config.d_vocab == w.config.d_vocab_out else None
     prev = previous_token_scores(w, seed=seed, device=device, dtype=dtype) if w.W_pos is not None else None
@@ -319,18 +321,6 @@ def detect_heads_from_weights(weights, *, seed: int = 0, device=None, dtype=None
 
 
 # helpers -------------------------------------------------------------------------------------
-def _as_weights(weights):
-    from .composition import _as_weights as load
-
-    return load(weights)
-
-
-def _torch_dtype(dtype, w):
-    from .composition import _torch_dtype as td
-
-    return td(dtype, w)
-
-
 def _need_heads(cfg) -> None:
     if cfg.n_layers == 0 or cfg.n_heads == 0 or cfg.d_head == 0:
         raise PathexpandError("this model has no attention heads to score")

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .._files import check_output_path, write_atomic
 from ..errors import PathexpandError
+from ..models import load
 from .markup import escape, unavailable
 from .report_sections import DEFAULT_TEXT, SECTIONS, Context, sample_tokens
 
@@ -52,7 +53,7 @@ def report(weights, *, text: str | None = None, path=None, progress: bool = Fals
     """
     out = check_output(path) if path is not None else None
     chosen = _choose(sections)
-    w = _weights(weights)
+    w = load(weights)
     from ..architecture import Architecture
 
     tokens, labels, sample_text = sample_tokens(w, text)
@@ -78,16 +79,6 @@ def _choose(sections):
     if unknown:
         raise PathexpandError(f"unknown report section(s) {unknown}; sections are {keys}")
     return [s for s in SECTIONS if s[0] in sections]
-
-
-def _weights(weights):
-    from ..numeric.weights import Weights
-
-    if isinstance(weights, Weights):
-        return weights
-    from ..models import load
-
-    return load(weights)
 
 
 def _build(build: Callable[[Context], str], ctx: Context) -> str:

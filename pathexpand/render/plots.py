@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from ..errors import PathexpandError
+from ..models import load
 
 __all__ = [
     "composition_heatmaps",
@@ -108,16 +109,6 @@ def figure_png_base64(fig, *, dpi: int = 110) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _weights(weights):
-    from ..numeric.weights import Weights
-
-    if isinstance(weights, Weights):
-        return weights
-    from ..models import load
-
-    return load(weights)
-
-
 def _head_labels(layers: Iterable[int], n_heads: int) -> list[str]:
     from ..names import head_name
 
@@ -159,7 +150,7 @@ def composition_heatmaps(
     from ..numeric.composition import CompositionScores, composition_scores
 
     if not isinstance(scores, CompositionScores):
-        scores = composition_scores(_weights(scores), "all", baseline=baseline)
+        scores = composition_scores(load(scores), "all", baseline=baseline)
     kinds = tuple(str(k).lower() for k in kinds)
     for k in kinds:
         if k not in scores.kinds:
@@ -222,7 +213,7 @@ def ov_eigenvalues(weights, *, scope: str = "full"):
     """
     from ..numeric.factored import Factored
 
-    w = _weights(weights)
+    w = load(weights)
     cfg = w.config
     if scope not in ("full", "residual"):
         raise PathexpandError(f"scope must be 'full' or 'residual', got {scope!r}")
@@ -259,7 +250,7 @@ def eigenvalue_plot(weights, *, heads: Sequence[str] | None = None, scope: str =
     (blue: positive — the head copies; red: negative), the panel title reads
     ``L0H1  copying 0.83``. Axes are symmetric about 0 and equal in scale.
     """
-    w = _weights(weights)
+    w = load(weights)
     lam = ov_eigenvalues(w, scope=scope)
     L, H = lam.shape[:2]
     names = _head_labels(range(L), H)
@@ -335,7 +326,7 @@ def attention_patterns(weights, tokens, *, heads: Sequence[str] | None = None,
     from ..names import parse_head
     from ..numeric.forward import run_with_cache
 
-    w = _weights(weights)
+    w = load(weights)
     ids, labels = _tokens_and_labels(w, tokens)
     arch = Architecture.from_weights(w)
     if not arch.heads:
@@ -457,7 +448,7 @@ def order_importance_curve(result, tokens=None, *, title: str | None = None):
             raise PathexpandError("pass an OrderImportance, or weights and tokens=")
         from ..numeric.order import order_importance
 
-        result = order_importance(_weights(result), tokens, terms=False)
+        result = order_importance(load(result), tokens, terms=False)
     depths = np.asarray(result.depths)
     fig = _figure(5.6, 3.4)
     ax = fig.subplots()

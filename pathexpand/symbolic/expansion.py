@@ -92,8 +92,15 @@ class Expansion(_Printed, ABC):
         """Every term in order."""
 
     @abstractmethod
+    def _count_paths(self, filters: dict) -> int:
+        """Number of path terms (remainder excluded) matching ``filters``, by formula."""
+
     def _count(self, filters: dict) -> int:
-        """Number of terms matching ``filters``, by formula."""
+        """Number of terms matching ``filters``; the remainder counts unless another filter excludes it."""
+        total = self._count_paths(filters)
+        if self.n_cut and set(filters) <= {"kind"} and filters.get("kind") in (None, "remainder"):
+            total += 1
+        return total
 
     @abstractmethod
     def _make(self, name: str):

@@ -82,7 +82,7 @@ class LogitExpansion(Expansion):
             self._tables[key] = rows
         return self._tables[key]
 
-    def _count(self, filters: dict) -> int:
+    def _count_paths(self, filters: dict) -> int:
         total = 0
         lo, hi = filters.get("depth", (0, None))
         for src, by_depth in self._table(filters.get("through", ())):
@@ -99,9 +99,6 @@ class LogitExpansion(Expansion):
                     if "composition" in filters and i < 2:
                         continue
                     total += c
-        kind = filters.get("kind")
-        if self.n_cut and set(filters) <= {"kind"} and kind in (None, "remainder"):
-            total += 1
         return total
 
     @property

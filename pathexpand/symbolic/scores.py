@@ -181,15 +181,11 @@ class ScoreExpansion(Expansion):
                 total += cq * ck
         return total
 
-    def _count(self, filters: dict) -> int:
+    def _count_paths(self, filters: dict) -> int:
         through = filters.get("through", ())
         # pairs passing every required node on some side: inclusion–exclusion over the
         # required nodes that both sides avoid
-        total = sum((-1) ** len(t) * self._pairs(filters, t) for t in subsets(through))
-        want = filters.get("kind")
-        if self.n_cut and set(filters) <= {"kind"} and want in (None, "remainder"):
-            total += 1
-        return total
+        return sum((-1) ** len(t) * self._pairs(filters, t) for t in subsets(through))
 
     @property
     def n_cut(self) -> int:

@@ -121,7 +121,15 @@ def _heads(nodes) -> tuple[str, ...]:
 
 
 class _Shown:
-    """What a path term shows: its sympy forms (from ``_forms``), name, LaTeX and diagram."""
+    """What every path term has: depth, sympy forms (from ``_forms``), name, LaTeX, diagram."""
+
+    @property
+    def depth(self) -> int:
+        """Heads and MLPs passed (both sides together for a score term; ``max_depth + 1`` for
+        the remainder)."""
+        if self.is_remainder:
+            return (self.max_depth or 0) + 1
+        return len(self.nodes)
 
     @property
     def expr(self):
@@ -185,13 +193,6 @@ class Term(_Shown):
     def mlps(self) -> tuple[str, ...]:
         """MLP names in the path, earliest first."""
         return tuple(n for n in self.nodes if parse_node(n).kind == "mlp")
-
-    @property
-    def depth(self) -> int:
-        """Number of heads and MLPs passed (``max_depth + 1`` for the remainder)."""
-        if self.is_remainder:
-            return (self.max_depth or 0) + 1
-        return len(self.nodes)
 
     @property
     def sink(self) -> str:
@@ -271,13 +272,6 @@ class ScoreTerm(_Shown):
     def heads(self) -> tuple[str, ...]:
         """Heads on either side (query side first)."""
         return _heads(self.nodes)
-
-    @property
-    def depth(self) -> int:
-        """Nodes passed on both sides together (``max_depth + 1`` for the remainder)."""
-        if self.is_remainder:
-            return (self.max_depth or 0) + 1
-        return len(self.nodes)
 
     @property
     def query_depth(self) -> int:
