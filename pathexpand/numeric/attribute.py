@@ -30,6 +30,7 @@ from .._repr import TextTableHTML
 from ..errors import PathexpandError
 from ..names import parse_node
 from ._progress import progress as track
+from .forward import token_array
 from .frozen import CONSTANTS, Frozen, freeze
 from .targets import Target, encode_tokens, resolve_target
 from .weights import Weights
@@ -336,26 +337,14 @@ def _views(views) -> tuple[str, ...]:
 
 
 def _token_array(weights, tokens) -> np.ndarray:
+    """Ids ``[batch, pos]`` from ids, text or a token file (memory-mapped files stay so)."""
     import torch
 
     tokens = encode_tokens(weights, tokens)
     if isinstance(tokens, torch.Tensor):
         tokens = tokens.detach().cpu().numpy()
-    if isinstance(tokens, str):  # pragma: no cover - encode_tokens handles text
-        raise PathexpandError("tokens must be ids or text")
-    try:
-        a = tokens if isinstance(tokens, np.memmap) else np.asarray(tokens)
-    except (ValueError, TypeError):
-        raise PathexpandError(f"tokens must be a rectangular array of integer ids, got {tokens!r}") from None
-    if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
-        raise PathexpandError(f"tokens must be integer ids, got dtype {a.dtype}")
-    if a.ndim == 1:
-        a = a[None]
-    if a.ndim != 2 or a.size == 0:
-        raise PathexpandError(f"tokens must be [pos] or [batch, pos] with at least one token, got shape {list(a.shape)}")
-    if isinstance(a, np.memmap):
-        return a        # a token file: each batch is read (and converted) when it is used
-    return a.astype(np.int64)
+    a = token_array(tokens)
+    return a if isinstance(a, np.memmap) else a.astype(np.int64)
 
 
 def _batches(B: int, batch_size: int | None):

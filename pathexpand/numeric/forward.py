@@ -198,6 +198,38 @@ def _torch_dtype(dtype, weights):
     raise PathexpandError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
 
 
+def token_array(tokens) -> np.ndarray:
+    """Token ids (not text) as an integer numpy array ``[batch, pos]``, checked; a memory-mapped
+    token file stays memory-mapped (nothing is read until a batch is used)."""
+    if isinstance(tokens, str):
+        raise PathexpandError(
+            "tokens must be integer ids, got a string; encode it first, e.g. "
+            "weights.tokenizer.encode(text)"
+        )
+    try:
+        a = tokens if isinstance(tokens, np.memmap) else np.asarray(tokens)
+    except (ValueError, TypeError):
+        raise PathexpandError(f"tokens must be a rectangular array of integer ids, got {tokens!r}") from None
+    if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
+        if a.size == 0 and a.dtype == np.float64:      # [] reads as float64: say it is empty
+            a = a.astype(np.int64)
+        else:
+            raise PathexpandError(f"tokens must be integer ids, got dtype {a.dtype}: {_short(a)}")
+    return _batch_shape(a)
+
+
+def _batch_shape(a):
+    """``a`` as ``[batch, pos]`` (a single prompt ``[pos]`` gains a batch axis), non-empty."""
+    shape = list(a.shape)
+    if a.ndim == 1:
+        a = a[None]
+    if a.ndim != 2:
+        raise PathexpandError(f"tokens must be [pos] or [batch, pos], got shape {shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise PathexpandError(f"tokens must hold at least one token, got shape {shape}")
+    return a
+
+
 def _tokens(tokens, c, device):
     """Validate token ids and return an int64 tensor ``[batch, pos]`` on ``device``."""
     import torch
@@ -207,29 +239,10 @@ def _tokens(tokens, c, device):
         if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
             raise PathexpandError(f"tokens must be integer ids, got a tensor of dtype {t.dtype}")
         t = t.to(device=device if device is not None else t.device, dtype=torch.int64)
+        t = _batch_shape(t)
     else:
-        if isinstance(tokens, str):
-            raise PathexpandError(
-                "tokens must be integer ids, got a string; encode it first, e.g. "
-                "weights.tokenizer.encode(text)"
-            )
-        try:
-            a = np.asarray(tokens)
-        except (ValueError, TypeError):
-            raise PathexpandError(f"tokens must be a rectangular array of integer ids, got {tokens!r}") from None
-        if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
-            if a.size == 0 and a.dtype == np.float64:
-                a = a.astype(np.int64)
-            else:
-                raise PathexpandError(f"tokens must be integer ids, got dtype {a.dtype}: {_short(a)}")
-        t = torch.as_tensor(a.astype(np.int64), device=device)
-    if t.ndim == 1:
-        t = t[None]
-    if t.ndim != 2:
-        raise PathexpandError(f"tokens must be [pos] or [batch, pos], got shape {list(t.shape)}")
-    batch, n = t.shape
-    if n == 0 or batch == 0:
-        raise PathexpandError(f"tokens must hold at least one token, got shape {list(t.shape)}")
+        t = torch.as_tensor(token_array(tokens).astype(np.int64), device=device)
+    n = t.shape[1]
     if n > c.n_ctx:
         raise PathexpandError(f"{n} tokens is longer than the model's context n_ctx={c.n_ctx}")
     bad = (t < 0) | (t >= c.d_vocab)
