@@ -7,6 +7,7 @@ Messages say what was passed and what would have been valid.
 from __future__ import annotations
 
 __all__ = [
+    "check_int",
     "PathexpandError",
     "UnknownHeadError",
     "ShapeError",
@@ -41,6 +42,16 @@ class WeightsFileError(PathexpandError):
 
 class MissingDependencyError(PathexpandError, ImportError):
     """An optional package is missing; the message names the extra to install."""
+
+
+def check_int(name: str, value, low: int = 0) -> int:
+    """``value`` if it is an int (numpy ints too, bools not) ``>= low``, else a clear error."""
+    from numbers import Integral
+
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+        kind = " (a positive int)" if low == 1 else ""
+        raise PathexpandError(f"{name} must be an int >= {low}{kind}, got {value!r}")
+    return int(value)
 
 
 def require(module: str, extra: str, feature: str):

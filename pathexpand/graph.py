@@ -72,7 +72,7 @@ from typing import Any
 import networkx as nx
 
 from .architecture import Architecture
-from .errors import PathexpandError, UnknownHeadError
+from .errors import PathexpandError, UnknownHeadError, check_int
 from .names import head_name, mlp_name, parse_node
 
 __all__ = [
@@ -466,8 +466,7 @@ def top_paths(G, k: int = 10, *, sink: str = "logits", source: str | None = None
     weight skipped; paths with none are left out) — a search that prunes any prefix whose
     bottleneck is already below the k-th best, so it never lists every path.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise PathexpandError(f"k must be a positive int, got {k!r}")
+    check_int("k", k, 1)
     sink = _check_node(G, sink, _SINK_KINDS, "sink")
     if source is not None:
         _check_node(G, source, _SOURCE_KINDS, "source")

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .._repr import TextTableHTML
-from ..errors import PathexpandError
+from ..errors import PathexpandError, check_int
 from ..names import parse_node
 from ._progress import progress as track
 from .forward import token_array
@@ -348,9 +348,7 @@ def _token_array(weights, tokens) -> np.ndarray:
 
 
 def _batches(B: int, batch_size: int | None):
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise PathexpandError(f"batch_size must be a positive int or None, got {batch_size!r}")
-    step = B if batch_size is None else batch_size
+    step = B if batch_size is None else check_int("batch_size", batch_size, 1)
     return [(lo, min(B, lo + step)) for lo in range(0, B, step)]
 
 

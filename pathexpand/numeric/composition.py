@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from .._repr import TextTableHTML
-from ..errors import PathexpandError
+from ..errors import PathexpandError, check_int
 from ..models import load
 from ..names import head_name
 from .factored import _as_tensor
@@ -210,9 +210,7 @@ def composition_scores(
         kinds = tuple(dict.fromkeys(_check_kind(k) for k in kind))
     if baseline not in (None, "random"):
         raise PathexpandError(f"baseline must be None or 'random', got {baseline!r}")
-    for name, v, low in (("n_samples", n_samples, 2), ("seed", seed, 0)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-            raise PathexpandError(f"{name} must be an int >= {low}, got {v!r}")
+    check_int("n_samples", n_samples, 2), check_int("seed", seed, 0)
     if cfg.n_heads == 0 or cfg.d_head == 0:
         raise PathexpandError("this model has no attention heads to compose")
     L, H, d = cfg.n_layers, cfg.n_heads, cfg.d_model

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._repr import TextTableHTML
-from ..errors import PathexpandError
+from ..errors import PathexpandError, check_int
 from ._progress import progress as track
 
 __all__ = ["HeadScores", "detect_heads", "repeated_tokens", "score_patterns", "KINDS"]
@@ -166,9 +166,7 @@ def detect_heads(
     room = (cfg.n_ctx - len(prefix)) // 2
     if seq_len is None:
         seq_len = min(128, room)
-    for name, value, low in (("seq_len", seq_len, 2), ("n_samples", n_samples, 1), ("batch_size", batch_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise PathexpandError(f"{name} must be an int >= {low}, got {value!r}")
+    check_int("seq_len", seq_len, 2), check_int("n_samples", n_samples, 1), check_int("batch_size", batch_size, 1)
     if seq_len > room:
         raise PathexpandError(
             f"seq_len={seq_len} does not fit: prefix ({len(prefix)}) + 2*seq_len must be "

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ..architecture import Architecture
-from ..errors import PathexpandError
+from ..errors import PathexpandError, check_int
 from ..models import load
 from ._progress import progress as track
 from .circuits import SCOPES, CircuitContext, Key, term_keys
@@ -87,9 +87,7 @@ def evaluate(
         raise PathexpandError(f"baseline must be None or 'random', got {baseline!r}")
     if mlp not in ("linear", "refuse"):
         raise PathexpandError(f"mlp must be 'linear' or 'refuse', got {mlp!r}")
-    for name, v, low in (("n_null", n_null, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-            raise PathexpandError(f"{name} must be an int >= {low}, got {v!r}")
+    check_int("n_null", n_null, 1), check_int("batch_size", batch_size, 1), check_int("seed", seed, 0)
     arch = _check_arch(expansion, w)
     terms = _terms(expansion, positional, arch)
     ctx = CircuitContext(w, device=device, dtype=dtype)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._repr import TextTableHTML
-from ..errors import PathexpandError
+from ..errors import PathexpandError, check_int
 from ._progress import progress_counter
 from .attribute import _token_array, own_target, path_info
 from .frozen import CONSTANTS, Frozen, freeze
@@ -239,8 +239,7 @@ def top_k_paths(
     """
     import torch
 
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise PathexpandError(f"k must be a positive int, got {k!r}")
+    check_int("k", k, 1)
     for name, v in (("budget_nodes", budget_nodes), ("budget_seconds", budget_seconds)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
             raise PathexpandError(f"{name} must be a positive number or None, got {v!r}")

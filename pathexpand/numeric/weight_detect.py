@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .._repr import TextTableHTML
-from ..errors import PathexpandError
+from ..errors import PathexpandError, check_int
 from ..models import load
 from ..names import head_name, parse_head
 from .factored import Factored, _as_tensor
@@ -327,5 +327,4 @@ def _need_heads(cfg) -> None:
 
 
 def _check_samples(n) -> None:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-        raise PathexpandError(f"n_samples must be an int >= 2, got {n!r}")
+    check_int("n_samples", n, 2)

@@ -34,7 +34,7 @@ from typing import Any
 
 from .._files import check_output_path, write_atomic
 from ..architecture import Architecture
-from ..errors import MissingDependencyError, PathexpandError
+from ..errors import MissingDependencyError, PathexpandError, check_int
 from ..graph import arch_of, path_edges, path_graph, top_paths
 
 __all__ = ["diagram", "svg", "png", "pdf", "write", "check_writable", "FORMATS", "LAYOUTS"]
@@ -207,12 +207,6 @@ def _resolve(obj) -> tuple[Any, list, str]:
     )
 
 
-def _check_int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise PathexpandError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
 def diagram(
     obj,
     *,
@@ -238,15 +232,15 @@ def diagram(
     """
     if layout not in LAYOUTS:
         raise PathexpandError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
-    max_nodes = _check_int("max_nodes", max_nodes, 1)
-    max_edges = _check_int("max_edges", max_edges, 0)
+    max_nodes = check_int("max_nodes", max_nodes, 1)
+    max_edges = check_int("max_edges", max_edges, 0)
     G, items, default_title = _resolve(obj)
     if highlight is not None:
         if isinstance(highlight, str) or _is_term(highlight) or hasattr(highlight, "path"):
             highlight = [highlight]
         items = items + list(highlight)
     if top is not None:
-        items = items + [p for p, _ in top_paths(G, _check_int("top", top, 1))]
+        items = items + [p for p, _ in top_paths(G, check_int("top", top, 1))]
     hot: dict[tuple[str, str, str], None] = {}
     for item in items:
         hot.update(dict.fromkeys(path_edges(G, item)))

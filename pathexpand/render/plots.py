@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ..errors import PathexpandError
+from ..errors import PathexpandError, check_int
 from ..models import load
 
 __all__ = [
@@ -413,9 +413,7 @@ def ranking_bars(ranking, *, k: int = 15, title: str | None = None):
     values and red for negative ones; labels are the row names; the x label is the
     ranking's value label.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise PathexpandError(f"k must be a positive int, got {k!r}")
-    r = _as_ranking(ranking).top(k)
+    r = _as_ranking(ranking).top(check_int("k", k, 1))
     if len(r) == 0:
         raise PathexpandError("the ranking has no rows to plot")
     names = r.names[::-1]
