@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..errors import PathexpandError
 from ._app import DEFAULT_MODEL, app, fail, load_model, print_json
 
 __all__ = ["attribute"]
@@ -76,17 +75,14 @@ def attribute(
         fail("give either --target or --diff, not both")
     if text is not None and tokens is not None:
         fail("give either --text or --tokens, not both")
-    try:
-        weights = load_model(model)
-        ids = _input(weights, text, tokens)
-        kw = {}
-        if diff is not None:
-            kw["diff"] = (_token(weights, diff[0]), _token(weights, diff[1]))
-        elif target is not None:
-            kw["target"] = _token(weights, target)
-        doc, tables = _run(weights, ids, position, top, kw, budget_seconds, progress=not as_json)
-    except PathexpandError as exc:
-        fail(str(exc))
+    weights = load_model(model)
+    ids = _input(weights, text, tokens)
+    kw = {}
+    if diff is not None:
+        kw["diff"] = (_token(weights, diff[0]), _token(weights, diff[1]))
+    elif target is not None:
+        kw["target"] = _token(weights, target)
+    doc, tables = _run(weights, ids, position, top, kw, budget_seconds, progress=not as_json)
     doc["model"] = weights.name or model or DEFAULT_MODEL
     if as_json:
         print_json(doc)

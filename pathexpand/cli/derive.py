@@ -15,7 +15,7 @@ import typer
 
 from .._files import check_output_path, write_atomic
 from ..errors import PathexpandError
-from ._app import app, fail, load_model
+from ._app import app, load_model
 
 __all__ = ["derive", "examples", "examples_document", "parse_heads", "render"]
 
@@ -135,41 +135,37 @@ def derive(
     from ..architecture import Architecture
     from ..symbolic import expand_logits, expand_scores
 
-    try:
-        if fmt not in FORMATS:
-            raise PathexpandError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
-        if output is not None:
-            output = check_output_path(output, "derivation.md")  # before any work: write nothing
-        if worked:
-            given = [name for name, v in (("--layers", layers), ("--heads", heads), ("--model", model),
-                                          ("--scores", scores), ("--max-depth", max_depth)) if v is not None]
-            if given or mlp or layernorm or biases or positional != "standard":
-                raise PathexpandError(
-                    "--examples renders fixed architectures; drop " + ", ".join(
-                        given + [f for f, on in (("--mlp", mlp), ("--layernorm", layernorm), ("--biases", biases),
-                                                 ("--positional", positional != "standard")) if on])
-                )
-            text = examples_document(fmt, summarize_above)
+    if fmt not in FORMATS:
+        raise PathexpandError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if output is not None:
+        output = check_output_path(output, "derivation.md")  # before any work: write nothing
+    if worked:
+        given = [name for name, v in (("--layers", layers), ("--heads", heads), ("--model", model),
+                                      ("--scores", scores), ("--max-depth", max_depth)) if v is not None]
+        if given or mlp or layernorm or biases or positional != "standard":
+            raise PathexpandError(
+                "--examples renders fixed architectures; drop " + ", ".join(
+                    given + [f for f, on in (("--mlp", mlp), ("--layernorm", layernorm), ("--biases", biases),
+                                             ("--positional", positional != "standard")) if on])
+            )
+        text = examples_document(fmt, summarize_above)
+    else:
+        if model is not None:
+            if layers is not None or heads is not None:
+                raise PathexpandError("give either --model or --layers/--heads, not both")
+            arch = Architecture.from_weights(load_model(model))
         else:
-            if model is not None:
-                if layers is not None or heads is not None:
-                    raise PathexpandError("give either --model or --layers/--heads, not both")
-                arch = Architecture.from_weights(load_model(model))
-            else:
-                arch = Architecture(
-                    2 if layers is None else layers,
-                    parse_heads("4" if heads is None else heads),
-                    mlp=mlp,
-                    layernorm=layernorm,
-                    positional=None if positional == "none" else positional,
-                    biases=biases,
-                )
-            exp = (expand_logits(arch, max_depth=max_depth) if scores is None
-                   else expand_scores(arch, scores, max_depth=max_depth))
-            text = render(exp, fmt, summarize_above)
-    except PathexpandError as exc:
-        fail(str(exc))
-        return
+            arch = Architecture(
+                2 if layers is None else layers,
+                parse_heads("4" if heads is None else heads),
+                mlp=mlp,
+                layernorm=layernorm,
+                positional=None if positional == "none" else positional,
+                biases=biases,
+            )
+        exp = (expand_logits(arch, max_depth=max_depth) if scores is None
+               else expand_scores(arch, scores, max_depth=max_depth))
+        text = render(exp, fmt, summarize_above)
     if output is not None:
         write_atomic(output, text if text.endswith("\n") else text + "\n")
         typer.echo(f"wrote {output}", err=True)

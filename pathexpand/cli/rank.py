@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from ..errors import PathexpandError
 from ._app import DEFAULT_MODEL, app, fail, load_model, print_json
 
 __all__ = ["rank"]
@@ -60,10 +59,7 @@ def rank(
         fail(f"--scope must be full or residual; got {scope!r}")
     if baseline not in (None, "random"):
         fail(f"--baseline must be random (or omitted); got {baseline!r}")
-    try:
-        ranking = _ranking(model, metric, scope, scores, max_depth, positional, baseline, progress=not as_json)
-    except PathexpandError as exc:
-        fail(str(exc))
+    ranking = _ranking(model, metric, scope, scores, max_depth, positional, baseline, progress=not as_json)
     shown = ranking[:top] if top else ranking
     if as_json:
         import json

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._app import DEFAULT_MODEL, app, fail, load_model
+from ._app import DEFAULT_MODEL, app, load_model
 
 __all__ = ["report"]
 
@@ -39,14 +39,10 @@ def report(
              "terms, heads, composition, eigenvalues, attribution, order.")] = None,
 ) -> None:
     """Write one self-contained HTML report of MODEL: card, derivation, circuit, rankings, heads."""
-    from ..errors import PathexpandError
     from ..render.html import check_output
     from ..render.html import report as make_report
 
-    try:
-        path = check_output(output)  # before any work: fail fast, write nothing
-    except PathexpandError as exc:
-        fail(str(exc))
+    path = check_output(output)  # before any work: fail fast, write nothing
     chosen = None if sections is None else [s.strip() for s in sections.split(",") if s.strip()]
     weights = load_model(model)
     page = make_report(weights, text=text, path=path, progress=True, sections=chosen)
