@@ -39,6 +39,8 @@ class Cache:
       ``sqrt(var(x) + eps)`` (TransformerLens's ``hook_scale``); empty without LayerNorm
     - ``mlp_pre``, ``mlp_post`` ``[batch, n_layers, pos, d_mlp]``: ``x W_in + b_in`` and
       ``act(mlp_pre)`` (None without MLPs)
+    - ``z``         ``[batch, n_layers, n_heads, pos, d_head]``: ``A (ln1(x) W_V + b_V)``, each
+      head's value mix before ``W_O`` (TransformerLens's ``hook_z``, heads first)
     """
 
     tokens: Any
@@ -49,6 +51,7 @@ class Cache:
     ln_scale: dict = field(default_factory=dict)
     mlp_pre: Any = None
     mlp_post: Any = None
+    z: Any = None
 
     def pattern(self, layer: int):
         """Attention patterns of one layer: ``[batch, n_heads, q_pos, k_pos]``."""
@@ -62,18 +65,21 @@ class Cache:
 
 def forward(weights: Weights, tokens, *, device=None, dtype=None):
     """Logits ``[batch, pos, d_vocab_out]`` of ``tokens`` (``[pos]`` or ``[batch, pos]`` ids)."""
-    logits, _ = _run(weights, tokens, device=device, dtype=dtype, record=False)
+    logits, _, _ = _run(weights, tokens, device=device, dtype=dtype, record=False)
     return logits
 
 
 def run_with_cache(weights: Weights, tokens, *, device=None, dtype=None):
     """``(logits, Cache)``: logits ``[batch, pos, d_vocab_out]`` and every pattern, LN scale,
     residual and MLP activation of the pass (see ``Cache``)."""
-    return _run(weights, tokens, device=device, dtype=dtype, record=True)
+    logits, cache, _ = _run(weights, tokens, device=device, dtype=dtype, record=True)
+    return logits, cache
 
 
 # the pass ---------------------------------------------------------------------------------
-def _run(weights, tokens, *, device, dtype, record):
+def _run(weights, tokens, *, device, dtype, record, unembed=True):
+    """``(logits, Cache or None, params)``; ``unembed=False`` stops at ``ln_final`` (logits None),
+    for callers that never need the vocabulary-sized output."""
     import torch
 
     if not isinstance(weights, Weights):
@@ -82,7 +88,7 @@ def _run(weights, tokens, *, device, dtype, record):
     c = weights.config
     tdtype = _torch_dtype(dtype, weights)
     tokens = _tokens(tokens, c, device)                          # [batch, pos]
-    p = weights.to_torch(device=tokens.device, dtype=tdtype)
+    p = _params(weights, tokens.device, tdtype)
     n = tokens.shape[1]
     rec = _Recorder(record)
     with torch.no_grad():
@@ -100,8 +106,9 @@ def _run(weights, tokens, *, device, dtype, record):
                 rec.add("resid_mid", x)
                 x = x + _mlp(_norm(x, p, f"blocks.{l}.ln2", c, rec), p, l, c, rec)
         rec.add("resid_pre", x)
-        logits = _norm(x, p, "ln_final", c, rec) @ p["W_U"] + p["b_U"]   # [batch, pos, d_vocab_out]
-    return logits, (rec.cache(tokens, c, logits) if record else None)
+        x = _norm(x, p, "ln_final", c, rec)
+        logits = x @ p["W_U"] + p["b_U"] if unembed else None    # [batch, pos, d_vocab_out]
+    return logits, (rec.cache(tokens, c, x) if record else None), p
 
 
 def _attention(h, p, l, c, mask, qk_pos, rec):
@@ -111,7 +118,7 @@ def _attention(h, p, l, c, mask, qk_pos, rec):
     a = f"blocks.{l}.attn"
     if c.n_heads == 0:  # an MLP-only layer: no heads, no attention parameters
         empty = h.new_zeros(h.shape[0], 0, h.shape[1], h.shape[1])
-        rec.add_attention(empty, empty)
+        rec.add_attention(empty, empty, h.new_zeros(h.shape[0], 0, h.shape[1], c.d_head))
         return torch.zeros_like(h)
     qk_in = h if qk_pos is None else h + qk_pos
     q = torch.einsum("bpd,hde->bhpe", qk_in, p[a + ".W_Q"]) + p[a + ".b_Q"][:, None, :]  # [b, H, q, e]
@@ -121,8 +128,8 @@ def _attention(h, p, l, c, mask, qk_pos, rec):
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     pattern = torch.softmax(scores, dim=-1)
-    rec.add_attention(scores, pattern)
     z = pattern @ v                                                                      # [b, H, q, e]
+    rec.add_attention(scores, pattern, z)
     return torch.einsum("bhpe,hed->bpd", z, p[a + ".W_O"]) + p[a + ".b_O"]
 
 
@@ -257,6 +264,22 @@ def _short(a) -> str:
     return f"{flat}{' ...' if np.size(a) > 6 else ''}"
 
 
+def _params(weights: Weights, device, dtype) -> dict:
+    """Parameters as torch tensors; on the CPU in the stored dtype they share the numpy memory
+    (read-only arrays, never written: no copy of a GPT-2-sized model per call)."""
+    import warnings
+
+    import torch
+
+    if torch.device(device).type == "cpu" and np.dtype(weights.dtype) == np.dtype(
+        {torch.float32: np.float32, torch.float64: np.float64}[dtype]
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "the given NumPy array is not writable"
+            return {k: torch.from_numpy(v) for k, v in weights.state_dict().items()}
+    return weights.to_torch(device=device, dtype=dtype)
+
+
 # recording ------------------------------------------------------------------------------
 class _Recorder:
     """Collects per-layer tensors during the pass; does nothing when ``on`` is False."""
@@ -264,17 +287,18 @@ class _Recorder:
     def __init__(self, on: bool):
         self.on = on
         self.lists: dict[str, list] = {"resid_pre": [], "resid_mid": [], "mlp_pre": [],
-                                       "mlp_post": [], "scores": [], "patterns": []}
+                                       "mlp_post": [], "scores": [], "patterns": [], "z": []}
         self.scales: dict[str, Any] = {}
 
     def add(self, key, value):
         if self.on:
             self.lists[key].append(value)
 
-    def add_attention(self, scores, pattern):
+    def add_attention(self, scores, pattern, z):
         if self.on:
             self.lists["scores"].append(scores)
             self.lists["patterns"].append(pattern)
+            self.lists["z"].append(z)
 
     def scale(self, name, value):
         if self.on:
@@ -302,4 +326,5 @@ class _Recorder:
             ln_scale=dict(self.scales),
             mlp_pre=stack("mlp_pre"),
             mlp_post=stack("mlp_post"),
+            z=stack("z"),
         )

@@ -29,7 +29,7 @@ import numpy as np
 from ..architecture import Architecture
 from ..errors import PathexpandError
 from ..names import head_name, mlp_name, parse_node
-from .forward import _tokens, _torch_dtype
+from .forward import _run
 from .weights import Weights
 
 __all__ = ["Frozen", "Stage", "Source", "freeze", "CONSTANTS"]
@@ -70,7 +70,7 @@ def freeze(weights: Weights, tokens, *, device=None, dtype=None) -> Frozen:
 class Frozen:
     """The model linearised on one input: node maps, their transposes, sources and readout.
 
-    One recording pass (the computation of ``forward.run_with_cache``, tested equal to it)
+    One pass of ``forward.run_with_cache`` (stopped before the unembedding)
     keeps what freezing needs and nothing vocabulary-sized: ``tokens`` ``[b, n]``;
     ``patterns``/``scores`` ``[b, L, H, q, k]``; ``z`` ``[b, L, H, n, d_head]`` (``A v``, the
     heads' value mix); ``resid_pre`` ``[b, L + 1, n, d]`` and ``resid_mid`` ``[b, L, n, d]``;
@@ -463,92 +463,16 @@ class Frozen:
 
 
 def _record(fz: Frozen, weights: Weights, tokens, device, dtype) -> None:
-    """One forward pass (DESIGN.md §2, as ``forward.run_with_cache``), keeping on ``fz`` what
-    freezing needs: patterns, scores, ``z``, residuals, LN ``1/σ`` and MLP gates."""
-    import torch
-
+    """One forward pass (``forward.run_with_cache`` without the unembedding), keeping on ``fz``
+    what freezing needs: patterns, scores, ``z``, residuals, LN ``1/σ`` and MLP gates."""
     c = weights.config
-    tdtype = _torch_dtype(dtype, weights)
-    t = _tokens(tokens, c, device)                                         # [b, n]
-    p = _params(weights, t.device, tdtype)
-    b, n = t.shape
-    inv: dict[str, Any] = {}
-
-    def norm(x, name):
-        if c.normalization is None:
-            return x
-        var, mean = torch.var_mean(x, -1, unbiased=False, keepdim=True)
-        s = torch.rsqrt(var + c.eps)                                       # 1/σ, [b, n, 1]
-        inv[name] = s
-        y = (x - mean) * s
-        return y * p[name + ".w"] + p[name + ".b"] if c.normalization == "LN" else y
-
-    rec: dict[str, list] = {k: [] for k in ("resid_pre", "resid_mid", "patterns", "scores", "z", "gates")}
-    with torch.no_grad():
-        x = p["W_E"][t]                                                    # [b, n, d]
-        pos = p["W_pos"][:n] if c.positional is not None else None
-        if c.positional == "standard":
-            x = x + pos
-        mask = None if c.attention_dir == "bidirectional" else torch.ones(
-            n, n, dtype=torch.bool, device=t.device).tril()
-        H, e, d = c.n_heads, c.d_head, c.d_model
-        for l in range(c.n_layers):
-            rec["resid_pre"].append(x)
-            h = norm(x, f"blocks.{l}.ln1")
-            a = f"blocks.{l}.attn."
-            if H:
-                qk = h if c.positional != "shortformer" else h + pos
-                q = (qk @ p[a + "W_Q"].permute(1, 0, 2).reshape(d, H * e)).view(b, n, H, e).transpose(1, 2)
-                k = (qk @ p[a + "W_K"].permute(1, 0, 2).reshape(d, H * e)).view(b, n, H, e).transpose(1, 2)
-                v = (h @ p[a + "W_V"].permute(1, 0, 2).reshape(d, H * e)).view(b, n, H, e).transpose(1, 2)
-                q, k, v = q + p[a + "b_Q"][:, None], k + p[a + "b_K"][:, None], v + p[a + "b_V"][:, None]
-                scores = q @ k.transpose(-1, -2) / math.sqrt(e)              # [b, H, q, k]
-                if mask is not None:
-                    scores = scores.masked_fill(~mask, float("-inf"))
-                pattern = torch.softmax(scores, dim=-1)
-                z = pattern @ v                                            # [b, H, n, e]
-                x = x + z.transpose(1, 2).reshape(b, n, H * e) @ p[a + "W_O"].reshape(H * e, d) + p[a + "b_O"]
-                rec["scores"].append(scores)
-                rec["patterns"].append(pattern)
-                rec["z"].append(z)
-            if c.d_mlp is not None:
-                m = f"blocks.{l}.mlp."
-                rec["resid_mid"].append(x)
-                pre = norm(x, f"blocks.{l}.ln2") @ p[m + "W_in"] + p[m + "b_in"]
-                g = _gate(pre, c.act_fn)                                   # act(pre) = g · pre
-                rec["gates"].append(g)
-                x = x + (g * pre) @ p[m + "W_out"] + p[m + "b_out"]
-        rec["resid_pre"].append(x)
-        norm(x, "ln_final")
-
-    def stack(key):
-        return torch.stack(rec[key], dim=1) if rec[key] else None
-
-    fz.tokens, fz.p = t, p
-    fz.device, fz.dtype = t.device, tdtype
-    if H and c.n_layers:
-        fz.patterns, fz.scores, fz.z = stack("patterns"), stack("scores"), stack("z")
-    else:
-        fz.patterns = fz.scores = torch.zeros(b, c.n_layers, 0, n, n, dtype=tdtype, device=t.device)
-        fz.z = None
-    fz.resid_pre, fz.resid_mid, fz.gates = stack("resid_pre"), stack("resid_mid"), stack("gates")
-    fz.inv_scale = inv
-
-
-def _params(weights: Weights, device, dtype) -> dict:
-    """Parameters as torch tensors; on the CPU in the stored dtype they share the numpy memory
-    (read-only arrays, never written: no copy of a GPT-2-sized model per call)."""
-    import warnings
-
-    import torch
-
-    if torch.device(device).type == "cpu" and np.dtype(weights.dtype) == np.dtype(
-        {torch.float32: np.float32, torch.float64: np.float64}[dtype]
-    ):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "the given NumPy array is not writable"
-            return {k: torch.from_numpy(v) for k, v in weights.state_dict().items()}
-    return weights.to_torch(device=device, dtype=dtype)
+    _, cache, p = _run(weights, tokens, device=device, dtype=dtype, record=True, unembed=False)
+    fz.tokens, fz.p = cache.tokens, p
+    fz.device, fz.dtype = cache.tokens.device, cache.resid_pre.dtype
+    fz.patterns, fz.scores, fz.z = cache.patterns, cache.scores, cache.z
+    fz.resid_pre, fz.resid_mid = cache.resid_pre, cache.resid_mid
+    fz.gates = None if cache.mlp_pre is None else _gate(cache.mlp_pre, c.act_fn)
+    fz.inv_scale = {name: 1.0 / s[..., None] for name, s in cache.ln_scale.items()}   # [b, n, 1]
 
 
 def _stages(c) -> tuple[Stage, ...]:

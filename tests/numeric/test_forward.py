@@ -146,6 +146,7 @@ def test_cache_equals_transformer_lens_hooks(models, toks, name):
     assert cache.resid_pre.shape == (3, L + 1, N_CTX, c.d_model)
     for l in range(L):
         torch.testing.assert_close(cache.pattern(l), tc[f"blocks.{l}.attn.hook_pattern"], rtol=1e-5, atol=1e-6)
+        assert rel_err(cache.z[:, l], tc[f"blocks.{l}.attn.hook_z"].transpose(1, 2)) <= 1e-5
         ts = tc[f"blocks.{l}.attn.hook_attn_scores"]
         ours = cache.scores[:, l]
         assert torch.equal(torch.isinf(ours), torch.isinf(ts))
