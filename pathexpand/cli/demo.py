@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from ._app import DEFAULT_MODEL, app, fail, load_model
+from .diagram import default_circuit, has_composition
 
 __all__ = ["demo", "DEMO_TEXT"]
 
@@ -75,7 +76,7 @@ def demo(
             (head, value), = scores.top(kind)
             console.print(f"  {kind:<16} {head}  {value:.2f}")
 
-    if sum(1 for h in arch.n_heads if h) >= 2:
+    if has_composition(arch):
         from ..numeric.composition import composition_scores
 
         step("4. K-composition: whose output does each later head's key read?",
@@ -102,20 +103,11 @@ def demo(
                   f"{result.residual_error():.1e} (relative)")
     console.print(result.ranking("path").top(8).rich_table())
 
-    from ..render.dot import write
-    from .diagram import induction_circuit
+    from ..render.dot import diagram, write
 
     step("7. Draw", f"pathexpand diagram {name} -o {out / 'circuit.svg'}")
-    if sum(1 for h in arch.n_heads if h) >= 2:
-        from ..render.dot import diagram
-
-        graph, highlight, title = induction_circuit(weights, arch, name)
-        write(diagram(graph, highlight=highlight, title=title), out / "circuit.svg")
-    else:
-        from ..render.dot import diagram
-
-        top = [exp[r.name] for r in evaluate(exp, weights).top(5) if r.name != "remainder"]
-        write(diagram(exp, highlight=top, title=f"{name}: top terms"), out / "circuit.svg")
+    graph, highlight, title = default_circuit(weights, arch, name)
+    write(diagram(graph, highlight=highlight, title=title), out / "circuit.svg")
     console.print(f"wrote {out / 'circuit.svg'}")
     if report:
         from ..render.html import report as make_report

@@ -15,7 +15,7 @@ import typer
 
 from ._app import DEFAULT_MODEL, app, fail, load_model
 
-__all__ = ["diagram", "induction_circuit"]
+__all__ = ["diagram", "default_circuit", "has_composition", "induction_circuit"]
 
 _EXAMPLES = f"""
 Examples:
@@ -103,10 +103,10 @@ def diagram(
         graph, highlight, title = _attribution(weights, text, target, top or 5, name)
     elif term is not None:
         graph, highlight, title = _one_term(weights, arch, term, scores, name)
-    elif top is not None or scores is not None or not _has_composition(arch):
+    elif top is not None or scores is not None:
         graph, highlight, title = _top_terms(weights, arch, top or 5, scores, name)
     else:
-        graph, highlight, title = induction_circuit(weights, arch, name)
+        graph, highlight, title = default_circuit(weights, arch, name)
     from ..render.dot import diagram as draw
 
     with _status(f"drawing {path.name}"):
@@ -115,8 +115,17 @@ def diagram(
     typer.echo(f"wrote {path} ({title})")
 
 
-def _has_composition(arch) -> bool:
+def has_composition(arch) -> bool:
+    """Heads in at least two layers: some head can read another's output."""
     return sum(1 for h in arch.n_heads if h) >= 2
+
+
+def default_circuit(weights, arch, model: str):
+    """``(graph, highlight, title)`` drawn when nothing is asked for: the induction circuit,
+    or the top 5 terms of a model with heads in fewer than two layers."""
+    if has_composition(arch):
+        return induction_circuit(weights, arch, model)
+    return _top_terms(weights, arch, 5, None, model)
 
 
 def _one_term(weights, arch, name: str, head: str | None, model: str):
@@ -132,7 +141,7 @@ def _one_term(weights, arch, name: str, head: str | None, model: str):
 
 
 def _composition(weights, arch):
-    if not _has_composition(arch):
+    if not has_composition(arch):
         return None
     from ..numeric.composition import composition_scores
 
@@ -188,7 +197,7 @@ def induction_circuit(weights, arch=None, model: str | None = None):
     from ..architecture import Architecture
     from ..graph import path_graph
     from ..names import head_name
-    from ..symbolic import expand_scores
+    from ..render.dot import induction_highlight
 
     arch = arch or Architecture.from_weights(weights)
     cs = _composition(weights, arch)
@@ -199,10 +208,7 @@ def induction_circuit(weights, arch=None, model: str | None = None):
     k = np.where(cs.mask, cs["k"], -np.inf)
     l1, h1, l2, h2 = (int(i) for i in np.unravel_index(np.argmax(k), k.shape))
     prev, ind = head_name(l1, h1), head_name(l2, h2)
-    ind_scores = expand_scores(arch, ind)
-    highlight = [ind_scores[f"q:direct · k:{prev}"], ("embed", ind)]
-    if arch.positional is not None:
-        highlight.append(expand_scores(arch, prev)["q:pos · k:pos"])
+    highlight = induction_highlight(arch, prev, ind)
     graph = path_graph(weights, composition=cs)
     title = (f"{model + ': ' if model else ''}induction circuit {prev} → {ind} "
              f"(K-composition {float(cs['k'][l1, h1, l2, h2]):.2f})")

@@ -103,12 +103,8 @@ class Frozen:
 
     def logits_at(self, positions):
         """The model's logits at ``positions``: ``[b, T, d_vocab_out]``."""
-        x = self.resid_pre[:, self.config.n_layers][:, list(positions)]
-        if self.config.normalization is not None:
-            x = (x - x.mean(-1, keepdim=True)) * self.inv_scale["ln_final"][:, list(positions)]
-            if self.config.normalization == "LN":
-                x = x * self.p["ln_final.w"] + self.p["ln_final.b"]
-        return x @ self.p["W_U"] + self.p["b_U"]
+        final = self.resid_pre[:, self.config.n_layers]
+        return self.ln(final, "ln_final", positions=list(positions)) @ self.p["W_U"] + self.constant_logits()
 
     # structure ----------------------------------------------------------------------------
     @property

@@ -37,7 +37,7 @@ from ..architecture import Architecture
 from ..errors import MissingDependencyError, PathexpandError, check_int
 from ..graph import arch_of, path_edges, path_graph, top_paths
 
-__all__ = ["diagram", "svg", "png", "pdf", "write", "check_writable", "FORMATS", "LAYOUTS"]
+__all__ = ["diagram", "induction_highlight", "svg", "png", "pdf", "write", "check_writable", "FORMATS", "LAYOUTS"]
 
 LAYOUTS = ("layers", "left-right")
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot"}
@@ -205,6 +205,18 @@ def _resolve(obj) -> tuple[Any, list, str]:
         "diagram takes a path graph (pe.path_graph), a Term or ScoreTerm, an Expansion, a list "
         f"of Terms, an Architecture or Weights; got {type(obj).__name__}"
     )
+
+
+def induction_highlight(arch: Architecture, prev: str, ind: str) -> list:
+    """What an induction-circuit diagram highlights: the K-composition term (token → ``prev`` →
+    ``ind``'s key, ``ind``'s query reading the token), ``ind``'s OV path to the logits, and
+    with positions ``prev``'s positional QK term (what makes it a previous-token head)."""
+    from ..symbolic import expand_scores
+
+    highlight = [expand_scores(arch, ind)[f"q:direct · k:{prev}"], ("embed", ind)]
+    if arch.positional is not None:
+        highlight.append(expand_scores(arch, prev)["q:pos · k:pos"])
+    return highlight
 
 
 def diagram(

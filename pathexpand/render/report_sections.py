@@ -201,15 +201,12 @@ def section_derivation(ctx: Context) -> str:
 def section_diagram(ctx: Context) -> str:
     """The path graph drawn by Graphviz (``render.dot.diagram``), the key circuit highlighted."""
     from ..graph import path_graph
-    from ..symbolic import expand_scores
-    from .dot import diagram
+    from .dot import diagram, induction_highlight
 
     arch = ctx.arch
     if arch.n_layers > 1:
         prev, ind = ctx.induction_pair()
-        k_term = next(t for t in expand_scores(arch, ind)
-                      if t.query_path == ("embed",) and t.key_path == ("embed", prev))
-        highlight = [k_term, ("embed", ind)]
+        highlight = induction_highlight(arch, prev, ind)
         caption = (f"The induction circuit: the previous-token head {prev} writes into the key of "
                    f"the induction head {ind} (K-composition, labelled with its score), and {ind} "
                    "writes to the logits. Other reads are faded; labels on head → head edges are "
