@@ -25,7 +25,7 @@ def main() -> None:
         print(f"  {kind:<8} {logits.count(kind=kind):>2} terms")
 
     print("\nvirtual heads read by L1H2 (V-composition):")
-    for term in logits.filter(through="L1H2", composition="v"):
+    for term in logits.filter(through="L1H2", composition="v_composition"):
         print(f"  {term.name:<10} {to_text(term)}")
 
     scores = pe.expand_scores(arch, head="L1H2")

@@ -30,10 +30,11 @@ def main(model: str = "attn-only-2l") -> None:
     for row in copying:
         print(f"  {row.name:<6} {row.value:+.3f}   positive share {row['positive_share']:.3f}")
 
-    comp = pe.composition_scores(w, kind="k", baseline="random")
-    print(f"\nK-composition, null mean {comp.null_mean['k']:.4f} ± {comp.null_std['k']:.4f}; top 3 pairs:")
-    for rec in sorted(comp.to_records(), key=lambda r: -r["score"])[:3]:
-        print(f"  {rec['earlier']} → {rec['later']}  score {rec['score']:.4f}  z {rec['z']:+.1f}")
+    k = "k_composition"
+    comp = pe.composition_scores(w, kind=k, baseline="random")
+    print(f"\nK-composition, null mean {comp.null_mean[k]:.4f} ± {comp.null_std[k]:.4f}; top 3 pairs:")
+    for row in comp.top(3):
+        print(f"  {row['earlier']} → {row['later']}  score {row['score']:.4f}  z {row['z']:+.1f}")
 
 
 if __name__ == "__main__":

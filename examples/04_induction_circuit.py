@@ -8,6 +8,9 @@
 3. One prompt: the induction head's attention score on the token after the earlier copy,
    split exactly into (query path × key path) terms (``pe.attribute_scores``): the
    K-composition term with the previous-token head comes out on top.
+
+``pe.induction_circuit(w)`` is the one rule that names the pair (1 and 2 together, with
+thresholds; "none found" below them); ``pathexpand diagram``, the report and the demo use it.
 """
 
 from __future__ import annotations
@@ -25,18 +28,20 @@ def main(model: str = "attn-only-2l") -> None:
     w = pe.load(model)
 
     heads = pe.detect_heads(w, n_samples=32)
-    (prev, prev_score), = heads.top("previous_token")
-    (ind, ind_score), = heads.top("induction")
-    print(f"previous-token head: {prev} (mean attention on the previous token {prev_score:.2f})")
-    print(f"induction head:      {ind} (mean attention on the token after the earlier copy {ind_score:.2f})")
+    prev, ind = (heads.top(1, kind=k)[0] for k in ("previous_token", "induction"))
+    print(f"previous-token head: {prev.name} (mean attention on the previous token {prev.value:.2f})")
+    print(f"induction head:      {ind.name} (mean attention on the token after the earlier copy {ind.value:.2f})")
+    ind = ind.name
 
-    comp = pe.composition_scores(w, kind="k", baseline="random")
+    comp = pe.composition_scores(w, kind="k_composition", baseline="random")
     records = [r for r in comp.to_records() if r["later"] == ind]
     best = max(records, key=lambda r: r["score"])
-    print(f"\nK-composition into {ind} (null {comp.null_mean['k']:.4f} ± {comp.null_std['k']:.4f}):")
+    k = "k_composition"
+    print(f"\nK-composition into {ind} (null {comp.null_mean[k]:.4f} ± {comp.null_std[k]:.4f}):")
     for r in sorted(records, key=lambda r: -r["score"]):
         print(f"  {r['earlier']} → {ind}  {r['score']:.4f}  z {r['z']:+6.1f}")
     print(f"strongest K-composition into {ind}: {best['earlier']} → {ind}")
+    print(f"pe.induction_circuit: {pe.induction_circuit(w).reason}")
 
     ids = np.asarray(w.tokenizer.encode(TEXT))
     _, cache = pe.run_with_cache(w, ids)
@@ -53,7 +58,7 @@ def main(model: str = "attn-only-2l") -> None:
         print(f"  {kind:<15} {value:+.3f}")
     print("terms that most favour this key over the others:")
     for t in split.top(3):
-        print(f"  {t['name']:<20} {t['kind']:<15} value {t['value']:+.3f}  effect {t['effect']:+.3f}")
+        print(f"  {t.name:<20} {t.kind:<15} value {t['score_term']:+.3f}  effect {t['effect']:+.3f}")
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ def main(out: str | None = None) -> None:
     w = pe.load("attn-only-2l")
 
     # The path graph with K-composition scores on its edges, the circuit highlighted.
-    comp = pe.composition_scores(w, kind="k")
-    G = pe.path_graph(w, composition=comp)
+    comp = pe.composition_scores(w, kind="k_composition")
+    G = pe.path_graph(w, ranking=comp)
     circuit = pe.expand_scores(pe.Architecture.from_weights(w), head="L1H2")["q:direct · k:L0H1"]
     diagram = pe.render.diagram(G, highlight=[circuit], title="L0H1 → L1H2 (K-composition)")
     svg = folder / "induction_circuit.svg"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 
+from . import _hooks
 from .architecture import Architecture
 from .errors import (
     MissingDependencyError,
@@ -38,7 +39,9 @@ _LAZY = {
     "path_graph": "pathexpand.graph",
     "paths": "pathexpand.graph",
     "subgraph_of": "pathexpand.graph",
-    "top_paths": "pathexpand.graph",
+    "strongest_paths": "pathexpand.graph",
+    # results
+    "Ranking": "pathexpand.ranking",
     # numeric
     "Config": "pathexpand.numeric.weights",
     "Weights": "pathexpand.numeric.weights",
@@ -46,30 +49,21 @@ _LAZY = {
     "run_with_cache": "pathexpand.numeric.forward",
     "Cache": "pathexpand.numeric.forward",
     "fold_layernorm": "pathexpand.numeric.folding",
-    "center_writing_weights": "pathexpand.numeric.folding",
-    "center_unembed": "pathexpand.numeric.folding",
-    "fold_value_biases": "pathexpand.numeric.folding",
     "process_weights": "pathexpand.numeric.folding",
-    "detect_heads": "pathexpand.numeric.detect",
-    "HeadScores": "pathexpand.numeric.detect",
     "Factored": "pathexpand.numeric.factored",
-    "evaluate": "pathexpand.numeric.evaluate",
-    "Ranking": "pathexpand.numeric.evaluate",
-    "composition_scores": "pathexpand.numeric.composition",
     "circuit": "pathexpand.numeric.circuits",
-    "copying_scores": "pathexpand.numeric.weight_detect",
-    "previous_token_scores": "pathexpand.numeric.weight_detect",
-    "induction_scores": "pathexpand.numeric.weight_detect",
-    "detect_heads_from_weights": "pathexpand.numeric.weight_detect",
+    "evaluate": "pathexpand.numeric.evaluate",
+    "composition_scores": "pathexpand.numeric.composition",
+    "copying_scores": "pathexpand.numeric.detect",
+    "detect_heads": "pathexpand.numeric.detect",
+    "induction_circuit": "pathexpand.numeric.detect",
     "attribute": "pathexpand.numeric.attribute",
-    "attribute_scores": "pathexpand.numeric.attribute",
+    "attribute_scores": "pathexpand.numeric.attribute_scores",
     "top_k_paths": "pathexpand.numeric.topk",
     "order_importance": "pathexpand.numeric.order",
     # models
     "load": "pathexpand.models",
     "save": "pathexpand.models",
-    "from_transformer_lens": "pathexpand.models",
-    "from_hf": "pathexpand.models",
     "list_models": "pathexpand.models",
 }
 _SUBMODULES = ("render", "symbolic", "numeric", "models", "graph", "names", "cli")
@@ -84,6 +78,16 @@ __all__ = [
     "MissingDependencyError",
     *_LAZY,
 ]
+
+
+def _load_model(source):
+    """``pathexpand.models.load``, imported on first use: the root wires numeric to its loader."""
+    from .models import load
+
+    return load(source)
+
+
+_hooks.set_loader(_load_model)
 
 
 def __getattr__(name: str):

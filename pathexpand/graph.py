@@ -32,21 +32,26 @@ out, never ``None``: ``stage`` (every node: layer l's attention is stage ``2l``,
   ``embed → L0H1.v → L0H1 → L1H0.v → L1H0 → logits`` and ``paths`` reports it as the
   term path ``("embed", "L0H1", "L1H0")``.
 
-**Magnitudes** (only when given; ``weight`` is what diagrams draw and ``top_paths`` ranks):
+**Magnitudes** (only when given; ``weight`` is what diagrams draw and ``strongest_paths``
+ranks). The graph computes nothing: ``ranking=`` takes numbers computed elsewhere — a
+``Ranking``, a result (every view, through ``.rankings()``) or a list — and each ranking adds
+what its rows are (``Ranking.of``):
 
-- ``ranking=`` (a ``Ranking``, ``TopK`` or rows with ``path`` and ``value``): graph attribute
-  ``path_values`` (a JSON object term name → value, a string so the graph stays
-  GraphML-safe); every edge and node on a ranked path gets ``weight`` += ``|value|``.
-  Score-term rows (``key_path`` column) need a ``head`` column too; they add weight to the
-  edges of both sides but no path value.
-- ``attribution=`` (an ``Attribution``): ``contribution`` on read edges (the edge view: the
-  sum over every path in which the reader reads the writer directly) and on heads/MLPs (the
-  node view); its path view fills ``path_values`` when no ranking is given; ``weight`` =
-  ``|contribution|`` where the ranking set none.
-- ``composition=`` (``CompositionScores``, ``{kind: [L1, H1, L2, H2]}`` or ``True`` to compute
-  it from the weights): ``composition`` (the raw score) on every head → later-head read edge
-  of that kind, ``composition_z`` when the random null was sampled; ``weight`` = the score
-  where nothing else set one.
+- ``paths`` (``evaluate`` of logit terms, an attribution's path view, ``top_k_paths``): graph
+  attribute ``path_values`` (a JSON object term name → value, a string so the graph stays
+  GraphML-safe); every edge and node on a ranked path gets ``weight`` += ``|value|``;
+- ``score_terms`` (``evaluate`` of ``expand_scores``, ``attribute_scores``; rows carry
+  ``head`` and ``key_path``): weight on the edges of both sides, no path value;
+- ``edges`` (an attribution's edge view): ``contribution`` on the read edge (the sum over every
+  path in which the reader reads the writer directly); ``nodes`` (its node view):
+  ``contribution`` on heads/MLPs; ``weight`` = ``|contribution|`` where nothing set one;
+- ``pairs`` (``composition_scores``, ``induction_circuit``): ``composition`` (the raw score) on
+  the head → later-head read edge of that kind, ``composition_z`` when the null was sampled;
+  ``weight`` = the score where nothing else set one;
+- ``heads`` (``detect_heads``, ``copying_scores``): the statistic on each head node.
+
+Weights: an exact edge or node ``contribution`` (attribution) sets its ``|contribution|``;
+elsewhere paths, applied last, win over composition scores.
 
 Graph attributes record the architecture (``n_layers``, ``n_heads`` as ``"4,4"``, ``mlp``,
 ``layernorm``, ``positional``, ``biases``); ``arch_of(G)`` reads it back. Export with
@@ -71,16 +76,20 @@ from typing import Any
 
 import networkx as nx
 
+from ._hooks import load_model
 from .architecture import Architecture
 from .errors import PathexpandError, UnknownHeadError, check_int
-from .names import head_name, mlp_name, parse_node
+from .names import REMAINDER, SCORE_SEP, head_name, mlp_name, parse_node, parse_term_name, term_name
+from .ranking import Ranking, Result, Row
+from .symbolic import Expansion, Selection
+from .symbolic.terms import ScoreTerm, Term
 
 __all__ = [
     "PathGraph",
     "path_graph",
     "paths",
     "subgraph_of",
-    "top_paths",
+    "strongest_paths",
     "path_edges",
     "arch_of",
     "to_json",
@@ -91,7 +100,6 @@ __all__ = [
 ]
 
 READ_CHANNELS = ("q", "k", "v", "in", "out")
-_SCORE_SEP = " · "
 
 
 # the graph type ---------------------------------------------------------------------------------
@@ -114,43 +122,53 @@ def _as_path_graph(G: nx.MultiDiGraph) -> PathGraph:
 
 
 # building -------------------------------------------------------------------------------------
-def path_graph(arch_or_weights, *, ranking=None, attribution=None, composition=None
-               ) -> PathGraph:
-    """The path graph of an architecture (or of loaded weights), with magnitudes if given.
+def path_graph(source, *, ranking=None) -> PathGraph:
+    """The path graph of a model's architecture, with magnitudes if given.
 
-    ``arch_or_weights``: an ``Architecture``, ``Weights``, an ``Expansion`` or a ``Term``
-    (their architecture). See the module docstring for nodes, edges and magnitudes.
+    ``source``: an ``Architecture``, an ``Expansion``/selection or a ``Term`` (their
+    architecture), or a model (anything ``pe.load`` takes: ``Weights``, a bundled name, ...).
+    ``ranking``: a ``Ranking``, a result (``Attribution``, ``CompositionScores``, ``TopK``, ...:
+    every view it has, through ``.rankings()``) or a list of these; see the module docstring
+    for what each kind of ranking adds.
 
     >>> G = path_graph(Architecture(1, 2, positional="shortformer"))
     >>> sorted(v for _, v in G.out_edges("pos"))
     ['L0H0.k', 'L0H0.q', 'L0H1.k', 'L0H1.q']
     """
-    arch, weights = _resolve_arch(arch_or_weights)
+    arch = _resolve_arch(source)
     G = PathGraph()
     G.graph.update(_arch_attrs(arch))
     writers = _add_nodes(G, arch)
     _add_edges(G, arch, writers)
-    if composition is not None and composition is not False:
-        _add_composition(G, arch, composition, weights)
-    if attribution is not None:
-        _add_attribution(G, attribution)
     if ranking is not None:
-        _add_ranking(G, ranking)
+        for r in sorted(_rankings(ranking), key=lambda r: _ORDER.index(r.of)):
+            _APPLY[r.of](G, r)
     return G
 
 
-def _resolve_arch(obj) -> tuple[Architecture, Any]:
+def _resolve_arch(obj) -> Architecture:
     if isinstance(obj, Architecture):
-        return obj, None
-    if hasattr(obj, "config") and hasattr(obj, "has_biases"):  # numeric.weights.Weights
-        return Architecture.from_weights(obj), obj
-    arch = getattr(obj, "arch", None)
-    if isinstance(arch, Architecture):  # Expansion, Selection, Term, ScoreTerm
-        return arch, None
-    raise PathexpandError(
-        "path_graph needs an Architecture, Weights, an Expansion or a Term; "
-        f"got {type(obj).__name__}"
-    )
+        return obj
+    if isinstance(obj, (Expansion, Selection, Term, ScoreTerm)):
+        return obj.arch
+    return Architecture.from_weights(load_model(obj))
+
+
+def _rankings(obj) -> list[Ranking]:
+    """The rankings in ``ranking=``: a ``Ranking``, a ``Result`` (all its views) or a list."""
+    items = obj if isinstance(obj, (list, tuple)) else [obj]
+    out: list[Ranking] = []
+    for item in items:
+        if isinstance(item, Ranking):
+            out.append(item)
+        elif isinstance(item, Result):
+            out.extend(item.rankings())
+        else:
+            raise PathexpandError(
+                "ranking= takes a Ranking, a result (pe.attribute(...), pe.evaluate(...), "
+                f"pe.composition_scores(...), ...) or a list of them; got {type(item).__name__}"
+            )
+    return out
 
 
 def _arch_attrs(arch: Architecture) -> dict:
@@ -349,20 +367,23 @@ def path_edges(G, item) -> list[tuple[str, str, str]]:
     """The graph edges ``(u, v, key)`` of a term, path or segment, in order.
 
     ``item``: a ``Term`` (its logit path), a ``ScoreTerm`` (query path into ``head.q`` and
-    key path into ``head.k``), a ranking row or dict with ``path``, a ``(path, value)`` row
-    of ``top_paths``, a term name
+    key path into ``head.k``), a ranking ``Row`` (a score-term row carries ``head`` and
+    ``key_path``), a ``(path, value)`` pair of ``strongest_paths``, a term name
     (``"L1H0∘L0H1"``, ``"pos:L1H0"``) or a tuple of node names: starting at a source and not
     ending at a sink it is a logit path (``("embed", "L0H1")``); ending at a sink it stops
     there (``("embed", "L0H0", "L1H0.k")``); otherwise a segment between writers
     (``("L0H0", "L1H0")`` = ``L0H0 → L1H0.v → L1H0``).
     """
-    if hasattr(item, "query_path") and hasattr(item, "key_path") and hasattr(item, "head"):
-        if getattr(item, "is_remainder", False):
+    if isinstance(item, ScoreTerm) or (isinstance(item, Row) and "key_path" in item.extra):
+        if isinstance(item, ScoreTerm) and item.is_remainder:
             raise PathexpandError("the remainder term stands for many paths; it has no edges")
-        return (_walk_edges(G, tuple(item.query_path) + (f"{item.head}.q",))
-                + _walk_edges(G, tuple(item.key_path) + (f"{item.head}.k",)))
+        head = item.head if isinstance(item, ScoreTerm) else item["head"]
+        query, key = (item.query_path, item.key_path) if isinstance(item, ScoreTerm) else (
+            item.path, item["key_path"])
+        return (_walk_edges(G, tuple(query) + (f"{head}.q",))
+                + _walk_edges(G, tuple(key) + (f"{head}.k",)))
     path = _as_path(item)
-    if path == ("remainder",):
+    if path == (REMAINDER,):
         raise PathexpandError("the remainder term stands for many paths; it has no edges")
     if not path:
         raise PathexpandError("an empty path has no edges")
@@ -377,26 +398,23 @@ def path_edges(G, item) -> list[tuple[str, str, str]]:
 
 def _as_path(item) -> tuple[str, ...]:
     if isinstance(item, str):
-        if _SCORE_SEP.strip() in item:
+        if SCORE_SEP.strip() in item:
             raise PathexpandError(
                 f"{item!r} is a score term name, which does not say its head; pass the "
                 "ScoreTerm (pe.expand_scores(arch, head)[name]) instead"
             )
-        from .symbolic.terms import parse_term_name
-
         return parse_term_name(item)
-    if isinstance(item, dict):
-        return tuple(item["path"])
-    if hasattr(item, "path"):
+    if isinstance(item, (Term, Row)):
         return tuple(item.path)
     if (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], tuple)
             and isinstance(item[1], (int, float))):
-        return tuple(item[0])                                   # a (path, value) row of top_paths
+        return tuple(item[0])                                   # a (path, value) of strongest_paths
     try:
         return tuple(str(x) for x in item)
     except TypeError:
         raise PathexpandError(
-            f"cannot read a path from {item!r}; give a Term, ScoreTerm, term name or tuple of nodes"
+            f"cannot read a path from {item!r}; give a Term, ScoreTerm, ranking row, term name "
+            "or tuple of nodes"
         ) from None
 
 
@@ -437,11 +455,13 @@ def subgraph_of(G, terms) -> PathGraph:
     ``terms``: an iterable of anything ``path_edges`` takes (Terms, ScoreTerms, names,
     node tuples, ranking rows), or one Term/ScoreTerm, or an Expansion.
     """
-    if hasattr(terms, "path") or hasattr(terms, "query_path") or isinstance(terms, str):
+    if isinstance(terms, (Term, ScoreTerm, str)):
         terms = [terms]
     edges: dict[tuple[str, str, str], None] = {}
     for item in terms:
-        if getattr(item, "is_remainder", False):
+        if isinstance(item, (Term, ScoreTerm)) and item.is_remainder:
+            continue
+        if isinstance(item, Row) and item.name == REMAINDER:
             continue
         edges.update(dict.fromkeys(path_edges(G, item)))
     sub = G.edge_subgraph(list(edges)).copy()
@@ -456,8 +476,8 @@ def path_values(G) -> dict[str, float]:
     return {} if not text else {k: float(v) for k, v in json.loads(text).items()}
 
 
-def top_paths(G, k: int = 10, *, sink: str = "logits", source: str | None = None
-              ) -> list[tuple[tuple[str, ...], float]]:
+def strongest_paths(G, k: int = 10, *, sink: str = "logits", source: str | None = None
+                    ) -> list[tuple[tuple[str, ...], float]]:
     """The ``k`` strongest paths into ``sink`` as ``(path, value)``, strongest first.
 
     With path values (``path_graph(..., ranking=)`` or an attribution's path view) and
@@ -472,8 +492,6 @@ def top_paths(G, k: int = 10, *, sink: str = "logits", source: str | None = None
         _check_node(G, source, _SOURCE_KINDS, "source")
     stored = path_values(G)
     if stored and sink == "logits":
-        from .symbolic.terms import parse_term_name
-
         rows = [(parse_term_name(n), v) for n, v in stored.items() if math.isfinite(v)]
         if source is not None:
             rows = [r for r in rows if r[0][0] == source]
@@ -481,8 +499,8 @@ def top_paths(G, k: int = 10, *, sink: str = "logits", source: str | None = None
         return rows[:k]
     if not any("weight" in d for _, _, d in G.edges(data=True)):
         raise PathexpandError(
-            "this graph carries no magnitudes: build it with "
-            "pe.path_graph(..., ranking=, attribution= or composition=)"
+            "this graph carries no magnitudes: build it with pe.path_graph(..., ranking=...) "
+            "(a Ranking or a result such as pe.attribute(...) or pe.composition_scores(...))"
         )
     return _bottleneck_paths(G, k, sink, source)
 
@@ -525,92 +543,45 @@ def _bottleneck_paths(G, k, sink, source):
     return [(path, value) for value, _, path in sorted(best, key=lambda t: (-t[0], -t[1]))]
 
 
-def _ranked_rows(obj) -> list[tuple[Any, float]]:
-    """``(item, value)`` pairs from a Ranking, a TopK, an Attribution or rows/dicts.
-
-    ``item`` is a logit path (a tuple) or, for a score-term row that names its ``head``
-    (``key_path`` and ``head`` columns), a ``_ScorePair``.
-    """
-    if hasattr(obj, "paths") and hasattr(obj, "values") and not callable(obj.values):  # TopK
-        return [(tuple(p), float(v)) for p, v in zip(obj.paths, obj.values)]
-    if hasattr(obj, "records") and hasattr(obj, "path_values"):  # Attribution
-        return [(tuple(r["path"]), float(r["value"])) for r in obj.records("path")]
-    out: list[tuple[Any, float]] = []
-    try:
-        rows = iter(obj)
-    except TypeError:
-        raise PathexpandError(
-            "ranking= takes a Ranking, a TopK or rows with path and value; "
-            f"got {type(obj).__name__}"
-        ) from None
-    for row in rows:
-        get = row.get if isinstance(row, dict) else (
-            lambda key, r=row: getattr(r, key, None) if key in ("path", "value")
-            else getattr(r, "extra", {}).get(key))
-        path, value = get("path"), get("value")
-        if path is None or value is None:
-            raise PathexpandError(f"a ranking row needs a path and a value, got {row!r}")
-        key_path = get("key_path")
-        if key_path is None:
-            out.append((tuple(path), float(value)))
-        elif get("head") is None:
-            raise PathexpandError(
-                "score-term rows do not say their head; add a 'head' column "
-                "(e.g. [dict(r.to_dict(), head='L1H0') for r in ranking]) to place them"
-            )
-        else:
-            out.append((_ScorePair(str(get("head")), tuple(path), tuple(key_path)), float(value)))
-    return out
-
-
-class _ScorePair:
-    """A (query path, key path) pair of one head: the duck type of ``ScoreTerm`` for edges."""
-
-    __slots__ = ("head", "query_path", "key_path")
-
-    def __init__(self, head: str, query_path: tuple, key_path: tuple):
-        self.head, self.query_path, self.key_path = head, query_path, key_path
-
-
-def _add_ranking(G, ranking) -> None:
-    from .symbolic.terms import term_name
-
+def _add_paths(G, ranking: Ranking) -> None:
+    """Logit-path or score-term rows: ``path_values`` and ``weight`` += ``|value|`` on their edges
+    and nodes."""
     values: dict[str, float] = {}
     edge_w: dict = defaultdict(float)
     node_w: dict = defaultdict(float)
-    for item, value in _ranked_rows(ranking):
-        if not math.isfinite(value):
+    for row in ranking:
+        if not math.isfinite(row.value) or row.name == REMAINDER:
             continue
-        if isinstance(item, _ScorePair):
-            if item.query_path == ("remainder",):
-                continue
-            if item.head not in G or G.nodes[item.head]["kind"] != "head":
+        if ranking.of == "score_terms":
+            head = row.extra.get("head")
+            if head is None or head not in G or G.nodes[head]["kind"] != "head":
                 raise PathexpandError(
-                    f"score rows name head {item.head!r}, which is not in this graph")
-            edges = path_edges(G, item)
-            nodes = item.query_path[1:] + item.key_path[1:]
+                    f"score rows name head {head!r}, which is not a head of this graph; rank the "
+                    "score terms of the same model")
+            edges = path_edges(G, row)
+            nodes = tuple(row.path[1:]) + tuple(row["key_path"][1:])
         else:
-            path = item
-            if path == ("remainder",):
-                continue
+            path = tuple(row.path)
             if path[0] not in G or G.nodes[path[0]]["kind"] not in _SOURCE_KINDS:
                 raise PathexpandError(
                     f"ranked path {_show(path)} does not start at a source of this graph; "
                     "rank the terms of expand_logits on the same model"
                 )
             edges = path_edges(G, path)
-            values[term_name(path)] = value
+            values[term_name(path)] = row.value
             nodes = path[1:]
         for e in dict.fromkeys(edges):
-            edge_w[e] += abs(value)
+            edge_w[e] += abs(row.value)
         for n in dict.fromkeys(nodes):
-            node_w[n] += abs(value)
+            node_w[n] += abs(row.value)
     if values:
         G.graph["path_values"] = json.dumps(values, ensure_ascii=False)
     for e, w in edge_w.items():
-        G.edges[e]["weight"] = w
+        if "contribution" not in G.edges[e]:  # an exact edge contribution outranks path sums
+            G.edges[e]["weight"] = w
     for n, w in node_w.items():
-        G.nodes[n]["weight"] = w
+        if "contribution" not in G.nodes[n]:
+            G.nodes[n]["weight"] = w
 
 
 def _read_edge(G, a: str, b: str) -> tuple[str, str, str] | None:
@@ -624,83 +595,75 @@ def _read_edge(G, a: str, b: str) -> tuple[str, str, str] | None:
     return None
 
 
-def _add_attribution(G, attribution) -> None:
-    if not hasattr(attribution, "records"):
-        raise PathexpandError(
-            f"attribution= takes a pe.attribute(...) result, got {type(attribution).__name__}"
-        )
-    if getattr(attribution, "edges", None) is not None:
-        for row in attribution.records("edge"):
-            a, b = row["path"]
-            e = _read_edge(G, a, b)
-            if e is None or not G.has_edge(*e):
-                raise PathexpandError(
-                    f"attribution edge {a} → {b} is not a read of this graph; build the graph "
-                    "from the same model as the attribution"
-                )
-            G.edges[e]["contribution"] = float(row["value"])
-            G.edges[e].setdefault("weight", abs(float(row["value"])))
-            if e[1].endswith(".v"):  # the head's own OV edge carries the same flow
-                ov = G.edges[e[1], e[1][:-2], "v"]
-                ov["weight"] = ov.get("weight", 0.0) + abs(float(row["value"]))
-    if getattr(attribution, "nodes", None) is not None:
-        for row in attribution.records("node"):
-            n = row["path"][0]
-            if n not in G:
-                raise PathexpandError(f"attribution node {n!r} is not in this graph")
-            G.nodes[n]["contribution"] = float(row["value"])
-            G.nodes[n].setdefault("weight", abs(float(row["value"])))
-    if getattr(attribution, "paths", None) is not None and "path_values" not in G.graph:
-        from .symbolic.terms import term_name
-
-        values = {term_name(tuple(r["path"])): float(r["value"])
-                  for r in attribution.records("path")}
-        G.graph["path_values"] = json.dumps(values, ensure_ascii=False)
+def _attr(ranking: Ranking) -> str:
+    return "contribution" if ranking.value_label == "contribution" else "value"
 
 
-def _add_composition(G, arch: Architecture, composition, weights) -> None:
-    if composition is True:
-        if weights is None:
+def _add_edges_ranking(G, ranking: Ranking) -> None:
+    """``(writer, reader)`` rows (an attribution's edge view): ``contribution`` on the read edge."""
+    attr = _attr(ranking)
+    for row in ranking:
+        a, b = row.path
+        e = _read_edge(G, a, b)
+        if e is None or not G.has_edge(*e):
             raise PathexpandError(
-                "composition=True needs weights: pass Weights as the first argument")
-        from .numeric.composition import composition_scores
-
-        composition = composition_scores(weights)
-    kinds = getattr(composition, "kinds", None)
-    if kinds is None and isinstance(composition, dict):
-        kinds = composition.keys()
-    kinds = tuple(kinds or ())
-    if not kinds:
-        raise PathexpandError(
-            "composition= takes pe.composition_scores(weights) "
-            "(or {'q'|'k'|'v': [L1, H1, L2, H2]}), "
-            f"got {type(composition).__name__}"
-        )
-    null_mean = getattr(composition, "null_mean", {}) or {}
-    null_std = getattr(composition, "null_std", {}) or {}
-    for kind in kinds:
-        raw = composition[kind]
-        expected = (arch.n_layers, max(arch.n_heads, default=0)) * 2
-        if tuple(getattr(raw, "shape", ())) != expected:
-            raise PathexpandError(
-                f"composition scores of kind {kind!r} have shape "
-                f"{tuple(getattr(raw, 'shape', ()))}, "
-                f"expected [L1, H1, L2, H2] = {list(expected)} for this model"
+                f"edge {a} → {b} is not a read of this graph; build the graph from the same "
+                "model as the ranking"
             )
-        mean, std = null_mean.get(kind, math.nan), null_std.get(kind, math.nan)
-        for a in arch.heads:
-            la, ha = parse_node(a).layer, parse_node(a).head
-            for b in arch.heads:
-                lb, hb = parse_node(b).layer, parse_node(b).head
-                if la >= lb:
-                    continue
-                e = (a, f"{b}.{kind}", kind)
-                score = float(raw[la, ha, lb, hb])
-                data = G.edges[e]
-                data["composition"] = score
-                if math.isfinite(mean) and math.isfinite(std) and std > 0:
-                    data["composition_z"] = (score - mean) / std
-                data.setdefault("weight", score)
+        G.edges[e][attr] = row.value
+        G.edges[e].setdefault("weight", abs(row.value))
+        if e[1].endswith(".v"):  # the head's own OV edge carries the same flow
+            ov = G.edges[e[1], e[1][:-2], "v"]
+            ov["weight"] = ov.get("weight", 0.0) + abs(row.value)
+
+
+def _add_nodes_ranking(G, ranking: Ranking) -> None:
+    """Head/MLP rows (an attribution's node view): ``contribution`` on the node."""
+    attr = _attr(ranking)
+    for row in ranking:
+        n = row.path[0]
+        if n not in G:
+            raise PathexpandError(f"ranked node {n!r} is not in this graph")
+        G.nodes[n][attr] = row.value
+        G.nodes[n].setdefault("weight", abs(row.value))
+
+
+def _add_heads_ranking(G, ranking: Ranking) -> None:
+    """Per-head statistics: the statistic (``previous_token``, ``copying``, ...) on the head."""
+    for row in ranking:
+        if row.name not in G:
+            raise PathexpandError(f"ranked head {row.name!r} is not in this graph")
+        G.nodes[row.name][row.kind] = row.value
+
+
+def _add_pairs(G, ranking: Ranking) -> None:
+    """Composition rows: ``composition`` (the raw score) and ``composition_z`` on the read edge
+    ``earlier → later.q|k|v``; ``weight`` = the score where nothing else set one."""
+    for row in ranking:
+        channel = {"q_composition": "q", "k_composition": "k", "v_composition": "v"}.get(row.kind)
+        a, b = row.path
+        e = (a, f"{b}.{channel}", channel)
+        if channel is None or not G.has_edge(*e):
+            raise PathexpandError(
+                f"composition row {row.name!r} is not a read of this graph; compute the scores "
+                "on the same model"
+            )
+        data = G.edges[e]
+        data["composition"] = float(row.extra.get("score", row.value))
+        if row.extra.get("z") is not None and math.isfinite(row.extra["z"]):
+            data["composition_z"] = float(row.extra["z"])
+        data.setdefault("weight", data["composition"])
+
+
+def _no_depths(G, ranking: Ranking) -> None:
+    raise PathexpandError("a ranking of depths has nothing to attach to a path graph")
+
+
+# applied in this order: paths last, so their weights win (module docstring)
+_APPLY = {"pairs": _add_pairs, "edges": _add_edges_ranking, "nodes": _add_nodes_ranking,
+          "heads": _add_heads_ranking, "paths": _add_paths, "score_terms": _add_paths,
+          "depths": _no_depths}
+_ORDER = tuple(_APPLY)
 
 
 # export -----------------------------------------------------------------------------------------

@@ -91,6 +91,7 @@ def test_04_induction_circuit_found_three_ways():
     assert re.search(r"previous-token head: L0H1 \(mean attention on the previous token 0\.\d\d\)", out)
     assert re.search(r"induction head:\s+L1H2 ", out)
     assert "strongest K-composition into L1H2: L0H1 → L1H2" in out
+    assert "pe.induction_circuit: induction circuit L0H1 → L1H2" in out
     m = re.search(r"score ([-\d.]+) = Σ of (\d+) terms \(relative error ([\d.e+-]+)\)", out)
     assert m and float(m[3]) < 1e-4
     kinds = dict(re.findall(r"^  (direct|q_composition|k_composition|qk_composition)\s+([+-][\d.]+)", out, re.MULTILINE))
@@ -137,7 +138,7 @@ def test_readme_python_example_runs():
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert out.startswith("25 terms; A^{1,2} A^{0,1} \\otimes W_U W_{OV}^{1,2} W_{OV}^{0,1} W_E\n")
-    assert re.search(r"^\[\('L1H2', 0\.\d+\)\]$", out, re.MULTILINE)
+    assert re.search(r"^induction circuit L0H1 → L1H2: .*z \d+\.\d\)$", out, re.MULTILINE)
     m = re.search(r"\('o' at the last position\) = ([\d.]+); residual ([\d.e+-]+)", out)
     assert m and float(m[2]) < 1e-4
     first = re.search(r"^1  (\S+)\s+head\s+1\s+embed → L1H2\s+([\d.]+)", out, re.MULTILINE)

@@ -29,7 +29,7 @@ from pathexpand.graph import (
     to_json,
     write_graphml,
 )
-from pathexpand.numeric.ranking import Ranking
+from pathexpand.ranking import Ranking
 from pathexpand.symbolic.terms import term_name
 
 ARCH = pe.Architecture
@@ -184,7 +184,7 @@ def test_path_graph_takes_weights_expansions_and_terms():
     exp = pe.expand_logits(ARCH(1, 3))
     assert arch_of(pe.path_graph(exp)) == ARCH(1, 3)
     assert arch_of(pe.path_graph(exp["L0H2"])) == ARCH(1, 3)
-    with pytest.raises(pe.PathexpandError, match="needs an Architecture, Weights.*got int"):
+    with pytest.raises(pe.PathexpandError, match="cannot load a model from 'int'"):
         pe.path_graph(3)
 
 
@@ -249,15 +249,15 @@ def test_ranking_values_flow_onto_edges_and_nodes():
     assert G.edges["embed", "logits", "out"]["weight"] == 0.5
     assert G.nodes["L1H0"]["weight"] == 5.0 and G.nodes["L0H1"]["weight"] == 3.0
     assert "weight" not in G.edges["embed", "L0H0.v", "v"]
-    top = pe.top_paths(G, 2)
+    top = pe.strongest_paths(G, 2)
     assert top == [(("embed", "L0H1", "L1H0"), -3.0), (("embed", "L1H0"), 2.0)]
-    sub = pe.subgraph_of(G, top)                    # top_paths rows go straight back in
+    sub = pe.subgraph_of(G, top)                    # strongest_paths rows go straight back in
     assert set(sub.edges(keys=True)) == {
         ("embed", "L0H1.v", "v"), ("L0H1.v", "L0H1", "v"), ("L0H1", "L1H0.v", "v"),
         ("L1H0.v", "L1H0", "v"), ("L1H0", "logits", "out"), ("embed", "L1H0.v", "v"),
     }
     with pytest.raises(pe.PathexpandError, match="does not start at a source"):
-        pe.path_graph(arch, ranking=[dict(path=("L0H0",), value=1.0)])
+        pe.path_graph(arch, ranking=Ranking([dict(name="x", kind="head", depth=1, path=("L0H0",), value=1.0)]))
 
 
 def test_ranking_from_evaluate_logits_and_scores():
@@ -270,22 +270,19 @@ def test_ranking_from_evaluate_logits_and_scores():
     by_hand = sum(abs(r.value) for r in ranking if r.path[-1] == "L1H0")
     assert G.edges["L1H0", "logits", "out"]["weight"] == pytest.approx(by_hand)
     scores = pe.evaluate(pe.expand_scores(arch, "L1H1"), w)
-    with pytest.raises(pe.PathexpandError, match="do not say their head"):
-        pe.path_graph(w, ranking=scores)
-    Gs = pe.path_graph(w, ranking=[dict(r.to_dict(), head="L1H1") for r in scores])
+    assert scores.of == "score_terms" and {r["head"] for r in scores} == {"L1H1"}
+    Gs = pe.path_graph(w, ranking=scores)
     by_hand = sum(abs(r.value) for r in scores if r["key_path"][-1] == "L0H0")
     assert Gs.edges["L0H0", "L1H1.k", "k"]["weight"] == pytest.approx(by_hand)
     assert "path_values" not in Gs.graph  # score rows are pairs, not logit paths
 
 
-def test_ranking_from_a_topk_and_plain_rows():
-    class FakeTopK:  # the duck type of numeric.topk.TopK: .paths and .values
-        paths = [("embed", "L0H0"), ("embed",)]
-        values = np.array([1.5, -0.25])
-
-    G = pe.path_graph(ARCH(1, 1, positional=None), ranking=FakeTopK())
-    assert path_values(G) == {"L0H0": 1.5, "direct": -0.25}
-    with pytest.raises(pe.PathexpandError, match="needs a path and a value"):
+def test_ranking_from_a_topk_and_only_rankings():
+    w = small_weights(seed=3)
+    found = pe.top_k_paths(w, [1, 2, 3, 4], target=2, k=2)
+    G = pe.path_graph(w, ranking=found)                   # a result: through its ranking
+    assert path_values(G) == {r.name: pytest.approx(r.value) for r in found.ranking()}
+    with pytest.raises(pe.PathexpandError, match="ranking= takes a Ranking, a result"):
         pe.path_graph(ARCH(1, 1), ranking=[{"name": "x"}])
 
 
@@ -301,10 +298,10 @@ def test_top_paths_by_bottleneck_matches_brute_force():
         return min(abs(G.edges[e]["weight"]) for e in path_edges(G, path) if "weight" in G.edges[e])
 
     brute = sorted(((p, bottleneck(p)) for p in pe.paths(G, "embed")), key=lambda r: -r[1])
-    got = pe.top_paths(G, 5)
+    got = pe.strongest_paths(G, 5)
     assert [v for _, v in got] == [v for _, v in brute[:5]]
     assert all(math.isclose(bottleneck(p), v) for p, v in got)
-    into_k = pe.top_paths(G, 3, sink="L2H1.k")
+    into_k = pe.strongest_paths(G, 3, sink="L2H1.k")
     brute_k = sorted((bottleneck(p + ("L2H1.k",)) for p in pe.paths(G, "embed", "L2H1.k")),
                      reverse=True)
     assert [v for _, v in into_k] == brute_k[:3]
@@ -313,11 +310,11 @@ def test_top_paths_by_bottleneck_matches_brute_force():
 def test_top_paths_errors():
     G = pe.path_graph(ARCH(1, 1))
     with pytest.raises(pe.PathexpandError, match="no magnitudes"):
-        pe.top_paths(G, 3)
+        pe.strongest_paths(G, 3)
     with pytest.raises(pe.PathexpandError, match="positive int"):
-        pe.top_paths(G, 0)
+        pe.strongest_paths(G, 0)
     with pytest.raises(pe.UnknownHeadError, match="sink"):
-        pe.top_paths(G, 1, sink="embed")
+        pe.strongest_paths(G, 1, sink="embed")
 
 
 def _composition_dense(W_V, W_O, W_Q, W_K, kind):
@@ -329,7 +326,7 @@ def _composition_dense(W_V, W_O, W_Q, W_K, kind):
 
 def test_composition_scores_sit_on_head_to_head_reads():
     w = small_weights(seed=1, positional="shortformer")
-    G = pe.path_graph(w, composition=True)
+    G = pe.path_graph(w, ranking=pe.composition_scores(w, baseline=None))
     for a, b, kind in [("L0H1", "L1H0", "k"), ("L0H0", "L1H1", "q"), ("L0H1", "L1H1", "v")]:
         la, ha = int(a[1]), int(a[3])
         lb, hb = int(b[1]), int(b[3])
@@ -346,21 +343,19 @@ def test_composition_scores_sit_on_head_to_head_reads():
     assert "composition" not in G.edges["embed", "L1H0.k", "k"]
     # the z-score appears when the random null was sampled
     cs = pe.composition_scores(w, baseline="random", n_samples=20)
-    Gz = pe.path_graph(w, composition=cs)
+    Gz = pe.path_graph(w, ranking=cs)
     e = Gz.edges["L0H1", "L1H0.k", "k"]
-    z = (e["composition"] - cs.null_mean["k"]) / cs.null_std["k"]
+    z = (e["composition"] - cs.null_mean["k_composition"]) / cs.null_std["k_composition"]
     assert e["composition_z"] == pytest.approx(z)
-    with pytest.raises(pe.PathexpandError, match="shape"):
-        pe.path_graph(ARCH(3, 2), composition=cs)
-    with pytest.raises(pe.PathexpandError, match="needs weights"):
-        pe.path_graph(ARCH(2, 2), composition=True)
+    with pytest.raises(pe.PathexpandError, match="not a read of this graph"):
+        pe.path_graph(ARCH(1, 2), ranking=cs)
 
 
 def test_attribution_contributions_land_on_the_reads():
     w = small_weights(seed=2, biases=True, d_mlp=6, act_fn="relu", normalization="LN")
     att = pe.attribute(w, [1, 4, 2, 7, 3], target=5)
-    G = pe.path_graph(w, attribution=att)
-    node = {r["name"]: r["value"] for r in att.records("node")}
+    G = pe.path_graph(w, ranking=att)
+    node = {r["name"]: r["value"] for r in att.to_records(view="node")}
     # second route: the attribution's node view, and the model's output, against sums of
     # the graph's edge contributions (into each reader, and into logits)
     for n in ("L0H1", "L1H0", "MLP0", "MLP1"):
@@ -375,11 +370,11 @@ def test_attribution_contributions_land_on_the_reads():
     assert all(d["weight"] == abs(d["contribution"])
                for _, _, d in G.edges(data=True) if "contribution" in d)
     # its path view gives the path values: the top path is the largest |contribution|
-    rows = att.records("path")
+    rows = att.to_records(view="path")
     best = max(rows, key=lambda r: abs(r["value"]))
-    assert pe.top_paths(G, 1) == [(tuple(best["path"]), pytest.approx(best["value"]))]
+    assert pe.strongest_paths(G, 1) == [(tuple(best["path"]), pytest.approx(best["value"]))]
     with pytest.raises(pe.PathexpandError, match="not a read of this graph"):
-        pe.path_graph(ARCH(1, 2, mlp=True, layernorm=True, biases=True), attribution=att)
+        pe.path_graph(ARCH(1, 2, mlp=True, layernorm=True, biases=True), ranking=att)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,7 +391,7 @@ def _same(G, H):
 def rich_graph():
     w = small_weights(seed=4, biases=True, d_mlp=6, act_fn="gelu", normalization="LN")
     att = pe.attribute(w, [1, 2, 3], target=2)
-    return pe.path_graph(w, attribution=att, composition=True, ranking=att.ranking("path"))
+    return pe.path_graph(w, ranking=[att, pe.composition_scores(w)])
 
 
 def test_graphml_round_trip(tmp_path, rich_graph):

@@ -119,10 +119,10 @@ def _input(weights, text, tokens):
 
 def _run(weights, ids, position, top, kw, budget_seconds, *, progress: bool):
     from ..numeric.attribute import attribute
-    from ..numeric.targets import encode_tokens
+    from ..numeric.tokens import as_tokens
 
     res = attribute(weights, ids, positions=position, **kw)   # no path view above max_paths
-    toks = encode_tokens(weights, ids)
+    toks = as_tokens(weights, ids)
     tok = weights.tokenizer
     at = int(toks[0, res.positions[0]])
     doc = {
@@ -140,7 +140,7 @@ def _run(weights, ids, position, top, kw, budget_seconds, *, progress: bool):
         found = top_k_paths(weights, ids, positions=position, k=top, budget_seconds=budget_seconds,
                             progress=progress, **kw)
         paths = found.ranking()
-        doc["paths"] = [dict(r, path=list(r["path"])) for r in found.records()]
+        doc["paths"] = found.to_records()
         doc["certificate"] = found.certificate
         doc["complete"] = found.complete
         doc.setdefault("notes", []).append(

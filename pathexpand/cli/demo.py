@@ -13,7 +13,6 @@ from typing import Annotated
 import typer
 
 from ._app import DEFAULT_MODEL, app, fail, load_model
-from .diagram import default_circuit, has_composition
 
 __all__ = ["demo", "DEMO_TEXT"]
 
@@ -67,24 +66,27 @@ def demo(
     if exp.n_terms > shown:
         console.print(f"  … and {exp.n_terms - shown:,} more (pathexpand derive --model {name})")
 
+    circuit = comp = None
     if arch.heads:
         from ..numeric.detect import detect_heads
 
         step("3. Detect heads on repeated random tokens", "pe.detect_heads(w)")
         scores = detect_heads(weights)
-        for kind in ("previous_token", "induction", "duplicate_token"):
-            (head, value), = scores.top(kind)
-            console.print(f"  {kind:<16} {head}  {value:.2f}")
+        for kind in scores.kinds:
+            row = scores.top(1, kind=kind)[0]
+            console.print(f"  {kind:<16} {row.name}  {row.value:.2f}  (chance {row['baseline']:.3f})")
 
-    if has_composition(arch):
+    if sum(1 for h in arch.n_heads if h) >= 2:
         from ..numeric.composition import composition_scores
+        from ..numeric.detect import induction_circuit
 
-        step("4. K-composition: whose output does each later head's key read?",
-             'pe.composition_scores(w, kind="k", baseline="random")')
-        comp = composition_scores(weights, kind="k", baseline="random")
-        rows = sorted(comp.to_records(), key=lambda r: -r["z"])[:5]
-        for r in rows:
-            console.print(f"  {r['earlier']} → {r['later']}  K-composition {r['score']:.3f}  "
+        step("4. The induction circuit: a previous-token head whose output an induction head's key reads",
+             'pe.induction_circuit(w)   # uses pe.composition_scores(w, "k_composition")')
+        comp = composition_scores(weights)
+        circuit = induction_circuit(weights, heads=scores, composition=comp)
+        console.print(f"  {circuit.reason}", highlight=False)
+        for r in comp.top(5, kind="k_composition"):
+            console.print(f"  {r.name}  K-composition {r['score']:.3f}  "
                           f"(random baseline {r['baseline']:.3f}, z = {r['z']:.1f})")
 
     from ..numeric.evaluate import evaluate
@@ -103,11 +105,11 @@ def demo(
                   f"{result.residual_error():.1e} (relative)")
     console.print(result.ranking("path").top(8).rich_table())
 
-    from ..render.dot import diagram, write
+    from ..render.dot import default_circuit, diagram, write
 
     step("7. Draw", f"pathexpand diagram {name} -o {out / 'circuit.svg'}")
-    graph, highlight, title = default_circuit(weights, arch, name)
-    write(diagram(graph, highlight=highlight, title=title), out / "circuit.svg")
+    graph, highlight, title, _ = default_circuit(weights, circuit=circuit, composition=comp)
+    write(diagram(graph, highlight=highlight, title=f"{name}: {title}"), out / "circuit.svg")
     console.print(f"wrote {out / 'circuit.svg'}")
     if report:
         from ..render.html import report as make_report

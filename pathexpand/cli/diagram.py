@@ -1,8 +1,8 @@
 """``pathexpand diagram``: draw a model's circuit (a term, the top terms, a prompt's top paths).
 
-With no option: the model's most important circuit — for a model with two or more layers of
-heads, the induction circuit found from K-composition scores (the earlier head whose output
-the later head's key reads most), else the top terms by ``evaluate``.
+With no option: ``render.dot.default_circuit`` — the induction circuit ``pe.induction_circuit``
+names (the same one the report and the demo draw), or the top terms by ``evaluate`` with a
+title saying that no induction circuit was found.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import typer
 
 from ._app import DEFAULT_MODEL, app, fail, load_model
 
-__all__ = ["diagram", "default_circuit", "has_composition", "induction_circuit"]
+__all__ = ["diagram"]
 
 _EXAMPLES = f"""
 Examples:
@@ -30,9 +30,6 @@ Examples:
 
   pathexpand diagram --text 'def f(x): return x' -o prompt.svg
 """
-
-_MAX_LOGIT_TERMS = 20_000
-
 
 @contextmanager
 def _status(message: str):
@@ -104,9 +101,17 @@ def diagram(
     elif term is not None:
         graph, highlight, title = _one_term(weights, arch, term, scores, name)
     elif top is not None or scores is not None:
-        graph, highlight, title = _top_terms(weights, arch, top or 5, scores, name)
+        from ..render.dot import top_terms
+
+        with _status("evaluating terms"):
+            graph, highlight, title = top_terms(weights, top or 5, scores)
+        title = f"{name}: {title}"
     else:
-        graph, highlight, title = default_circuit(weights, arch, name)
+        from ..render.dot import default_circuit
+
+        with _status("finding the induction circuit"):
+            graph, highlight, title, _ = default_circuit(weights)
+        title = f"{name}: {title}"
     from ..render.dot import diagram as draw
 
     with _status(f"drawing {path.name}"):
@@ -115,60 +120,20 @@ def diagram(
     typer.echo(f"wrote {path} ({title})")
 
 
-def has_composition(arch) -> bool:
-    """Heads in at least two layers: some head can read another's output."""
-    return sum(1 for h in arch.n_heads if h) >= 2
-
-
-def default_circuit(weights, arch, model: str):
-    """``(graph, highlight, title)`` drawn when nothing is asked for: the induction circuit,
-    or the top 5 terms of a model with heads in fewer than two layers."""
-    if has_composition(arch):
-        return induction_circuit(weights, arch, model)
-    return _top_terms(weights, arch, 5, None, model)
-
-
 def _one_term(weights, arch, name: str, head: str | None, model: str):
     from ..graph import path_graph
+    from ..numeric.composition import composition_scores
     from ..symbolic import expand_logits, expand_scores
 
     exp = expand_scores(arch, head) if head else expand_logits(arch)
     term = exp[name]  # UnknownHeadError (exit 2) names what exists
-    composition = _composition(weights, arch)
-    graph = path_graph(weights, composition=composition)
+    composition = None
+    if sum(1 for h in arch.n_heads if h) >= 2:
+        with _status("computing composition scores"):
+            composition = composition_scores(weights)
+    graph = path_graph(weights, ranking=composition)
     where = f"{head} score term" if head else "term"
     return graph, [term], f"{model}: {where} {term.name}"
-
-
-def _composition(weights, arch):
-    if not has_composition(arch):
-        return None
-    from ..numeric.composition import composition_scores
-
-    with _status("computing composition scores"):
-        return composition_scores(weights)
-
-
-def _top_terms(weights, arch, k: int, head: str | None, model: str):
-    from ..graph import path_graph
-    from ..numeric.evaluate import evaluate
-    from ..symbolic import expand_logits, expand_scores
-
-    if head:
-        exp = expand_scores(arch, head)
-    else:
-        exp = expand_logits(arch)
-        for depth in (2, 1):  # a big model: rank the shallow terms (the rest is the remainder)
-            if len(exp) > _MAX_LOGIT_TERMS:
-                exp = expand_logits(arch, max_depth=depth)
-    with _status(f"evaluating {len(exp):,} terms"):
-        ranking = evaluate(exp, weights, metric="frobenius")
-    best = [r for r in ranking.top(len(ranking)) if r.name != "remainder"][:k]
-    terms = [exp[r.name] for r in best]
-    rows = [dict(r.to_dict(), head=head) if head else r for r in ranking if r.name != "remainder"]
-    graph = path_graph(weights, ranking=rows)
-    what = f"{head}'s score terms" if head else "terms"
-    return graph, terms, f"{model}: top {len(terms)} {what} by ‖W‖_F"
 
 
 def _attribution(weights, text: str, target, k: int, model: str):
@@ -179,37 +144,5 @@ def _attribution(weights, text: str, target, k: int, model: str):
     with _status("attributing the prompt"):
         res = attribute(weights, text, target=target, views=("node", "edge"))
         best = top_k_paths(weights, text, target=target, k=k)
-    graph = path_graph(weights, attribution=res)
+    graph = path_graph(weights, ranking=res)
     return graph, list(best.paths), f"{model}: top {len(best.paths)} paths of {res.target_label}"
-
-
-def induction_circuit(weights, arch=None, model: str | None = None):
-    """``(graph, highlight, title)`` of the induction circuit found from K-composition.
-
-    The ordered pair of heads (earlier layer → later layer) with the largest K-composition
-    score: the earlier head is the previous-token head, the later the induction head.
-    Highlighted: the key side (token → previous-token head → induction head's key), the
-    query side (token → induction head's query), the induction head's OV path to the logits,
-    and, with positions, the previous-token head's positional QK term.
-    """
-    import numpy as np
-
-    from ..architecture import Architecture
-    from ..graph import path_graph
-    from ..names import head_name
-    from ..render.dot import induction_highlight
-
-    arch = arch or Architecture.from_weights(weights)
-    cs = _composition(weights, arch)
-    if cs is None:
-        from ..errors import PathexpandError
-
-        raise PathexpandError("an induction circuit needs heads in two layers")
-    k = np.where(cs.mask, cs["k"], -np.inf)
-    l1, h1, l2, h2 = (int(i) for i in np.unravel_index(np.argmax(k), k.shape))
-    prev, ind = head_name(l1, h1), head_name(l2, h2)
-    highlight = induction_highlight(arch, prev, ind)
-    graph = path_graph(weights, composition=cs)
-    title = (f"{model + ': ' if model else ''}induction circuit {prev} → {ind} "
-             f"(K-composition {float(cs['k'][l1, h1, l2, h2]):.2f})")
-    return graph, highlight, title

@@ -59,7 +59,7 @@ def _load(source, config=None):
     if kind == "hf":
         return from_hf(source)
     raise PathexpandError(
-        f"cannot load weights from a {type(source).__name__}; pass a bundled model name "
+        f"cannot load a model from {type(source).__name__!r}; pass a bundled model name "
         f"({', '.join(bundled_names()) or 'none installed'}), a .safetensors/.npz path, a "
         "TransformerLens HookedTransformer, a Hugging Face GPT2LMHeadModel or a Weights"
     )

@@ -26,14 +26,13 @@ copy rows and 35% text (batch 16, lr 3e-3), the previous-token head passes 0.8 b
 the synthetic rows use printable bytes only). (A fixed-period copy,
 second half = first half, would teach a positional shortcut instead of induction.)
 
-The model here is a small ``nn.Module`` in TransformerLens conventions whose parameter
-names are the DESIGN.md names, so ``state_dict()`` exports straight to ``Weights``.
+The model trained is ``numeric.forward.Transformer``, the module ``pe.forward`` runs: its
+parameter names are the DESIGN.md names, so ``state_dict()`` exports straight to ``Weights``.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import sys
@@ -334,137 +333,14 @@ def make_batch(
 
 # model -----------------------------------------------------------------------------------
 def build_model(config: Config):
-    """A fresh ``torch.nn.Module`` for ``config`` whose ``state_dict`` keys are DESIGN.md names.
-
-    ``model(tokens)`` → logits ``[batch, pos, d_vocab_out]``;
-    ``model(tokens, return_patterns=True)`` → ``(logits, patterns [batch, L, H, q, k])``.
-    Initialised like TransformerLens: weights ~ N(0, 0.8/√d_model), biases 0, LN w = 1.
-    """
-    import torch
-    from torch import nn
+    """A fresh ``numeric.forward.Transformer`` for ``config``: the very module ``pe.forward`` runs,
+    its ``state_dict`` keys DESIGN.md names. Initialised like TransformerLens: weights
+    ~ N(0, 0.8/√d_model), biases 0, LN w = 1 (``forward.init_parameters``)."""
+    from ..numeric.forward import Transformer, init_parameters
 
     if config.attention_dir != "causal":
         raise PathexpandError("training supports causal attention only")
-    std = 0.8 / math.sqrt(config.d_model)
-
-    def param(*shape, fill=None):
-        t = torch.empty(*shape)
-        if fill is None:
-            nn.init.normal_(t, std=std)
-        else:
-            t.fill_(fill)
-        return nn.Parameter(t)
-
-    class LayerNorm(nn.Module):
-        def __init__(self, d):
-            super().__init__()
-            self.w, self.b = param(d, fill=1.0), param(d, fill=0.0)
-
-        def forward(self, x):  # (x - mean) / sqrt(var + eps) * w + b
-            return nn.functional.layer_norm(x, (x.shape[-1],), self.w, self.b, config.eps)
-
-    class Attention(nn.Module):
-        def __init__(self):
-            super().__init__()
-            H, d, e = config.n_heads, config.d_model, config.d_head
-            self.W_Q, self.W_K, self.W_V = param(H, d, e), param(H, d, e), param(H, d, e)
-            self.W_O = param(H, e, d)
-            self.b_Q, self.b_K, self.b_V = param(H, e, fill=0.0), param(H, e, fill=0.0), param(H, e, fill=0.0)
-            self.b_O = param(d, fill=0.0)
-
-        def forward(self, qk_in, v_in, return_patterns=False):
-            b, T, d = qk_in.shape
-            H, e = config.n_heads, config.d_head
-
-            def heads(x, W, bias):  # [b, T, d] @ [H, d, e] + [H, e] -> [b, H, T, e]
-                y = x @ W.permute(1, 0, 2).reshape(d, H * e)
-                return y.view(b, T, H, e).transpose(1, 2) + bias[:, None]
-
-            q, k, v = heads(qk_in, self.W_Q, self.b_Q), heads(qk_in, self.W_K, self.b_K), heads(v_in, self.W_V, self.b_V)
-            A = None
-            if return_patterns:
-                scores = q @ k.transpose(-1, -2) / math.sqrt(e)  # [b, H, q, k]
-                mask = torch.ones(T, T, dtype=torch.bool, device=scores.device).tril()
-                A = scores.masked_fill(~mask, float("-inf")).softmax(-1)
-                z = A @ v
-            else:  # same math, fused: softmax_causal(q kᵀ / √d_head) v
-                z = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-            out = z.transpose(1, 2).reshape(b, T, H * e) @ self.W_O.reshape(H * e, d) + self.b_O
-            return out, A
-
-    class MLP(nn.Module):
-        def __init__(self):
-            super().__init__()
-            d, m = config.d_model, config.d_mlp
-            self.W_in, self.b_in = param(d, m), param(m, fill=0.0)
-            self.W_out, self.b_out = param(m, d), param(d, fill=0.0)
-
-        def forward(self, x):
-            pre = x @ self.W_in + self.b_in
-            act = {
-                "gelu_new": lambda z: nn.functional.gelu(z, approximate="tanh"),
-                "gelu": nn.functional.gelu,
-                "relu": nn.functional.relu,
-            }[config.act_fn]
-            return act(pre) @ self.W_out + self.b_out
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            if config.normalization == "LN":
-                self.ln1 = LayerNorm(config.d_model)
-            if config.n_heads:
-                self.attn = Attention()
-            if config.d_mlp is not None:
-                if config.normalization == "LN":
-                    self.ln2 = LayerNorm(config.d_model)
-                self.mlp = MLP()
-
-        def forward(self, x, pos, return_patterns):
-            h = self.ln1(x) if hasattr(self, "ln1") else x
-            A = None
-            if hasattr(self, "attn"):
-                out, A = self.attn(h if pos is None else h + pos, h, return_patterns)
-                x = x + out  # [batch, pos, d_model]
-            if hasattr(self, "mlp"):
-                x = x + self.mlp(self.ln2(x) if hasattr(self, "ln2") else x)
-            return x, A
-
-    class Transformer(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.config = config
-            self.W_E = param(config.d_vocab, config.d_model)
-            if config.positional is not None:
-                self.W_pos = param(config.n_ctx, config.d_model)
-            self.blocks = nn.ModuleList(Block() for _ in range(config.n_layers))
-            if config.normalization == "LN":
-                self.ln_final = LayerNorm(config.d_model)
-            self.W_U = param(config.d_model, config.d_vocab_out)
-            self.b_U = param(config.d_vocab_out, fill=0.0)
-
-        def forward(self, tokens, return_patterns=False):
-            T = tokens.shape[1]
-            if T > config.n_ctx:
-                raise PathexpandError(f"{T} tokens exceed n_ctx={config.n_ctx}")
-            x = self.W_E[tokens]  # [batch, pos, d_model]
-            pos = None
-            if config.positional == "standard":
-                x = x + self.W_pos[:T]
-            elif config.positional == "shortformer":
-                pos = self.W_pos[:T]
-            patterns = []
-            for block in self.blocks:
-                x, A = block(x, pos, return_patterns)
-                patterns.append(A)
-            if config.normalization == "LN":
-                x = self.ln_final(x)
-            logits = x @ self.W_U + self.b_U
-            if return_patterns:
-                return logits, torch.stack(patterns, 1) if config.n_heads else None
-            return logits
-
-    return Transformer()
+    return init_parameters(Transformer(config))
 
 
 def export(model, *, name: str | None = None, card: dict | None = None) -> Weights:
@@ -526,12 +402,15 @@ def _head_scores(model, *, seq_len: int | None = None, n_samples: int = 32, seed
     import torch
 
     from ..numeric.detect import repeated_tokens, score_patterns
+    from ..numeric.forward import Recorder
 
     c = model.config
     n = seq_len or c.n_ctx // 2
     t = torch.from_numpy(repeated_tokens(c.d_vocab, n, n_samples, seed=seed, vocab=vocab))
+    rec = Recorder()
     with torch.no_grad():
-        _, patterns = model(t, return_patterns=True)
+        model(t, rec=rec)
+    patterns = rec.cache(t, c, t).patterns                      # [batch, L, H, q, k]
     return {k: v.mean(0).numpy() for k, v in score_patterns(patterns, n).items()}
 
 
@@ -635,7 +514,8 @@ def _train(spec, corpus, steps, seed, log, log_every):
 
 
 def _top(scores, kind: str) -> list:
-    head, value = scores.top(kind)[0]
+    row = scores.top(1, kind=kind)[0]
+    head, value = row.name, row.value
     return [head, round(value, 4)]
 
 
@@ -687,7 +567,7 @@ def run(
         f"vs first half {halves['first_half']:.3f}\nall bytes:\n{scores}\nprintable:\n{printable}")
     if spec.require_heads:
         judged = printable if spec.copy_vocab == "printable" else scores
-        prev, ind = float(judged.previous_token[0].max()), float(judged.induction[1].max())
+        prev, ind = float(judged["previous_token"][0].max()), float(judged["induction"][1].max())
         if prev <= 0.5 or ind <= 0.5:
             raise PathexpandError(
                 f"{spec.name}: no clear heads (best layer-0 previous_token {prev:.2f}, best "

@@ -12,8 +12,8 @@ sources ``S`` and node maps ``M`` (DESIGN.md §2). Three views, all exact:
   (``a`` immediately before ``b`` on the path): ``⟨M_bᵀ G_b, O_a⟩``; ``a`` may be a source,
   ``b`` may be ``"logits"``. Into and out of every node the edges sum to the node.
 
-No view enumerates paths except the path view. ``attribute_scores`` splits one attention
-score the same way into (query path × key path) terms.
+No view enumerates paths except the path view. ``numeric.attribute_scores`` splits one
+attention score the same way into (query path × key path) terms.
 """
 
 from __future__ import annotations
@@ -26,23 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from .._repr import TextTableHTML
-from ..errors import PathexpandError, check_int
-from ..names import parse_node
+from ..errors import PathexpandError
+from ..names import parse_node, parse_term_name, path_info, term_name
+from ..ranking import Ranking, Result
+from ..symbolic import expand_logits
 from ._progress import progress as track
-from .forward import token_array
 from .frozen import CONSTANTS, Frozen, freeze
-from .targets import Target, encode_tokens, resolve_target
-from .weights import Weights
+from .targets import Target, own_target, resolve_target
+from .tokens import as_tokens, batches
+from .weights import as_weights
 
-__all__ = [
-    "attribute",
-    "attribute_scores",
-    "Attribution",
-    "ScoreAttribution",
-    "path_info",
-    "VIEWS",
-]
+__all__ = ["MAX_PATHS", "VIEWS", "Attribution", "attribute"]
 
 VIEWS = ("path", "node", "edge")
 MAX_PATHS = 20_000
@@ -50,7 +44,7 @@ MAX_PATHS = 20_000
 
 # result -------------------------------------------------------------------------------------
 @dataclass
-class Attribution(TextTableHTML):
+class Attribution(Result):
     """Contributions to ``target`` of paths, nodes and edges, exact to rounding.
 
     Arrays are ``[rows, batch, *target_shape]`` where ``target_shape`` is ``(T,)`` (one value
@@ -141,61 +135,53 @@ class Attribution(TextTableHTML):
         return {e: i for i, e in enumerate(self.edges or ())}
 
     # tables ----------------------------------------------------------------------------------
-    def ranking(self, view: str = "path"):
-        """A ``Ranking`` of one view (name, kind, depth, path, value, share = value / output).
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The views this attribution holds, among ``path``, ``node``, ``edge``."""
+        have = (("path", self.paths), ("node", self.nodes), ("edge", self.edges))
+        return tuple(v for v, rows in have if rows is not None)
 
-        Rows keep the view's order; ``.top(k)`` sorts by ``|value|``.
-        """
-        from .ranking import Ranking
-
-        return Ranking(
-            self.records(view),
-            total=self.total,
-            title=f"{view} contributions to {self.target_label}",
-            value_label="contribution",
-            notes=tuple(self.notes),
-        )
-
-    def records(self, view: str = "path") -> list[dict]:
-        """Rows of one view as plain dicts (``name``, ``kind``, ``depth``, ``path``, ``value``).
+    def ranking(self, view: str | None = None) -> Ranking:
+        """A ``Ranking`` of one view (default: paths when enumerated, else nodes); ``value`` is
+        the contribution, ``share = value / output``. Rows keep the view's order; ``.top(k)``
+        sorts by ``|value|``.
 
         Paths: depth = heads and MLPs passed. Nodes (``kind`` head/mlp) and edges (``kind``
         like ``head→head``, ``source→logits``): depth = heads and MLPs the row names.
         """
+        view = self._view(view)
+        if view == "path":
+            rows = [dict(zip(("name", "kind", "depth"), path_info(p)), path=p, value=float(v))
+                    for p, v in zip(self.paths, self.summarize(self.path_values))]
+        elif view == "node":
+            rows = [dict(name=n, kind=parse_node(n).kind, depth=1, path=(n,), value=float(v))
+                    for n, v in zip(self.nodes, self.summarize(self.node_values))]
+        else:
+            rows = [dict(name=f"{a} → {b}", kind=_edge_kind(a, b), path=(a, b), value=float(v),
+                         depth=sum(parse_node(x).kind in ("head", "mlp") for x in (a, b)))
+                    for (a, b), v in zip(self.edges, self.summarize(self.edge_values))]
+        return Ranking(rows, total=self.total, title=f"{view} contributions to {self.target_label}",
+                       value_label="contribution", notes=tuple(self.notes), of=f"{view}s",
+                       by_magnitude=True)
+
+    def rankings(self) -> tuple[Ranking, ...]:
+        """Every view held, as rankings (what ``path_graph`` reads)."""
+        return tuple(self.ranking(v) for v in self.views)
+
+    def _view(self, view: str | None) -> str:
+        if view is None:
+            return "path" if self.paths is not None else "node"
         if view not in VIEWS:
             raise PathexpandError(f"view must be one of {VIEWS}, got {view!r}")
-        if view == "path":
-            if self.paths is None:
-                raise PathexpandError("this attribution has no path view (too many paths?); "
-                                      "use pe.top_k_paths for the largest ones")
-            vals = self.summarize(self.path_values)
-            out = []
-            for p, v in zip(self.paths, vals):
-                name, kind, depth = path_info(p)
-                out.append(dict(name=name, kind=kind, depth=depth, path=p, value=float(v)))
-            return out
-        if view == "node":
-            if self.nodes is None:
-                raise PathexpandError("this attribution has no node view")
-            vals = self.summarize(self.node_values)
-            return [
-                dict(name=n, kind=parse_node(n).kind, depth=1, path=(n,), value=float(v))
-                for n, v in zip(self.nodes, vals)
-            ]
-        if self.edges is None:
-            raise PathexpandError("this attribution has no edge view")
-        vals = self.summarize(self.edge_values)
-        return [
-            dict(name=f"{a} → {b}", kind=_edge_kind(a, b), path=(a, b), value=float(v),
-                 depth=sum(parse_node(x).kind in ("head", "mlp") for x in (a, b)))
-            for (a, b), v in zip(self.edges, vals)
-        ]
+        if view not in self.views:
+            why = (f"{self.n_paths:,} paths > max_paths; use pe.top_k_paths for the largest ones, "
+                   "or the node and edge views") if view == "path" else f"ask for views=('{view}', ...)"
+            raise PathexpandError(f"this attribution has no {view} view ({why})")
+        return view
 
-    def top(self, k: int = 10, view: str = "path") -> list[dict]:
-        """The ``k`` rows of a view with the largest ``|value|``."""
-        rows = self.records(view)
-        rows.sort(key=lambda r: -abs(r["value"]))
-        return rows[:k]
+    def summary(self) -> str:
+        return (f"attribution of {self.target_label} at position(s) {list(self.positions)}: "
+                f"output {self.total:.4g}, residual error {self.residual_error():.1e}")
 
     def to_dict(self, k: int | None = None) -> dict:
         """JSON-ready summary: target, output, residual error, constants and the views (top ``k``)."""
@@ -208,39 +194,27 @@ class Attribution(TextTableHTML):
             "n_paths": self.n_paths,
             "constants": {n: float(self.summarize(v[None])[0]) for n, v in self.constants.items()},
         }
-        for view, have in (("path", self.paths), ("node", self.nodes), ("edge", self.edges)):
-            if have is not None:
-                rows = self.top(k or 10**9, view)
-                for r in rows:
-                    r["path"] = list(r["path"])
-                out[view + "s"] = rows
+        for view in self.views:
+            out[view + "s"] = self.top(k or 10**9, view=view).to_records()
         if self.notes:
             out["notes"] = list(self.notes)
         return out
 
     def __str__(self) -> str:
-        lines = [(
-            f"attribution of {self.target_label} at position(s) {list(self.positions)}: "
-            f"output {self.total:.4g}, residual error {self.residual_error():.1e}"
-        )]
-        for view, have in (("path", self.paths), ("node", self.nodes), ("edge", self.edges)):
-            if have is None:
-                continue
+        lines = [self.summary()]
+        for view in self.views:
             lines.append(f"  top {view}s:")
-            for r in self.top(5, view):
-                lines.append(f"    {r['name']:<28} {r['value']:+.4g}")
+            for r in self.top(5, view=view):
+                lines.append(f"    {r.name:<28} {r.value:+.4g}")
         return "\n".join(lines)
 
 
 def _as_path(path, paths) -> tuple[str, ...]:
-    if isinstance(path, tuple):
-        if path in paths:
-            return path
-        raise PathexpandError(f"path {path} is not among this attribution's paths")
-    for p in paths:
-        if path_info(p)[0] == path:
-            return p
-    raise PathexpandError(f"no path named {path!r}; names look like 'L1H0∘L0H1' or 'pos:L1H0'")
+    key = tuple(path) if isinstance(path, tuple) else parse_term_name(path)
+    if key in paths:
+        return key
+    raise PathexpandError(f"path {term_name(key)!r} is not among this attribution's paths; "
+                          "names look like 'L1H0∘L0H1', 'pos:L1H0' or 'direct'")
 
 
 def _edge_kind(a: str, b: str) -> str:
@@ -249,22 +223,9 @@ def _edge_kind(a: str, b: str) -> str:
     return f"{ka}→{kb}"
 
 
-def path_info(path: Iterable[str]) -> tuple[str, str, int]:
-    """``(name, kind, depth)`` of a path exactly as the symbolic ``Term`` names it.
-
-    name: ``L1H0∘L0H1``, ``direct``, ``pos:L1H0``, ``L0.b_O`` (``symbolic.terms.term_name``);
-    kind: ``bias`` > ``mlp`` > ``virtual`` > ``head`` > ``direct`` (``logit_kind``); depth:
-    heads and MLPs passed.
-    """
-    from ..symbolic.terms import logit_kind, term_name
-
-    path = tuple(path)
-    return term_name(path), logit_kind(path), len(path) - 1
-
-
 # attribute ----------------------------------------------------------------------------------
 def attribute(
-    weights: Weights,
+    model,
     tokens,
     *,
     target=None,
@@ -287,20 +248,22 @@ def attribute(
     or text when the weights have a tokenizer. ``views``: any of ``"path"``, ``"node"``,
     ``"edge"`` (default: all, leaving out paths when there are more than ``max_paths``;
     asking for ``"path"`` then raises, pointing at ``top_k_paths``). Prompts are processed
-    ``batch_size`` at a time (bounded memory), with a progress bar if ``progress``.
+    ``batch_size`` at a time (bounded memory), with a progress bar if ``progress``. ``model``
+    is anything ``pe.load`` takes; ``tokens`` text, ids or a ``.npy`` path.
 
     >>> res = pe.attribute(pe.load("attn-only-2l"), "def f(x):", target=" ")   # doctest: +SKIP
     >>> res.residual_error() < 1e-5                                             # doctest: +SKIP
     True
     """
-    tokens = _token_array(weights, tokens)
+    weights = as_weights(model)
+    tokens = as_tokens(weights, tokens)
     B, n = tokens.shape
     chosen = views is not None
     views = _views(views)
     own_top = target is None and diff is None
     tgt = None if own_top else resolve_target(weights, target, diff, positions, (B, n))
     chunks, first, dropped = [], None, False
-    for lo, hi in track(_batches(B, batch_size), progress, "attributing"):
+    for lo, hi in track(batches(B, batch_size), progress, "attributing"):
         frozen = freeze(weights, tokens[lo:hi], device=device, dtype=dtype)
         if "path" in views and frozen.n_paths() > max_paths:
             if chosen:
@@ -334,31 +297,6 @@ def _views(views) -> tuple[str, ...]:
     if bad:
         raise PathexpandError(f"views must be among {VIEWS}, got {bad}")
     return views
-
-
-def _token_array(weights, tokens) -> np.ndarray:
-    """Ids ``[batch, pos]`` from ids, text or a token file (memory-mapped files stay so)."""
-    import torch
-
-    tokens = encode_tokens(weights, tokens)
-    if isinstance(tokens, torch.Tensor):
-        tokens = tokens.detach().cpu().numpy()
-    a = token_array(tokens)
-    return a if isinstance(a, np.memmap) else a.astype(np.int64)
-
-
-def _batches(B: int, batch_size: int | None):
-    step = B if batch_size is None else check_int("batch_size", batch_size, 1)
-    return [(lo, min(B, lo + step)) for lo in range(0, B, step)]
-
-
-def own_target(frozen: Frozen, weights, positions) -> Target:
-    """The target "logit of the model's own top prediction" for the prompts of ``frozen``."""
-    from .targets import resolve_positions
-
-    pos = resolve_positions(positions, frozen.n_pos)
-    top = frozen.logits_at(pos).argmax(-1).cpu().numpy()                   # [b, T]
-    return resolve_target(weights, None, None, positions, (frozen.batch, frozen.n_pos), top=top)
 
 
 # one chunk --------------------------------------------------------------------------------
@@ -474,11 +412,7 @@ def _scale(fz: Frozen, tgt: Target, logits_val):
 
 
 def _path_order(fz: Frozen, paths) -> list[int]:
-    """Rows in the order of the symbolic expansion when it is available, else depth-first."""
-    try:
-        from ..symbolic import expand_logits
-    except ImportError:  # the symbolic layer is optional for numbers
-        return list(range(len(paths)))
+    """Rows in the order of the symbolic expansion (paths it does not list: depth-first, last)."""
     index = {p: i for i, p in enumerate(paths)}
     order: list[int] = []
     for term in expand_logits(fz.arch):
@@ -526,168 +460,3 @@ def _merge(chunks: list[dict], tgt: Target, tokens, views) -> Attribution:
     return res
 
 
-# attention scores ---------------------------------------------------------------------------
-@dataclass
-class ScoreAttribution(TextTableHTML):
-    """A head's pre-softmax score at (query, key) split into (query path × key path) terms.
-
-    ``terms``: dicts with ``name`` (``q:direct · k:L0H0``), ``kind`` (direct, q_composition,
-    k_composition, qk_composition), ``query_path``, ``key_path``, ``value`` (the term at
-    (query, key); the values sum to ``score``), ``effect`` and ``softmax_invariant`` (the term
-    is the same for every key of this query, so it cannot change where the head attends).
-    ``effect = value − mean_k value_k`` over the other keys k the query sees: how much more
-    the term favours this key than a typical other key (the softmax ignores what is common to
-    all keys, so softmax-invariant terms have effect 0; 0 when the query sees one key). ``score`` is the model's own score (``/√d_head`` applied, as
-    ``Cache.scores``).
-    """
-
-    head: str
-    query: int
-    key: int
-    score: float
-    pattern: float
-    terms: list[dict]
-    model: str | None = None
-
-    def residual_error(self) -> float:
-        """``|Σ terms − score| / max(|score|, Σ|terms|)``."""
-        total = sum(t["value"] for t in self.terms)
-        scale = max(abs(self.score), sum(abs(t["value"]) for t in self.terms), 1e-300)
-        return abs(total - self.score) / scale
-
-    def top(self, k: int = 10, *, by: str = "effect", invariant: bool = False) -> list[dict]:
-        """The ``k`` terms that most raise attention to this key (largest ``by`` first:
-        ``"effect"``, or ``"value"`` for the raw score terms); softmax-invariant ones left out
-        unless ``invariant``."""
-        if by not in ("effect", "value"):
-            raise PathexpandError(f"by must be 'effect' or 'value', got {by!r}")
-        rows = [t for t in self.terms if invariant or not t["softmax_invariant"]]
-        return sorted(rows, key=lambda t: -t[by])[:k]
-
-    def by_kind(self) -> dict[str, float]:
-        """Sum of the terms of each composition kind."""
-        out: dict[str, float] = {}
-        for t in self.terms:
-            out[t["kind"]] = out.get(t["kind"], 0.0) + t["value"]
-        return out
-
-    def ranking(self):
-        """The terms as a ``Ranking`` (extra columns: query_path, key_path, softmax_invariant)."""
-        from .ranking import Ranking
-
-        rows = [
-            dict(name=t["name"], kind=t["kind"], depth=len(t["query_path"]) + len(t["key_path"]) - 2,
-                 path=(self.head,), value=t["value"], query_path=t["query_path"],
-                 key_path=t["key_path"], effect=t["effect"], softmax_invariant=t["softmax_invariant"])
-            for t in self.terms
-        ]
-        return Ranking(rows, total=self.score, title=f"{self.head} score at ({self.query}, {self.key})",
-                       value_label="score term")
-
-    def to_dict(self) -> dict:
-        terms = [dict(t, query_path=list(t["query_path"]), key_path=list(t["key_path"])) for t in self.terms]
-        return {"head": self.head, "query": self.query, "key": self.key, "score": self.score,
-                "pattern": self.pattern, "residual_error": self.residual_error(), "terms": terms}
-
-    def __str__(self) -> str:
-        lines = [(f"{self.head} score at query {self.query}, key {self.key}: {self.score:.4g} "
-                  f"(attention {self.pattern:.3f})")]
-        for t in self.top(8):
-            lines.append(f"  {t['name']:<40} {t['kind']:<15} {t['value']:+.4g}  effect {t['effect']:+.4g}")
-        return "\n".join(lines)
-
-
-def attribute_scores(
-    weights: Weights,
-    tokens,
-    head: str,
-    query: int,
-    key: int,
-    *,
-    device=None,
-    dtype=None,
-) -> ScoreAttribution:
-    """Split ``head``'s pre-softmax score at ``(query, key)`` into (query path × key path) terms.
-
-    Earlier attention (and LN scales, MLP gates) frozen, the query input at position
-    ``query`` is ``Σ_paths ln1(f_path)[query] W_Q`` + ``b_Q`` (+ ``ln1.b W_Q``, + shortformer
-    ``W_pos[query] W_Q``), the key input likewise, and the score is the sum over every pair
-    of ``q_path · k_path / √d_head``, exactly. Terms are the ``ScoreTerm``s of
-    ``expand_scores(arch, head)`` (kinds and softmax invariance from there). One prompt.
-    """
-    import torch
-
-    tokens = _token_array(weights, tokens)
-    if tokens.shape[0] != 1:
-        raise PathexpandError(f"attribute_scores explains one prompt; got a batch of {tokens.shape[0]}")
-    from ..architecture import Architecture
-
-    arch = Architecture.from_weights(weights)
-    layer, h = arch.check_head(head)
-    n = tokens.shape[1]
-    for label, v in (("query", query), ("key", key)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not -n <= v < n:
-            raise PathexpandError(f"{label} must be a position in [0, {n}), got {v!r}")
-    query, key = int(query) % n, int(key) % n
-    if weights.config.attention_dir == "causal" and key > query:
-        raise PathexpandError(
-            f"key {key} is after query {query}: the causal mask hides it (score -inf); pick key ≤ query"
-        )
-    with torch.no_grad():
-        fz = freeze(weights, tokens, device=device, dtype=dtype)
-        q_side = _score_side(fz, layer, h, "q", slice(query, query + 1))
-        k_side = _score_side(fz, layer, h, "k", slice(None))
-        qv = torch.stack(list(q_side.values()))[:, 0]                  # [Pq, e]
-        kv = torch.stack(list(k_side.values()))                        # [Pk, pos, e]
-        rows = torch.einsum("qe,kpe->qkp", qv, kv) / math.sqrt(weights.config.d_head)  # [Pq, Pk, pos]
-        visible = torch.isfinite(fz.scores[0, layer, h, query])       # [pos]: keys the query sees
-        others = visible.clone()
-        others[key] = False
-        values = rows[..., key].cpu().numpy()
-        baseline = rows[..., others].mean(-1) if bool(others.any()) else rows[..., key]
-        effects = (rows[..., key] - baseline).cpu().numpy()            # value − mean over other keys
-        score = float(fz.scores[0, layer, h, query, key])
-        pattern = float(fz.patterns[0, layer, h, query, key])
-    qi = {p: i for i, p in enumerate(q_side)}
-    ki = {p: i for i, p in enumerate(k_side)}
-    terms = []
-    for t in _score_terms(arch, head):
-        i, j = qi.get(t.query_path), ki.get(t.key_path)
-        if i is None or j is None:
-            continue  # a source this model does not have (e.g. an LN bias of an LNPre model)
-        terms.append(dict(name=t.name, kind=t.kind, query_path=t.query_path, key_path=t.key_path,
-                          value=float(values[i, j]), effect=float(effects[i, j]),
-                          softmax_invariant=bool(t.softmax_invariant)))
-    if len(terms) != len(qi) * len(ki):
-        raise PathexpandError(  # pragma: no cover - the two enumerations disagree
-            f"{head}: {len(terms)} score terms named, {len(qi) * len(ki)} evaluated"
-        )
-    return ScoreAttribution(head, query, key, score, pattern, terms, getattr(weights, "name", None))
-
-
-def _score_terms(arch, head):
-    from ..symbolic import expand_scores
-
-    return expand_scores(arch, head)
-
-
-def _score_side(fz: Frozen, layer: int, h: int, side: str, positions: slice) -> dict:
-    """Each path's contribution to the head's query (``side="q"``) or key input at
-    ``positions``, projected: ``{path: [n_positions, d_head]}`` (paths into stage ``attn``
-    of ``layer``; bias paths broadcast over positions)."""
-    a = f"blocks.{layer}.attn"
-    W = fz.p[a + (".W_Q" if side == "q" else ".W_K")][h]                  # [d, e]
-    stop = next(st.index for st in fz.stages if st.kind == "attn" and st.layer == layer)
-    out = {}
-    ln = f"blocks.{layer}.ln1"
-    n = len(range(*positions.indices(fz.patterns.shape[-1])))
-    for path, f in fz.iter_paths(stop=stop):
-        out[path] = fz.ln(f, ln)[0, positions] @ W
-    if fz.config.positional == "shortformer":
-        out[("pos",)] = fz.p["W_pos"][: fz.patterns.shape[-1]][positions] @ W
-    if fz.arch.biases:
-        if fz.config.normalization == "LN":
-            out[(f"L{layer}.ln1.b",)] = (fz.p[ln + ".b"] @ W).expand(n, -1)
-        b = "b_Q" if side == "q" else "b_K"
-        out[(f"L{layer}H{h}.{b}",)] = fz.p[f"{a}.{b}"][h].expand(n, -1)
-    return out

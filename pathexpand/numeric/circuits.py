@@ -1,209 +1,285 @@
-"""The virtual weight matrix of a term, built from its path as a chain of factors.
+"""The one circuit builder: every data-free matrix of the model — a head's OV and QK circuits, the
+full circuits through ``W_E``/``W_U``, a path's virtual weights, a score term — is built here,
+as a chain of factors (``Factored``), with normalization handled one way.
 
-A logit path ``(source, n_1, ..., n_k)`` is the product (right-multiplying, DESIGN.md §2)
+A logit path ``(source, n_1, ..., n_k)`` is (right-multiplying, DESIGN.md §2)
 
-    S · R_{n_1} · R_{n_2} ⋯ R_{n_k} · W_U
+    S · R_{n_1} ⋯ R_{n_k} · W_U
 
-with ``S`` the source's rows (``W_E``, ``W_pos``, or one bias row: ``b_V W_O``, ``b_O``,
-``b_in W_out``, ``b_out``, ``ln1.b``, ``ln2.b``, ``ln_final.b``), ``R`` a node's map on the
-residual stream — a head's ``W_V W_O``, an MLP's **linearised** ``W_in W_out`` (gates frozen
-at 1: what the MLP does in its linear regime; a data-free number cannot know the real
-gates) — e.g. ``("embed", "L0H1", "L1H0")`` → ``W_E · W_OV^{0,1} · W_OV^{1,0} · W_U``.
+with ``S`` the source's rows (``W_E``, ``W_pos``, or a bias row: ``b_V W_O``, ``b_O``,
+``b_in W_out``, ``b_out``, ``ln1.b``, ``ln2.b``, ``ln_final.b``) and ``R`` a node's map on the
+residual stream: a head's ``W_V W_O``, an MLP's **linearised** ``W_in W_out`` (gates frozen at
+1: the MLP in its linear regime; a data-free number cannot know the real gates). A score term
+``(query path, key path)`` of head ``h`` is ``X_q W_Q^h (X_k W_K^h)ᵀ`` (before ``1/√d_head``)
+with ``X`` the two sides' chains without ``W_U``; ``b_Q``/``b_K`` are rows in ``d_head`` space
+that skip ``W_Q``/``W_K``; shortformer ``pos`` joins the query/key input after ``ln1``.
 
-A score term ``(query path, key path)`` of head ``h`` is ``X_q W_Q^h (X_k W_K^h)ᵀ`` with ``X``
-the two sides' chains without ``W_U`` — before the ``1/√d_head`` scale, like ``ScoreTerm``.
-``L{l}H{h}.b_Q``/``b_K`` sources are rows in ``d_head`` space that skip ``W_Q``/``W_K``;
-shortformer ``pos`` is added to the query/key input itself (no LayerNorm in between).
+**Normalization** (``numeric.norm``, the same algebra as ``fold_layernorm``): every matrix that
+reads a norm's output is its reader form ``C diag(w) W`` (``W_Q``, ``W_K``, ``W_V`` of ln1,
+``W_in`` of ln2, ``W_U`` of ln_final) and every matrix that writes the residual stream its
+writer form ``W C`` (``W_E``, standard ``W_pos``, ``W_O``, ``W_out`` and the written biases);
+the per-position ``1/σ`` is dropped (only data gives it). Matrices on the far side of a norm —
+LayerNorm biases, shortformer positions — meet the raw reader. A product of reader and writer
+forms equals the same product of raw matrices whenever a reader sits between two writers (``C``
+is a projector), so full circuits are the model's own; standalone residual-scope matrices
+(``W_OV = W_V W_O``) are what a normalised reader can see. With no norm nothing changes. This is
+TransformerLens's ``fold_ln`` + ``center_writing_weights``, so its ``OV``, ``QK`` and composition
+scores on a processed model are ours.
 
-LayerNorm: a frozen LN is ``x ↦ (x/σ) C diag(w) + b`` (``C`` centres over ``d_model``). The
-data-free circuit keeps ``C diag(w)`` in every reader (``W_V, W_Q, W_K, W_in, W_U`` become
-``C diag(w) W``, exactly what ``fold_layernorm`` does) and **drops the per-position 1/σ**,
-which only data can give; the LN bias is its own source and meets the raw reader. LNPre
-models keep ``C`` only.
-
-``scope="residual"`` drops the token/positional embedding at the start (the chain starts
-from the residual stream, the identity for the direct path) and ``W_U`` at the end
-(``b_U`` has no residual part and gives no chain).
+``scope="residual"`` drops the token/positional embedding at the start (the identity for the
+direct path) and ``W_U`` at the end (``b_U`` has no residual part and gives no chain).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
+from ..architecture import Architecture
 from ..errors import PathexpandError
-from ..names import parse_head, parse_node
+from ..names import REMAINDER, parse_node, parse_term_name
+from ..symbolic import ScoreTerm, Term
+from . import norm
 from .factored import Factored, _as_tensor
-from .forward import _torch_dtype
+from .forward import torch_dtype
+from .weights import Weights, as_weights
 
-__all__ = ["SCOPES", "CircuitContext", "circuit", "logit_keys", "score_keys"]
+__all__ = ["SCOPES", "MLP_MODES", "Circuits", "circuit"]
 
 SCOPES = ("full", "residual")
-Key = tuple  # (tensor name, index tuple, transposed)
+MLP_MODES = ("linear", "refuse")
+_RAW_SOURCES = ("ln1.b", "ln2.b", "ln_final.b")  # enter after a norm: meet raw readers
 
 
-def _key(name: str, index: tuple = (), transposed: bool = False) -> Key:
-    return (name, tuple(index), transposed)
+def circuit(what, model, *, scope: str = "full", mlp: str = "linear", device=None, dtype=None) -> Factored:
+    """A data-free circuit as a ``Factored`` chain (exact factors, nothing vocabulary-sized built).
+
+    ``what``: ``"OV"`` (every head's ``W_E W_V W_O W_U``, ``[n_layers, n_heads, d_vocab,
+    d_vocab_out]``; residual scope ``W_V W_O``), ``"QK"`` (every head's ``W_E W_Q W_Kᵀ W_Eᵀ``;
+    residual scope ``W_Q W_Kᵀ``), a ``Term``, a ``ScoreTerm``, a logit path tuple
+    (``("embed", "L0H1", "L1H0")``) or a term name (``"L1H0∘L0H1"``, ``"pos:L1H0"``).
+    ``model`` is anything ``pe.load`` takes.
+    """
+    c = Circuits(as_weights(model), device=device, dtype=dtype)
+    if isinstance(what, str) and what in ("OV", "QK"):
+        return c.ov(scope) if what == "OV" else c.qk(scope)
+    if isinstance(what, str):
+        what = parse_term_name(what)
+    return Factored(*c.term(what, scope=scope, mlp=mlp))
 
 
-class CircuitContext:
-    """The tensors a chain is made of, on one device and dtype, built lazily and cached.
+class Circuits:
+    """The factors of a model's circuits on one device and dtype, each built once.
 
-    Names: ``W_E``, ``W_pos``, ``W_U``, ``I`` (identity), per head ``W_V``, ``W_O``, ``W_Q``,
-    ``W_K`` (``[L, H, ...]``), their LayerNorm readers ``W_V~``, ``W_Q~``, ``W_K~``, ``W_U~``,
-    per layer ``W_in``, ``W_in~``, ``W_out``, and bias rows ``b_V``/``b_Q``/``b_K``
-    (``[L, H, 1, d_head]``), ``b_O``, ``b_in``, ``b_out``, ``ln1.b``, ``ln2.b`` (``[L, 1, ·]``),
-    ``ln_final.b``, ``b_U`` (``[1, ·]``).
+    Reader and writer forms (module docstring) of every weight, stacked over layers and heads:
+    ``W_Q``, ``W_K``, ``W_V`` ``[L, H, d_model, d_head]``, ``W_O`` ``[L, H, d_head, d_model]``,
+    ``W_in`` ``[L, d_model, d_mlp]``, ``W_out`` ``[L, d_mlp, d_model]``, ``W_E``, ``W_pos``,
+    ``W_U``; raw forms under ``raw(name)``.
     """
 
-    def __init__(self, weights, *, device=None, dtype=None):
+    def __init__(self, weights: Weights, *, device=None, dtype=None):
         self.weights = weights
         self.config = weights.config
+        self.arch = Architecture.from_weights(weights)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.dtype = _torch_dtype(dtype, weights)
+        self.dtype = torch_dtype(dtype, weights)
         self._cache: dict[str, torch.Tensor] = {}
 
+    # tensors ---------------------------------------------------------------------------------
     def _t(self, array) -> torch.Tensor:
         return _as_tensor(array, self.device, self.dtype)
 
-    def _reader(self, W: torch.Tensor, ln: str) -> torch.Tensor:
-        """C diag(w) W over the d_model axis (-2) for LayerNorm ``ln`` (``"ln1"``, ``"ln2"``,
-        ``"ln_final"``); ``W`` is stacked ``[L, H, d, ·]`` (ln1), ``[L, d, ·]`` (ln2) or ``[d, ·]``."""
-        norm = self.config.normalization
-        if norm is None:
-            return W
-        if norm == "LN":
-            if ln == "ln_final":
-                w = self._t(self.weights["ln_final.w"])[:, None]
-            elif ln == "ln1":
-                w = self._t(self.weights.stacked("ln1.w"))[:, None, :, None]
+    def raw(self, name: str) -> torch.Tensor:
+        """A weight as stored, stacked over layers (``W_V`` ``[L, H, d, e]``, ``b_O`` ``[L, d]``)."""
+        key = "raw:" + name
+        if key not in self._cache:
+            w = self.weights
+            if name in ("W_E", "W_U", "b_U", "ln_final.b"):
+                t = self._t(w[name])
+            elif name == "W_pos":
+                if w.W_pos is None:
+                    raise PathexpandError("this model has no positional embedding (W_pos)")
+                t = self._t(w.W_pos)
             else:
-                w = self._t(self.weights.stacked("ln2.w"))[:, :, None]
-            W = W * w
-        return W - W.mean(-2, keepdim=True)
+                t = self._t(w.stacked(name))
+            self._cache[key] = t
+        return self._cache[key]
 
-    def get(self, name: str) -> torch.Tensor:
-        if name in self._cache:
-            return self._cache[name]
-        w, c = self.weights, self.config
-        if name == "ln_final.b" and c.normalization == "LNPre":
-            t = torch.zeros(1, c.d_model, device=self.device, dtype=self.dtype)
-        elif name in ("W_E", "W_U", "ln_final.b", "b_U"):
-            t = self._t(w[name])
-            if name in ("ln_final.b", "b_U"):
-                t = t.unsqueeze(0)
-        elif name == "W_pos":
-            if w.W_pos is None:
-                raise PathexpandError("this model has no positional embedding (W_pos)")
-            t = self._t(w.W_pos)
-        elif name == "I":
-            t = torch.eye(c.d_model, device=self.device, dtype=self.dtype)
-        elif name in ("W_Q", "W_K", "W_V", "W_O", "W_in", "W_out"):
-            t = self._t(w.stacked(name))
-        elif name in ("W_Q~", "W_K~", "W_V~"):
-            t = self._reader(self.get(name[:-1]), "ln1")
-        elif name == "W_in~":
-            t = self._reader(self.get("W_in"), "ln2")
-        elif name == "W_U~":
-            t = self._reader(self.get("W_U"), "ln_final")
-        elif name in ("ln1.b", "ln2.b") and c.normalization == "LNPre":
-            t = torch.zeros(c.n_layers, 1, c.d_model, device=self.device, dtype=self.dtype)  # folded away
-        elif name in ("b_V", "b_Q", "b_K", "b_O", "b_in", "b_out", "ln1.b", "ln2.b"):
-            t = self._t(w.stacked(name)).unsqueeze(-2)
+    def __getitem__(self, name: str) -> torch.Tensor:
+        """The reader/writer form of a weight (module docstring)."""
+        if name not in self._cache:
+            kind = self.config.normalization
+            if name in ("W_Q", "W_K", "W_V"):
+                t = norm.reader(self.raw(name), kind, self._norm_w("ln1", 4), axis=-2)
+            elif name == "W_in":
+                t = norm.reader(self.raw(name), kind, self._norm_w("ln2", 3), axis=-2)
+            elif name == "W_U":
+                t = norm.reader(self.raw(name), kind, self._norm_w("ln_final", 2), axis=-2)
+            elif name in ("W_E", "W_O", "W_out", "b_O", "b_out"):
+                t = norm.writer(self.raw(name), kind)
+            elif name == "W_pos":
+                shortformer = self.config.positional == "shortformer"
+                t = self.raw(name) if shortformer else norm.writer(self.raw(name), kind)
+            else:
+                raise PathexpandError(f"unknown circuit tensor {name!r}")
+            self._cache[name] = t
+        return self._cache[name]
+
+    def _norm_w(self, ln: str, ndim: int):
+        """The norm's weight shaped to broadcast along the d_model axis (-2) of an
+        ``ndim``-dimensional stacked reader; None without ``LN`` weights."""
+        if self.config.normalization != "LN":
+            return None
+        if ln == "ln_final":
+            w = self._t(self.weights["ln_final.w"])
         else:
-            raise PathexpandError(f"unknown circuit tensor {name!r}")
-        self._cache[name] = t
-        return t
+            w = self._t(self.weights.stacked(f"{ln}.w"))                     # [L, d]
+            w = w.reshape(w.shape[0], *([1] * (ndim - 3)), w.shape[1])     # [L, (1,) d]
+        return w[..., :, None]
 
-    def tensor(self, key: Key) -> torch.Tensor:
-        """One factor: the named tensor at its index, transposed when asked."""
-        name, index, transposed = key
-        t = self.get(name)[index] if index else self.get(name)
-        return t.mT if transposed else t
+    # whole-model circuits --------------------------------------------------------------------------
+    def ov(self, scope: str = "full") -> Factored:
+        """Every head's OV circuit ``[L, H, ·, ·]``: ``W_E W_V W_O W_U`` (full) or ``W_V W_O``."""
+        _check_scope(scope)
+        self._need_heads()
+        mid = (self["W_V"], self["W_O"])
+        return Factored(self["W_E"], *mid, self["W_U"]) if scope == "full" else Factored(*mid)
+
+    def qk(self, scope: str = "full") -> Factored:
+        """Every head's QK circuit ``[L, H, ·, ·]``: ``W_E W_Q W_Kᵀ W_Eᵀ`` (full) or ``W_Q W_Kᵀ``."""
+        _check_scope(scope)
+        self._need_heads()
+        mid = (self["W_Q"], self["W_K"].mT)
+        return Factored(self["W_E"], *mid, self["W_E"].mT) if scope == "full" else Factored(*mid)
+
+    def _need_heads(self) -> None:
+        if not self.arch.heads:
+            raise PathexpandError("this model has no attention heads, so no OV or QK circuits")
+
+    # terms -------------------------------------------------------------------------------------
+    def term(self, term, *, scope: str = "full", mlp: str = "linear") -> list[torch.Tensor]:
+        """Factors of a ``Term``, ``ScoreTerm`` or logit path tuple (validated against the model)."""
+        _check_scope(scope)
+        _check_mlp(mlp)
+        if (isinstance(term, (Term, ScoreTerm)) and term.is_remainder) or term == (REMAINDER,):
+            raise PathexpandError("the remainder term stands for many paths and has no single chain")
+        if isinstance(term, ScoreTerm):
+            layer, head = self.arch.check_head(term.head)
+            for n in term.query_path[1:] + term.key_path[1:]:
+                self.arch.check_node(n)
+            q, k = term.query_path, term.key_path
+            return self.score_chain(layer, head, (q[0], _nodes(q)), (k[0], _nodes(k)),
+                                    scope=scope, mlp=mlp)
+        path = tuple(term.path) if isinstance(term, Term) else tuple(term)
+        for n in path[1:]:
+            self.arch.check_node(n)
+        factors = self.logit_chain(path[0], _nodes(path), scope=scope, mlp=mlp)
+        if factors is None:
+            raise PathexpandError(f"{path[0]!r} has no {scope!r}-scope chain (b_U never enters "
+                                  "the residual stream)")
+        return factors
+
+    def logit_chain(self, source: str, nodes, *, scope: str, mlp: str) -> list[torch.Tensor] | None:
+        """Factors of a logit path from ``source`` through ``nodes`` (``(kind, layer, head)``,
+        ``head`` an int or, to batch, a 1-D index tensor: each such head gets its own broadcast
+        axis, in order, so the chain is the stack of every combination); None when the scope
+        leaves nothing (``b_U`` in residual scope)."""
+        if source == "b_U":
+            return [self.raw("b_U")[None]] if scope == "full" else None
+        factors, raw = self._source(source, scope)
+        factors += self._nodes(nodes, raw, mlp, _Axes(nodes))
+        if scope == "full":
+            factors.append(self.raw("W_U") if raw and not nodes else self["W_U"])
+        return factors or [torch.eye(self.config.d_model, device=self.device, dtype=self.dtype)]
+
+    def score_chain(self, layer: int, head: int, query, key, *, scope: str, mlp: str) -> list[torch.Tensor]:
+        """Factors of a score term of head ``(layer, head)``: query side, ``W_Q``, ``W_Kᵀ``,
+        key side transposed. ``query``/``key`` are ``(source, nodes)`` as ``logit_chain`` takes
+        (batched heads: the query side's axes first, then the key side's)."""
+        axes = _Axes(list(query[1]) + list(key[1]))
+        q = self._side(layer, head, "Q", *query, scope=scope, mlp=mlp, axes=axes)
+        k = self._side(layer, head, "K", *key, scope=scope, mlp=mlp, axes=axes)
+        return q + [f.mT for f in reversed(k)]
+
+    def _side(self, layer: int, head: int, side: str, source: str, nodes, *, scope, mlp, axes):
+        if source == f"L{layer}H{head}.b_{side}":
+            return [self.raw(f"b_{side}")[layer, head][None]]                 # [1, d_head]
+        if source == "b_U":
+            raise PathexpandError("'b_U' cannot feed a query or key")
+        factors, raw = self._source(source, scope, qk=True)
+        factors += self._nodes(nodes, raw, mlp, axes)
+        reader = self.raw(f"W_{side}") if raw and not nodes else self[f"W_{side}"]
+        eye = [] if factors else [torch.eye(self.config.d_model, device=self.device, dtype=self.dtype)]
+        return eye + factors + [reader[layer, head]]
+
+    def _source(self, source: str, scope: str, *, qk: bool = False) -> tuple[list[torch.Tensor], bool]:
+        """(factors, next reader raw?) of a source row block."""
+        if source == "embed":
+            return ([self["W_E"]] if scope == "full" else []), False
+        if source == "pos":
+            raw = qk and self.config.positional == "shortformer"
+            return ([self["W_pos"]] if scope == "full" else []), raw
+        node = parse_node(source)
+        if node.kind != "bias":
+            raise PathexpandError(f"{source!r} is not a source")
+        l, h, p = node.layer, node.head, node.param
+        if p == "b_V":
+            return [self.raw("b_V")[l, h][None], self["W_O"][l, h]], False
+        if p in ("b_O", "b_out"):
+            return [self[p][l][None]], False
+        if p == "b_in":
+            return [self.raw("b_in")[l][None], self["W_out"][l]], False
+        if p in _RAW_SOURCES:
+            if self.config.normalization != "LN":  # folded away (LNPre) or absent: a zero row
+                return [torch.zeros(1, self.config.d_model, device=self.device, dtype=self.dtype)], True
+            stored = self.raw("ln_final.b") if p == "ln_final.b" else self.raw(p)[l]
+            return [stored[None]], True
+        raise PathexpandError(f"source {source!r} cannot start a chain")
+
+    def _nodes(self, nodes, raw: bool, mlp: str, axes: _Axes) -> list[torch.Tensor]:
+        """Factors of the nodes after a source; the first reads raw when ``raw``."""
+        out: list[torch.Tensor] = []
+        for i, (kind, layer, head) in enumerate(nodes):
+            first_raw = raw and i == 0
+            if kind == "head":
+                V = (self.raw("W_V") if first_raw else self["W_V"])[layer]      # [H, d, e]
+                O = self["W_O"][layer]                                        # [H, e, d]
+                if isinstance(head, torch.Tensor):
+                    out += axes.place(V[head], O[head])
+                else:
+                    out += [V[head], O[head]]
+            else:
+                if mlp == "refuse":
+                    raise PathexpandError(
+                        f"MLP{layer} is an MLP: a data-free metric needs its gates, which only data "
+                        "gives; pass mlp='linear' to use the linearised W_in W_out (gates = 1), or "
+                        "use pe.attribute for exact, data-frozen contributions"
+                    )
+                out += [(self.raw("W_in") if first_raw else self["W_in"])[layer], self["W_out"][layer]]
+        return out
 
 
-def _raw(name: str, raw: bool) -> str:
-    return name if raw else f"{name}~"
+def _nodes(path) -> list[tuple[str, int, int]]:
+    """``[(kind, layer, head)]`` of a path's heads and MLPs, after its source."""
+    out = []
+    for name in tuple(path)[1:]:
+        node = parse_node(name)
+        out.append((node.kind, node.layer, node.head))
+    return out
 
 
-def _source_keys(source: str, arch, scope: str, *, shortformer_pos_raw=False):
-    """(keys, next reader raw?) for a source; ``None`` keys when the scope has no such chain."""
-    if source == "embed":
-        return ([_key("W_E")] if scope == "full" else []), False
-    if source == "pos":
-        return ([_key("W_pos")] if scope == "full" else []), shortformer_pos_raw
-    node = parse_node(source)
-    if node.kind != "bias":
-        raise PathexpandError(f"{source!r} is not a source")
-    l, h, p = node.layer, node.head, node.param
-    if source == "b_U":
-        return None, False
-    if p == "b_V":
-        return [_key("b_V", (l, h)), _key("W_O", (l, h))], False
-    if p == "b_O":
-        return [_key("b_O", (l,))], False
-    if p == "b_in":
-        return [_key("b_in", (l,)), _key("W_out", (l,))], False
-    if p == "b_out":
-        return [_key("b_out", (l,))], False
-    if p in ("ln1.b", "ln2.b"):
-        return [_key(p, (l,))], True
-    if source == "ln_final.b":
-        return [_key("ln_final.b")], True
-    raise PathexpandError(f"source {source!r} cannot start an OV chain")
+class _Axes:
+    """Hands out broadcast axes, in order, to the batched heads (index tensors) of a chain."""
 
+    def __init__(self, nodes):
+        self.n = sum(1 for _, _, h in nodes if isinstance(h, torch.Tensor))
+        self.next = 0
 
-def _node_keys(node_name: str, raw: bool, mlp: str) -> list[Key]:
-    node = parse_node(node_name)
-    if node.kind == "head":
-        return [_key(_raw("W_V", raw), (node.layer, node.head)), _key("W_O", (node.layer, node.head))]
-    if node.kind == "mlp":
-        if mlp == "refuse":
-            raise PathexpandError(
-                f"{node_name} is an MLP: a data-free metric needs its gates, which only data gives; "
-                "pass mlp='linear' to use the linearised W_in W_out (gates = 1), or use "
-                "pe.attribute for exact, data-frozen contributions"
-            )
-        return [_key(_raw("W_in", raw), (node.layer,)), _key("W_out", (node.layer,))]
-    raise PathexpandError(f"{node_name!r} is not a head or MLP")
-
-
-def logit_keys(path, arch, *, scope: str = "full", mlp: str = "linear") -> list[Key] | None:
-    """Factor keys of a logit path, or None when the scope leaves nothing (``b_U``, residual)."""
-    path = tuple(path)
-    if path[0] == "b_U":
-        return [_key("b_U")] if scope == "full" else None
-    keys, raw = _source_keys(path[0], arch, scope)
-    for n in path[1:]:
-        keys = keys + _node_keys(n, raw, mlp)
-        raw = False
-    if scope == "full":
-        keys.append(_key(_raw("W_U", raw)))
-    return keys or [_key("I")]
-
-
-def _side_keys(path, arch, head: str, side: str, scope: str, mlp: str) -> list[Key]:
-    l, h = parse_head(head)
-    path = tuple(path)
-    if path == (f"{head}.b_{side.upper()}",):
-        return [_key(f"b_{side.upper()}", (l, h))]
-    shortformer = arch.positional == "shortformer"
-    keys, raw = _source_keys(path[0], arch, scope, shortformer_pos_raw=shortformer)
-    if keys is None:
-        raise PathexpandError(f"{path[0]!r} cannot feed a query or key")
-    for n in path[1:]:
-        keys = keys + _node_keys(n, raw, mlp)
-        raw = False
-    reader = _key(_raw(f"W_{side.upper()}", raw), (l, h))
-    return (keys or [_key("I")]) + [reader]
-
-
-def score_keys(term, arch, *, scope: str = "full", mlp: str = "linear") -> list[Key]:
-    """Factor keys of a score term: query chain, ``W_Q``, ``W_Kᵀ``, key chain transposed."""
-    q = _side_keys(term.query_path, arch, term.head, "q", scope, mlp)
-    k = _side_keys(term.key_path, arch, term.head, "k", scope, mlp)
-    return q + [(n, i, not t) for (n, i, t) in reversed(k)]
+    def place(self, *ts: torch.Tensor) -> list[torch.Tensor]:
+        """Each ``[k, r, c]`` of one head as ``[1, .., k, .., 1, r, c]`` on the next axis."""
+        shape = [1] * self.n
+        shape[self.next] = ts[0].shape[0]
+        self.next += 1
+        return [t.reshape(*shape, *t.shape[-2:]) for t in ts]
 
 
 def _check_scope(scope: str) -> str:
@@ -212,43 +288,8 @@ def _check_scope(scope: str) -> str:
     return scope
 
 
-def circuit(term, weights, *, scope: str = "full", mlp: str = "linear", device=None, dtype=None) -> Factored:
-    """The term's virtual weight matrix as a ``Factored`` chain (exact factors, no reduction).
-
-    ``term`` is a ``Term``, a ``ScoreTerm`` or a logit path tuple like ``("embed", "L0H1", "L1H0")``.
-    """
-    from ..architecture import Architecture
-
-    _check_scope(scope)
-    arch = Architecture.from_weights(weights)
-    ctx = CircuitContext(weights, device=device, dtype=dtype)
-    keys = term_keys(term, arch, scope=scope, mlp=mlp)
-    if keys is None:
-        raise PathexpandError(f"{_term_label(term)} has no {scope!r}-scope chain (b_U never enters the residual stream)")
-    return Factored(*(ctx.tensor(k) for k in keys))
-
-
-def term_keys(term, arch, *, scope: str = "full", mlp: str = "linear") -> list[Key] | None:
-    """Factor keys of a ``Term``, ``ScoreTerm`` or path tuple (validated against ``arch``)."""
-    if isinstance(term, tuple):
-        path = term
-        _check_nodes(path[1:], arch)
-        return logit_keys(path, arch, scope=scope, mlp=mlp)
-    if getattr(term, "is_remainder", False):
-        raise PathexpandError("the remainder term stands for many paths and has no single chain")
-    if hasattr(term, "query_path"):
-        arch.check_head(term.head)
-        _check_nodes(term.query_path[1:] + term.key_path[1:], arch)
-        return score_keys(term, arch, scope=scope, mlp=mlp)
-    _check_nodes(term.path[1:], arch)
-    return logit_keys(term.path, arch, scope=scope, mlp=mlp)
-
-
-def _check_nodes(nodes, arch) -> None:
-    for n in nodes:
-        arch.check_node(n)  # UnknownHeadError naming the heads that exist
-
-
-def _term_label(term: Any) -> str:
-    return getattr(term, "name", None) or repr(term)
+def _check_mlp(mlp: str) -> str:
+    if mlp not in MLP_MODES:
+        raise PathexpandError(f"mlp must be one of {list(MLP_MODES)}, got {mlp!r}")
+    return mlp
 

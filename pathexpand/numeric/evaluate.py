@@ -1,62 +1,60 @@
 """``evaluate``: a data-free number for every term of an expansion, as a ``Ranking``.
 
-Each term's virtual weight matrix comes from its path (``numeric.circuits``), always
-factored, e.g. ``("embed", "L0H1", "L1H0")`` → ``W_E W_OV^{0,1} W_OV^{1,0} W_U``; score terms
-``X_q W_Q W_Kᵀ X_kᵀ`` (before ``/√d_head``). Metrics:
+Each term's virtual weight matrix is its chain from the circuit builder (``numeric.circuits``),
+e.g. ``("embed", "L0H1", "L1H0")`` → ``W_E W_OV^{0,1} W_OV^{1,0} W_U``; score terms
+``X_q W_Q W_Kᵀ X_kᵀ`` (before ``/√d_head``). Metrics, all computed by ``Factored``:
 
-* ``frobenius`` — ‖M‖_F (share = value / Σ values);
+* ``frobenius`` — ‖M‖_F;
 * ``spectral`` — σ_max(M);
 * ``copying`` — the paper's Re Σλ / Σ|λ| over M's eigenvalues (square terms only: the full
   OV circuit ``W_E ⋯ W_U``, embed×embed score terms, residual-scope terms; NaN otherwise),
-  with ``positive_share`` = Σ_{Re λ>0}|λ| / Σ|λ|.
+  with ``positive_share`` = Σ_{Re λ>0}|λ| / Σ|λ| — the same statistic as ``copying_scores``.
 
-Speed: terms are grouped by the shape of their chain and evaluated in batches; the
-vocabulary-sized ends are reduced once per call — for the (orthogonally invariant) norms
-``W_E`` is replaced by ``R_E`` with ``R_Eᵀ R_E = W_Eᵀ W_E`` and ``W_U`` by ``L_U`` with
-``L_U L_Uᵀ = W_U W_Uᵀ`` (both ``d_model × d_model``); for eigenvalues the chain is rotated so
-that ``W_U W_E`` (``d_model × d_model``) is formed once. No ``vocab × vocab`` matrix is built.
+Speed: terms whose paths pass the same layers are one ``Factored`` whose heads sit on
+broadcast axes (every combination at once), so ``Factored`` shares each sub-product among the
+terms that have it (a depth-2 group costs one Gram per earlier and per later head). The
+vocabulary-sized ends are reduced once per call: for the norms ``W_E``/``W_U`` are replaced by
+``Factored.thin`` roots (``d_model × d_model``, same singular values); for eigenvalues the
+chain is closed through ``W_U W_E`` (``d_model × d_model``), formed once. No ``vocab × vocab``
+matrix is built.
 
 ``baseline="random"`` adds, per term, the mean metric over ``n_null`` draws in which every
-weight factor other than the embeddings and unembedding is replaced by a Gaussian matrix
-of the same shape and Frobenius norm (seeded), and the ratio value / null: how much more
-aligned the term's weights are than chance.
+weight factor other than the embeddings and unembedding is replaced by a Gaussian matrix of
+the same shape and Frobenius norm (seeded), and the ratio value / null: how much more aligned
+the term's weights are than chance.
 
 Data-free caveats, stated in the ranking's notes: MLP paths use the linearised MLP
-``W_in W_out`` (gates = 1; ``mlp="refuse"`` raises instead); LayerNorm readers keep
-``C diag(w)`` but not the per-position ``1/σ``; the remainder of a depth-limited
-expansion is not evaluated.
+``W_in W_out`` (gates = 1; ``mlp="refuse"`` raises instead); normalization as the circuit
+builder says (readers ``C diag(w) W``, writers ``W C``, no per-position ``1/σ``); the remainder of
+a depth-limited expansion is not evaluated.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any
 
 import numpy as np
 import torch
 
 from ..architecture import Architecture
 from ..errors import PathexpandError, check_int
-from ..models import load
+from ..ranking import Ranking, Row
+from ..symbolic import ScoreTerm, Term
 from ._progress import progress as track
-from .circuits import SCOPES, CircuitContext, Key, term_keys
+from .circuits import MLP_MODES, SCOPES, Circuits, _nodes
 from .factored import Factored
-from .ranking import Ranking, Row
+from .weights import as_weights
 
-__all__ = ["METRICS", "Ranking", "Row", "evaluate"]
+__all__ = ["METRICS", "copying_statistics", "evaluate"]
 
 METRICS = ("frobenius", "spectral", "copying")
 MAX_TERMS = 2_000_000
-_OUTER_LEFT = ("W_E", "W_pos")
-_OUTER_RIGHT = ("W_U", "W_U~")
-_NULL_ELEMENTS = 2**25  # factor elements sampled at once for baseline="random"
-_CACHE_ELEMENTS = 2**26  # shared sub-chain products kept per evaluate() call (256 MB in float32)
 
 
 def evaluate(
     expansion,
-    weights,
+    model,
     metric: str = "frobenius",
     *,
     scope: str = "full",
@@ -72,334 +70,241 @@ def evaluate(
 ) -> Ranking:
     """One ``Ranking`` row per term of ``expansion`` (an ``Expansion``, selection or list of terms).
 
-    ``metric``: ``"frobenius"``, ``"spectral"`` or ``"copying"`` (module docstring).
-    ``scope="residual"`` evaluates the residual-to-residual part (no ``W_E``/``W_pos``/``W_U``).
-    ``positional=True`` keeps only the terms whose every source is ``pos``: for scores,
-    ``(W_pos ⋯) W_QK (W_pos ⋯)ᵀ``, ``n_ctx × n_ctx`` positional attention structure
-    (previous-token heads show here). Rows are sorted by value, largest first.
+    ``model`` is anything ``pe.load`` takes. ``metric``: ``"frobenius"``, ``"spectral"`` or
+    ``"copying"`` (module docstring). ``scope="residual"`` evaluates the residual-to-residual part
+    (no ``W_E``/``W_pos``/``W_U``). ``positional=True`` keeps only the terms whose every source is
+    ``pos``: for scores ``(W_pos ⋯) W_QK (W_pos ⋯)ᵀ``, ``n_ctx × n_ctx`` positional attention
+    structure (previous-token heads show here). ``batch_size`` bounds the terms evaluated at
+    once. Rows are sorted by value, largest first.
     """
-    w = load(weights)
+    w = as_weights(model)
     if metric not in METRICS:
         raise PathexpandError(f"metric must be one of {list(METRICS)}, got {metric!r}")
     if scope not in SCOPES:
         raise PathexpandError(f"scope must be one of {list(SCOPES)}, got {scope!r}")
     if baseline not in (None, "random"):
         raise PathexpandError(f"baseline must be None or 'random', got {baseline!r}")
-    if mlp not in ("linear", "refuse"):
-        raise PathexpandError(f"mlp must be 'linear' or 'refuse', got {mlp!r}")
+    if mlp not in MLP_MODES:
+        raise PathexpandError(f"mlp must be one of {list(MLP_MODES)}, got {mlp!r}")
     check_int("n_null", n_null, 1), check_int("batch_size", batch_size, 1), check_int("seed", seed, 0)
     arch = _check_arch(expansion, w)
     terms = _terms(expansion, positional, arch)
-    ctx = CircuitContext(w, device=device, dtype=dtype)
-    ev = _Evaluator(ctx, metric, baseline, int(n_null), int(seed))
+    ev = _Evaluator(Circuits(w, device=device, dtype=dtype), metric, scope, mlp, baseline,
+                    int(n_null), int(seed))
 
     rows: list[Row | None] = [None] * len(terms)
-    groups: dict[tuple, list[tuple[int, list[Key]]]] = defaultdict(list)
-    notes = _notes(metric, scope, w, terms, baseline, n_null, seed)
+    groups: dict[tuple, list[int]] = defaultdict(list)
     for i, term in enumerate(terms):
-        if getattr(term, "is_remainder", False):
+        if term.is_remainder or (scope == "residual" and _source(term) == "b_U"):
             rows[i] = _row(term, math.nan, {})
-            continue
-        keys = term_keys(term, arch, scope=scope, mlp=mlp)
-        if keys is None:  # b_U in residual scope
-            rows[i] = _row(term, math.nan, {})
-            continue
-        sig = tuple((name, len(index), tr) for name, index, tr in keys)
-        groups[sig].append((i, keys))
-
-    chunks = [(sig, members[s : s + batch_size]) for sig, members in groups.items()
-              for s in range(0, len(members), batch_size)]
+        else:
+            groups[_signature(term)].append(i)
+    chunks = [(sig, part) for sig, members in groups.items()
+              for part in _chunks(sig, members, terms, int(batch_size) // (n_null if baseline else 1))]
     for sig, members in track(chunks, progress, f"evaluating {len(terms)} terms"):
-        vals, extra = ev.run(sig, [k for _, k in members])
-        for j, (i, _) in enumerate(members):
-            rows[i] = _row(terms[i], vals[j], {k: v[j] for k, v in extra.items()})
+        values, extra = ev.group(sig, [terms[i] for i in members])
+        for j, i in enumerate(members):
+            rows[i] = _row(terms[i], values[j], {k: v[j] for k, v in extra.items()})
     target = getattr(expansion, "target", None) or "terms"
+    scores = any(isinstance(t, ScoreTerm) for t in terms)
     title = f"{metric} of {'logit' if target == 'logits' else target} terms" + (
         f" — {w.name}" if w.name else "")
-    return Ranking(rows, title=title, value_label=metric, notes=notes,
-                   shares=metric != "copying").sort_by("value")
+    return Ranking(rows, title=title, value_label=metric,
+                   notes=_notes(metric, scope, w, terms, baseline, n_null, seed),
+                   shares=metric != "copying", of="score_terms" if scores else "paths").sort_by("value")
 
 
-# -------------------------------------------------------------------------------------------
+def copying_statistics(lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's copying score ``Re Σλ / Σ|λ|`` and the positive share ``Σ_{Re λ>0}|λ| / Σ|λ|``
+    over the last axis of eigenvalues ``λ`` (1 for a pure copier, −1 for an anti-copier)."""
+    mag = lam.abs()
+    total = mag.sum(-1)
+    return lam.real.sum(-1) / total, (mag * (lam.real > 0)).sum(-1) / total
+
+
+# grouping -----------------------------------------------------------------------------------------
+def _source(term) -> str:
+    return term.query_path[0] if isinstance(term, ScoreTerm) else term.path[0]
+
+
+def _shape_of(path) -> tuple:
+    """A path's source and, per node, its kind and layer (the heads are what a group varies)."""
+    return (path[0], tuple((k, l) for k, l, _ in _nodes(path)))
+
+
+def _heads_of(path) -> list[int]:
+    return [h for k, _, h in _nodes(path) if k == "head"]
+
+
+def _signature(term) -> tuple:
+    if isinstance(term, ScoreTerm):
+        return ("score", term.head, _shape_of(term.query_path), _shape_of(term.key_path))
+    return ("logit", _shape_of(term.path))
+
+
+def _coords(term) -> list[int]:
+    """The heads a term picks on its group's broadcast axes (query side first)."""
+    if isinstance(term, ScoreTerm):
+        return _heads_of(term.query_path) + _heads_of(term.key_path)
+    return _heads_of(term.path)
+
+
+def _chunks(sig, members: list[int], terms, limit: int):
+    """Members split so each chunk's grid of head combinations stays near ``limit`` terms."""
+    if not members:
+        return []
+    coords = [_coords(terms[i]) for i in members]
+    n_axes = len(coords[0])
+    if n_axes == 0:
+        return [members]
+    sizes = [len({c[a] for c in coords}) for a in range(n_axes)]
+    per_first = max(1, math.prod(sizes[1:]))
+    step = max(1, limit // per_first)
+    firsts = sorted({c[0] for c in coords})
+    by_first = defaultdict(list)
+    for i, c in zip(members, coords):
+        by_first[c[0]].append(i)
+    return [[i for f in firsts[s:s + step] for i in by_first[f]] for s in range(0, len(firsts), step)]
+
+
+# evaluation ---------------------------------------------------------------------------------------
 class _Evaluator:
-    """Batched metric of chains of factor keys, with vocabulary-sized ends reduced once."""
+    """One metric over groups of terms, the vocabulary-sized reductions made once."""
 
-    def __init__(self, ctx: CircuitContext, metric: str, baseline, n_null: int, seed: int):
-        self.ctx, self.metric, self.baseline, self.n_null, self.seed = ctx, metric, baseline, n_null, seed
-        self._roots: dict[tuple, torch.Tensor] = {}
-        self._cached_elements = 0
-        self._calls = 0
+    def __init__(self, circuits: Circuits, metric: str, scope: str, mlp: str, baseline, n_null: int, seed: int):
+        self.c, self.metric, self.scope, self.mlp = circuits, metric, scope, mlp
+        self.baseline, self.n_null = baseline, n_null
+        self.gen = torch.Generator().manual_seed(seed)
+        self._reduced: dict[tuple, torch.Tensor] = {}
 
-    def _remember(self, key: tuple, t: torch.Tensor) -> None:
-        """Cache a sub-chain result; past ``_CACHE_ELEMENTS`` the cache starts over (bounded memory)."""
-        if self._cached_elements + t.numel() > _CACHE_ELEMENTS:
-            keep = {k: v for k, v in self._roots.items() if k[0] in ("left", "right", "cyclic")}
-            self._roots = keep
-            self._cached_elements = sum(v.numel() for v in keep.values())
-        self._roots[key] = t
-        self._cached_elements += t.numel()
-
-    def run(self, sig: tuple, keys: list[list[Key]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        first, last = keys[0][0], keys[0][-1]
-        left_outer = first[0] in _OUTER_LEFT and not first[2]
-        right_outer = (last[0] in _OUTER_RIGHT and not last[2]) or (last[0] in _OUTER_LEFT and last[2])
-        if len(keys[0]) == 1:
-            right_outer = right_outer and not left_outer  # a lone W_E is both ends: keep it whole
-        if self.metric == "copying":
-            value, extra = self._copying_cached(keys, left_outer, right_outer)
-        else:
-            value, extra = self._norm_cached(keys, left_outer, right_outer), {}
-        if self.baseline == "random":  # random factors per term: nothing to share, small batches
-            step = max(1, _NULL_ELEMENTS // (self.n_null * max(1, self._chain_elements(keys[0]))))
-            null = np.concatenate([
-                self._null([self._gather([k[p] for k in part]) for p in range(len(sig))],
-                           keys[0], first, last, left_outer, right_outer, len(part))
-                for part in (keys[i : i + step] for i in range(0, len(keys), step))])
-            extra["null"] = null
+    def group(self, sig, terms) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Values (and extra columns) of ``terms``, which share ``sig``, in their order."""
+        coords = [_coords(t) for t in terms]
+        axes = [sorted({c[a] for c in coords}) for a in range(len(coords[0]))]
+        index = [{h: j for j, h in enumerate(ax)} for ax in axes]
+        heads = iter(torch.tensor(ax, device=self.c.device) for ax in axes)
+        factors = self._chain(sig, terms[0], heads)
+        outer = self._outer(factors)
+        value, extra = self._metric(factors, outer)
+        if self.baseline == "random":
+            chain, drawn = self._gaussian(factors, outer)
+            null = self._metric(chain, outer)[0]
+            extra["null"] = np.nanmean(null, axis=0) if drawn else value  # nothing random: the value
             with np.errstate(invalid="ignore", divide="ignore"):
-                extra["ratio"] = value / null
-        return value, extra
+                extra["ratio"] = value / extra["null"]
+        pick = [tuple(index[a][h] for a, h in enumerate(c)) for c in coords]
+        return (np.array([_at(value, p) for p in pick]),
+                {k: np.array([_at(v, p) for p in pick]) for k, v in extra.items()})
 
-    # cached sub-chains: each distinct prefix/suffix (e.g. W_E W_V^{0,3}) is reduced once ----------
-    def _norm_cached(self, keys: list[list[Key]], left_outer: bool, right_outer: bool) -> np.ndarray:
-        """‖·‖_F or σ_max of every chain: core = (prefix root) (suffix root), both cached.
+    def _chain(self, sig, term, heads) -> list[torch.Tensor]:
+        """The group's factors: ``term``'s chain with each head replaced by the axis of heads."""
+        def nodes(path):
+            return [(k, l, next(heads) if k == "head" else h) for k, l, h in _nodes(path)]
 
-        A prefix P is replaced by a thin R with RᵀR = PᵀP and a suffix S by L with LLᵀ = SSᵀ
-        (orthogonal invariance keeps both norms); R, L are built factor by factor, compressed
-        by QR whenever they grow wider than the chain is thin, and shared by every term with
-        the same prefix/suffix (per head for depth 2), so a term costs one small product.
-        """
-        n, k = len(keys), len(keys[0])
-        j = max(1, k // 2)
-        prefixes = [tuple(t[:j]) for t in keys]
-        suffixes = [tuple(t[j:]) for t in keys] if j < k else None
-        if suffixes is not None:
-            unique = list(dict.fromkeys(suffixes))
-            where = {s: i for i, s in enumerate(unique)}
-            S_all = torch.stack([self._suffix_root(s, right_outer) for s in unique])
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, pre in enumerate(prefixes):
-            groups[pre].append(i)
-        out = np.empty(n)
-        for pre, idx in groups.items():
-            P = self._prefix_root(pre, left_outer)
-            if suffixes is None:
-                core = P.expand(len(idx), *P.shape)
-            else:
-                sel = torch.tensor([where[suffixes[i]] for i in idx], device=S_all.device)
-                core = P @ S_all[sel]  # [m, r1, r2]
-            core = core.to(torch.float64)
-            if self.metric == "frobenius":
-                v = torch.linalg.matrix_norm(core)
-            elif min(core.shape[-2:]) == 0:
-                v = torch.zeros(core.shape[0], dtype=torch.float64)
-            else:
-                v = torch.linalg.matrix_norm(core, ord=2)
-            out[idx] = v.cpu().numpy()
-        return out
+        if sig[0] == "score":
+            layer, head = self.c.arch.check_head(term.head)
+            q, k = term.query_path, term.key_path
+            return self.c.score_chain(layer, head, (q[0], nodes(q)), (k[0], nodes(k)),
+                                      scope=self.scope, mlp=self.mlp)
+        return self.c.logit_chain(term.path[0], nodes(term.path), scope=self.scope, mlp=self.mlp)
 
-    def _prefix_root(self, keys: tuple, outer: bool) -> torch.Tensor:
-        """R with RᵀR = PᵀP for P the product of ``keys``; ``rows(R) ≤ cols(R)``."""
-        ck = ("prefix", keys)
-        if ck in self._roots:
-            return self._roots[ck]
-        if len(keys) == 1:
-            R = self._left_root(keys[0][0]) if outer else self.ctx.tensor(keys[0])
-        else:
-            R = self._prefix_root(keys[:-1], outer) @ self.ctx.tensor(keys[-1])
-        if R.shape[-2] > R.shape[-1]:
-            R = torch.linalg.qr(R, mode="r")[1]
-        self._remember(ck, R)
-        return R
+    def _outer(self, factors) -> tuple[bool, bool]:
+        """Whether the first/last factor is a vocabulary- or position-sized end (``W_E``,
+        ``W_pos``, ``W_U``, their transposes): fixed in the null, reduced once for the metric."""
+        ends = [self.c["W_E"], self.c["W_U"]]
+        if self.c.config.positional is not None:
+            ends += [self.c["W_pos"], self.c.raw("W_pos")]
+        if self.c.config.normalization is not None:
+            ends.append(self.c.raw("W_U"))
 
-    def _suffix_root(self, keys: tuple, outer: bool) -> torch.Tensor:
-        """L with LLᵀ = SSᵀ for S the product of ``keys``; ``cols(L) ≤ rows(L)``."""
-        ck = ("suffix", keys)
-        if ck in self._roots:
-            return self._roots[ck]
-        if len(keys) == 1:
-            last = keys[0]
-            if outer:
-                L = self._left_root(last[0]).mT if last[2] else self._right_root(last[0])
-            else:
-                L = self.ctx.tensor(last)
-        else:
-            L = self.ctx.tensor(keys[0]) @ self._suffix_root(keys[1:], outer)
-        if L.shape[-1] > L.shape[-2]:
-            L = torch.linalg.qr(L.mT, mode="r")[1].mT
-        self._remember(ck, L)
-        return L
+        def is_end(t):
+            return any(t.data_ptr() == e.data_ptr() and t.shape in (e.shape, e.mT.shape) for e in ends)
 
-    def _copying_cached(self, keys: list[list[Key]], left_outer: bool, right_outer: bool):
-        """Re Σλ/Σ|λ|: the chain (closed through ``T S`` when both ends are outer) rotated to
-        start at its thinnest point and split there into X Y; eig(X Y) = eig(Y X)."""
-        from .weight_detect import _copying_stats
+        first, last = is_end(factors[0]), is_end(factors[-1])
+        return first, last and (len(factors) > 1 or not first)
 
-        n = len(keys)
-        k0 = keys[0]
-        rows = self.ctx.tensor(k0[0]).shape[-2]
-        cols = self.ctx.tensor(k0[-1]).shape[-1]
-        if rows != cols:
-            nan = np.full(n, math.nan)
-            return nan, {"positive_share": nan.copy()}
-        chains = []
-        for t in keys:
-            c = list(t[1:-1]) + [("__cyclic__", (t[-1], t[0]), False)] if left_outer and right_outer else list(t)
-            chains.append(c)
-        dims = [self._shape(c)[0] for c in chains[0]]  # rows of each factor = dims d_0 .. d_{k-1}
-        p = int(np.argmin(dims))
-        chains = [c[p:] + c[:p] for c in chains]
-        dims = dims[p:] + dims[:p]
-        if len(dims) > 1:
-            inner = dims[1:]
-            j = 1 + int(np.argmin(inner))
-            X = torch.stack([self._product(tuple(c[:j])) for c in chains])
-            Y = torch.stack([self._product(tuple(c[j:])) for c in chains])
-            core = X @ Y
-        else:
-            core = torch.stack([self._product(tuple(c)) for c in chains])
-        score, pos = _copying_stats(torch.linalg.eigvals(core.to(torch.float64)))
-        return score.cpu().numpy(), {"positive_share": pos.cpu().numpy()}
-
-    def _shape(self, key) -> tuple[int, int]:
-        return tuple(self._tensor(key).shape[-2:])
-
-    def _tensor(self, key) -> torch.Tensor:
-        if key[0] == "__cyclic__":
-            return self._cyclic(*key[1])
-        return self.ctx.tensor(key)
-
-    def _product(self, keys: tuple) -> torch.Tensor:
-        """Product of ``keys`` left to right, every proper prefix cached."""
-        ck = ("product", keys)
-        if ck in self._roots:
-            return self._roots[ck]
-        if len(keys) == 1:
-            out = self._tensor(keys[0])
-        else:
-            out = self._product(keys[:-1]) @ self._tensor(keys[-1])
-        self._remember(ck, out)
-        return out
-
-    def _chain_elements(self, keys: list[Key]) -> int:
-        """Elements of one term's per-term factors (the ones the null replaces and batches)."""
-        return sum(self.ctx.tensor(k).shape[-2] * self.ctx.tensor(k).shape[-1] for k in keys if k[1])
-
-    def _gather(self, keys: list[Key]) -> torch.Tensor:
-        name, index, transposed = keys[0]
-        if not index:
-            return self.ctx.tensor(keys[0])
-        t = self.ctx.get(name)
-        idx = [torch.tensor([k[1][a] for k in keys], device=t.device) for a in range(len(index))]
-        g = t[tuple(idx)]
-        return g.mT if transposed else g
-
-    # outer reductions ---------------------------------------------------------------------
-    def _left_root(self, name: str) -> torch.Tensor:
-        """R with Rᵀ R = SᵀS (``d_model × d_model``) for a tall S, else S itself."""
-        key = ("left", name)
-        if key not in self._roots:
-            S = self.ctx.get(name)
-            if S.shape[0] <= S.shape[1]:
-                self._roots[key] = S
-            else:
-                lam, V = torch.linalg.eigh((S.mT @ S).to(torch.float64))
-                R = lam.clamp_min(0).sqrt()[:, None] * V.mT
-                self._roots[key] = R.to(S.dtype)
-        return self._roots[key]
-
-    def _right_root(self, name: str) -> torch.Tensor:
-        """L with L Lᵀ = T Tᵀ for a wide T (``W_U``), else T itself."""
-        key = ("right", name)
-        if key not in self._roots:
-            T = self.ctx.get(name)
-            if T.shape[1] <= T.shape[0]:
-                self._roots[key] = T
-            else:
-                lam, V = torch.linalg.eigh((T @ T.mT).to(torch.float64))
-                self._roots[key] = (V * lam.clamp_min(0).sqrt()[None, :]).to(T.dtype)
-        return self._roots[key]
-
-    def _cyclic(self, last: Key, first: Key) -> torch.Tensor:
-        """T S (``d_model × d_model``) for the chain's last and first outer factors."""
-        key = ("cyclic", last, first)
-        if key not in self._roots:
-            self._roots[key] = self.ctx.tensor(last) @ self.ctx.tensor(first)
-        return self._roots[key]
-
-    def _ends(self, factors, first, last, left_outer, right_outer):
-        f = list(factors)
-        if left_outer:
-            f[0] = self._left_root(first[0])
-        if right_outer:
-            f[-1] = self._left_root(last[0]).mT if last[2] else self._right_root(last[0])
-        return f
-
-    # metrics ------------------------------------------------------------------------------
-    def _metric(self, factors, first, last, left_outer, right_outer, n):
+    def _metric(self, factors, outer) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         if self.metric == "copying":
-            return self._copying(factors, first, last, left_outer, right_outer, n)
-        M = Factored(*self._ends(factors, first, last, left_outer, right_outer))
-        v = M.norm() if self.metric == "frobenius" else M.spectral_norm()
-        return _per_term(v, n), {}
+            return self._copying(factors, outer)
+        f = list(factors)
+        if outer[0]:
+            f[0] = self._reduce("first", f[0])
+        if outer[1]:
+            f[-1] = self._reduce("last", f[-1])
+        M = Factored(*f)
+        value = M.norm() if self.metric == "frobenius" else M.spectral_norm()
+        return _np(value), {}
 
-    def _copying(self, factors, first, last, left_outer, right_outer, n):
-        from .weight_detect import _copying_stats
-
-        rows = factors[0].shape[-2]
-        cols = factors[-1].shape[-1]
-        if left_outer and right_outer:
-            square = rows == cols
-            chain = list(factors[1:-1]) + [self._cyclic(last, first)] if square else None
-        else:
-            square = rows == cols
-            chain = list(factors) if square else None
-        if chain is None:
-            nan = np.full(n, math.nan)
+    def _copying(self, factors, outer) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        first, last = factors[0], factors[-1]
+        if first.shape[-2] != last.shape[-1]:
+            nan = np.full(torch.broadcast_shapes(*(f.shape[:-2] for f in factors)), math.nan)
             return nan, {"positive_share": nan.copy()}
-        score, pos = _copying_stats(Factored(*chain).eigenvalues())
-        return _per_term(score, n), {"positive_share": _per_term(pos, n)}
+        chain = list(factors)
+        if all(outer) and len(chain) > 2:  # eig(S X T) = eig(X T S) on the non-zero part
+            chain = chain[1:-1] + [self._reduce("cycle", last, first)]
+        score, share = copying_statistics(Factored(*chain).eigenvalues())
+        return _np(score), {"positive_share": _np(share)}
 
-    def _null(self, factors, keys, first, last, left_outer, right_outer, n) -> np.ndarray:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self._calls)
-        self._calls += 1
-        out = []
+    def _reduce(self, how: str, t: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
+        """A vocabulary-sized end reduced once per call: its thin root, or ``T S`` for a cycle."""
+        key = (how, t.data_ptr(), tuple(t.shape), tuple(t.stride()),
+               None if other is None else (other.data_ptr(), tuple(other.shape)))
+        if key not in self._reduced:
+            if how == "cycle":
+                self._reduced[key] = t @ other
+            elif how == "first":   # only the left end is thinned (a tall first factor)
+                eye = torch.eye(t.shape[-1], dtype=t.dtype, device=t.device)
+                self._reduced[key] = Factored(t, eye).thin().factors[0]
+            else:                  # only the right end (a wide last factor)
+                eye = torch.eye(t.shape[-2], dtype=t.dtype, device=t.device)
+                self._reduced[key] = Factored(eye, t).thin().factors[-1]
+        return self._reduced[key]
+
+    def _gaussian(self, factors, outer) -> tuple[list[torch.Tensor], bool]:
+        """The null chain ``[n_null, *axes, ·, ·]``: every factor but the outer ends and identities
+        a Gaussian matrix of the same shape and Frobenius norm; and whether any was drawn."""
+        n_axes = max(f.ndim for f in factors) - 2
+        out, drawn = [], False
         for i, f in enumerate(factors):
-            fixed = (i == 0 and left_outer) or (i == len(factors) - 1 and right_outer) or keys[i][0] == "I"
+            f = f.reshape((1,) * (n_axes + 2 - f.ndim) + tuple(f.shape))     # [*axes, r, c]
+            fixed = (i == 0 and outer[0]) or (i == len(factors) - 1 and outer[1]) or _is_eye(f)
             if fixed:
-                out.append(f)
+                out.append(f[None])
                 continue
-            batch = f.shape[:-2] if f.ndim > 2 else (1,)  # [n_null, n | 1, rows, cols]
-            G = torch.randn((self.n_null, *batch, *f.shape[-2:]), generator=g, dtype=torch.float64)
+            G = torch.randn((self.n_null, *f.shape), generator=self.gen, dtype=torch.float64)
             G = G.to(device=f.device, dtype=f.dtype)
             scale = torch.linalg.matrix_norm(f) / torch.linalg.matrix_norm(G)
             out.append(G * scale[..., None, None])
-        vals, _ = self._metric(out, first, last, left_outer, right_outer, 1)
-        if vals.size == 1:  # nothing random in this chain (e.g. W_E W_U): the null is the value
-            return np.full(n, float(vals[0]))
-        vals = np.broadcast_to(vals.reshape(self.n_null, -1), (self.n_null, n))
-        return np.nanmean(vals, axis=0)
+            drawn = True
+        return out, drawn
 
 
-def _per_term(v: torch.Tensor, n: int) -> np.ndarray:
-    """Values ``[..., n]`` (or a shared scalar) as a float64 numpy vector of length n."""
-    a = v.detach().double().cpu().numpy()
-    if a.ndim == 0:
-        return np.full(n, float(a))
-    a = a.reshape(-1)
-    if a.size == 1 and n != 1:
-        return np.full(n, float(a[0]))
-    return a
+def _is_eye(t: torch.Tensor) -> bool:
+    t = t.reshape(t.shape[-2:]) if t.numel() == t.shape[-2] * t.shape[-1] else t
+    return t.ndim == 2 and t.shape[0] == t.shape[1] and bool(
+        torch.equal(t, torch.eye(t.shape[0], dtype=t.dtype, device=t.device)))
 
 
-def _row(term, value: float, extra: dict[str, Any]) -> Row:
-    if hasattr(term, "query_path"):
-        extra = {"key_path": tuple(term.key_path), "softmax_invariant": term.softmax_invariant, **extra}
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().double().cpu().numpy()
+
+
+def _at(a: np.ndarray, coord: tuple[int, ...]) -> float:
+    """``a`` at ``coord`` (a broadcast array: size-1 axes and missing leading axes repeat)."""
+    a = np.asarray(a)
+    coord = coord[len(coord) - a.ndim:] if a.ndim < len(coord) else coord
+    return float(a[tuple(0 if a.shape[i] == 1 else c for i, c in enumerate(coord))]) if a.ndim else float(a)
+
+
+def _row(term, value: float, extra: dict) -> Row:
+    if isinstance(term, ScoreTerm):
+        extra = {"head": term.head, "key_path": tuple(term.key_path),
+                 "softmax_invariant": term.softmax_invariant, **extra}
         path = tuple(term.query_path)
     else:
         path = tuple(term.path)
-    depth = term.depth
-    return Row(term.name, term.kind, int(depth), path, float(value),
+    return Row(term.name, term.kind, int(term.depth), path, float(value),
                extra={k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in extra.items()})
 
 
@@ -426,15 +331,28 @@ def _terms(expansion, positional: bool, arch) -> list:
             f"this expansion has {n:.3g} terms; evaluate at most {MAX_TERMS:,} — pass "
             "max_depth= to expand_logits/expand_scores (deeper paths go to the remainder)"
         )
-    terms = list(expansion)
+    try:
+        terms = list(expansion)
+    except TypeError:
+        raise PathexpandError(
+            f"evaluate takes an Expansion (pe.expand_logits/expand_scores), a selection of one "
+            f"or a list of terms; got {type(expansion).__name__}"
+        ) from None
+    for t in terms:
+        if not isinstance(t, (Term, ScoreTerm)):
+            raise PathexpandError(f"evaluate takes Term or ScoreTerm objects; got {t!r}")
+    for t in terms:
+        if not t.is_remainder:
+            for n in t.nodes:
+                arch.check_node(n)
     if positional:
         if arch.positional is None:
             raise PathexpandError("positional=True needs a model with positional embeddings")
 
         def is_pos(t):
-            if getattr(t, "is_remainder", False):
+            if t.is_remainder:
                 return False
-            if hasattr(t, "query_path"):
+            if isinstance(t, ScoreTerm):
                 return t.query_path[0] == "pos" and t.key_path[0] == "pos"
             return t.path[0] == "pos"
 
@@ -446,15 +364,14 @@ def _notes(metric, scope, w, terms, baseline, n_null, seed) -> list[str]:
     notes = []
     if scope == "residual":
         notes.append("scope residual: W_E/W_pos and W_U dropped (residual stream to residual stream)")
-    if any(hasattr(t, "query_path") for t in terms):
+    if any(isinstance(t, ScoreTerm) for t in terms):
         notes.append("score terms: X_q W_Q W_Kᵀ X_kᵀ before the 1/√d_head scale; path = query side")
-    if any(getattr(t, "kind", "") == "mlp" or any(str(n).startswith("MLP") for n in getattr(t, "nodes", ()))
-           for t in terms):
+    if any(any(str(n).startswith("MLP") for n in t.nodes) for t in terms):
         notes.append("MLP paths: linearised MLP W_in W_out (gates frozen at 1, data-free)")
     if w.config.normalization is not None:
-        notes.append("LayerNorm: readers include C diag(w); the per-position 1/σ is omitted (data-free)")
-    rem = [t for t in terms if getattr(t, "is_remainder", False)]
-    if rem:
+        notes.append("LayerNorm: readers C diag(w) W, writers W C; the per-position 1/σ is omitted "
+                     "(data-free)")
+    if any(t.is_remainder for t in terms):
         notes.append("remainder: the sum of every cut path, not evaluated")
     if metric == "copying":
         notes.append("copying = Re Σλ / Σ|λ|; NaN for non-square terms")

@@ -314,6 +314,22 @@ class Factored:
         interior = lambda j: 0 if 0 < j < len(dims) - 1 else 1
         return min(range(len(dims)), key=lambda j: (dims[j], interior(j)))
 
+    def thin(self) -> Factored:
+        """The same matrix up to orthogonal maps on its left and right, with no tall first or
+        wide last factor: ``F_1`` taller than wide becomes ``R`` with ``RᵀR = F_1ᵀF_1`` and ``F_k``
+        wider than tall becomes ``L`` with ``LLᵀ = F_kF_kᵀ`` (square roots of ``d × d`` Grams).
+
+        Norms, spectral norms and singular values are unchanged (``‖Q M P‖ = ‖M‖`` for orthogonal
+        ``Q``, ``P``); rows, columns and eigenvalues are not. Build it once to share the
+        vocabulary-sized reduction of ``W_E``/``W_U`` among many chains.
+        """
+        f = list(self._factors)
+        if f[0].shape[-2] > f[0].shape[-1]:
+            f[0] = _gram_root(f[0].mT @ f[0]).mT
+        if f[-1].shape[-1] > f[-1].shape[-2]:
+            f[-1] = _gram_root(f[-1] @ f[-1].mT)
+        return Factored(*f)
+
     # norms ---------------------------------------------------------------------------------
     def norm(self) -> torch.Tensor:
         """Frobenius norm ``[...]``: ‖F_1⋯F_k‖_F² = Σ G_L ∘ G_R, Grams at the cheapest split."""
@@ -483,6 +499,12 @@ class Factored:
 # helpers ---------------------------------------------------------------------------------
 def _sym(G: torch.Tensor) -> torch.Tensor:
     return (G + G.mT) / 2
+
+
+def _gram_root(G: torch.Tensor) -> torch.Tensor:
+    """``S`` with ``S Sᵀ = G`` for a symmetric PSD ``G`` ``[..., d, d]`` (eigh in float64)."""
+    lam, V = torch.linalg.eigh(_sym(G.to(torch.float64)))
+    return (V * lam.clamp_min(0).sqrt().unsqueeze(-2)).to(G.dtype)
 
 
 def _diag_sum(G: torch.Tensor) -> torch.Tensor:

@@ -13,15 +13,18 @@
   of an attention pattern sums to one.
 
 All return new ``Weights`` (name, card and tokenizer kept); computation in float64, the
-result in the input's dtype.
+result in the input's dtype. The LayerNorm algebra (``C diag(w) W``, ``W C``) is
+``numeric.norm``'s, the same that data-free circuits use.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ..errors import PathexpandError
-from .weights import Weights
+from . import norm
+from .weights import Weights, as_weights
 
 __all__ = [
     "center_unembed",
@@ -39,7 +42,7 @@ def fold_layernorm(weights: Weights, *, center_weights: bool = True) -> Weights:
     ``W_U`` (ln_final); with ``center_weights`` the folded ``W'`` are centred over ``d_model``.
     A model already in ``"LNPre"`` form is returned unchanged.
     """
-    _check(weights)
+    weights = as_weights(weights)
     c = weights.config
     if c.normalization == "LNPre":
         return weights
@@ -58,14 +61,10 @@ def fold_layernorm(weights: Weights, *, center_weights: bool = True) -> Weights:
 
     def fold(W, b_W, name, axis):
         """Fold LayerNorm ``name`` into ``W`` (its d_model axis is ``axis``) and bias ``b_W``."""
-        w, b = p[name + ".w"], p[name + ".b"]
-        shape = [1] * W.ndim
-        shape[axis] = -1
-        b_new = b_W + np.tensordot(b, W, axes=([0], [axis]))
-        W_new = W * w.reshape(shape)
-        if center_weights:
-            W_new = W_new - W_new.mean(axis=axis, keepdims=True)
-        return W_new, b_new
+        t = torch.from_numpy
+        W_new, b_new = norm.fold(t(W), t(b_W), t(p[name + ".w"]), t(p[name + ".b"]), axis=axis,
+                                 center=center_weights)
+        return W_new.numpy(), b_new.numpy()
 
     for l in range(c.n_layers):
         a, m = f"blocks.{l}.attn", f"blocks.{l}.mlp"
@@ -87,7 +86,7 @@ def center_writing_weights(weights: Weights) -> Weights:
     shortformer positions ``W_pos`` is left alone: it never writes to the residual stream
     (TransformerLens centres it anyway, which changes a shortformer model's attention).
     """
-    _check(weights)
+    weights = as_weights(weights)
     c = weights.config
     if c.normalization not in ("LN", "LNPre"):
         raise PathexpandError(
@@ -101,13 +100,13 @@ def center_writing_weights(weights: Weights) -> Weights:
             keys += [f"blocks.{l}.attn.W_O", f"blocks.{l}.attn.b_O"]
         if c.d_mlp is not None:
             keys += [f"blocks.{l}.mlp.W_out", f"blocks.{l}.mlp.b_out"]
-    new = {k: p[k] - p[k].mean(axis=-1, keepdims=True) for k in keys}
+    new = {k: norm.writer(torch.from_numpy(p[k]), c.normalization).numpy() for k in keys}
     return _replace(weights, new, dtype)
 
 
 def center_unembed(weights: Weights) -> Weights:
     """``W_U ← W_U - mean_vocab(W_U)``, ``b_U ← b_U - mean(b_U)``: log-probs unchanged, logits shift."""
-    _check(weights)
+    weights = as_weights(weights)
     p, dtype = _f64(weights)
     new = {k: p[k] - p[k].mean(axis=-1, keepdims=True) for k in ("W_U", "b_U")}
     return _replace(weights, new, dtype)
@@ -115,7 +114,7 @@ def center_unembed(weights: Weights) -> Weights:
 
 def fold_value_biases(weights: Weights) -> Weights:
     """``b_O ← b_O + Σ_h b_V^h W_O^h`` and ``b_V ← 0`` in every layer (rows of A sum to one)."""
-    _check(weights)
+    weights = as_weights(weights)
     c = weights.config
     if not c.n_heads:
         return weights
@@ -141,7 +140,7 @@ def process_weights(
     Steps that do not apply to the model are skipped as TL skips them: no LayerNorm folding
     or writing-weight centring without LayerNorm (nor folding of a shortformer model's LN).
     """
-    _check(weights)
+    weights = as_weights(weights)
     c = weights.config
     w = weights
     has_ln = c.normalization in ("LN", "LNPre")
@@ -163,11 +162,6 @@ _fold_value_biases = fold_value_biases
 
 
 # helpers --------------------------------------------------------------------------------
-def _check(weights):
-    if not isinstance(weights, Weights):
-        raise PathexpandError(f"expected pathexpand Weights, got {type(weights).__name__}")
-
-
 def _f64(weights):
     return {k: v.astype(np.float64) for k, v in weights.state_dict().items()}, weights.dtype
 

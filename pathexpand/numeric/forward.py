@@ -1,29 +1,295 @@
-"""Reference forward pass (torch): logits, and the cache that freezing needs.
+"""The forward pass, one computation for every caller: ``Norm``, ``Attention``, ``MLP``, ``Block``,
+``Transformer`` (torch modules, in data-flow order), then ``forward`` and ``run_with_cache``.
 
 ``x0 = W_E[tokens] + W_pos[:n]``; per layer ``x += Σ_h A^h (ln1(x) W_V^h + b_V^h) W_O^h + b_O``
 with ``A^h = softmax_causal((ln1(x) W_Q^h + b_Q^h)(ln1(x) W_K^h + b_K^h)ᵀ / √d_head)``, then
-``x += act(ln2(x) W_in + b_in) W_out + b_out``; ``logits = ln_final(x) W_U + b_U``
-(DESIGN.md §2, the same computation as TransformerLens's ``HookedTransformer``).
+``x += act(ln2(x) W_in + b_in) W_out + b_out``; ``logits = ln_final(x) W_U + b_U`` (DESIGN.md §2,
+the computation of TransformerLens's ``HookedTransformer``). With ``positional="shortformer"``
+``W_pos`` never enters the residual stream: it is added after ``ln1`` to each head's query and
+key inputs only.
 
-With ``positional="shortformer"`` ``W_pos`` never enters the residual stream: it is added
-after ``ln1`` to each head's query and key inputs only (as TransformerLens does).
-Runs under ``torch.no_grad()``: a reference to compare against, not a training step.
+Three callers run these same modules: ``pe.forward``/``pe.run_with_cache`` (a ``Transformer``
+whose parameters share the ``Weights``' memory, under ``torch.no_grad``), freezing
+(``numeric.frozen``: ``run_with_cache`` stopped before the unembedding) and training
+(``models.train``: a ``Transformer`` with fresh parameters). Parameter names are DESIGN.md
+names (``blocks.0.attn.W_Q``), so a module's ``state_dict()`` is a ``Weights``' ``state_dict()``.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from ..errors import PathexpandError
-from .weights import Weights
+from . import norm
+from .tokens import as_tokens, to_tensor
+from .weights import Config, Weights, as_weights
 
-__all__ = ["Cache", "forward", "run_with_cache"]
+__all__ = [
+    "Attention",
+    "Block",
+    "Cache",
+    "MLP",
+    "Norm",
+    "Recorder",
+    "Transformer",
+    "forward",
+    "init_parameters",
+    "run_with_cache",
+    "torch_dtype",
+]
 
 
+def _param(*shape: int, device=None) -> nn.Parameter:
+    return nn.Parameter(torch.empty(*shape, device=device))
+
+
+class Norm(nn.Module):
+    """LayerNorm ``C x / σ · w + b`` (``LNPre``: without ``w``, ``b``; ``None``: the identity);
+    the math is ``numeric.norm.apply``."""
+
+    def __init__(self, config: Config, name: str, device=None):
+        super().__init__()
+        self.kind, self.eps, self.name = config.normalization, config.eps, name
+        if self.kind == "LN":
+            self.w = _param(config.d_model, device=device)
+            self.b = _param(config.d_model, device=device)
+        else:
+            self.w = self.b = None
+
+    def forward(self, x, rec: Recorder | None = None):
+        y, s = norm.apply(x, self.kind, self.w, self.b, self.eps)     # [batch, pos, d_model]
+        if rec is not None and s is not None:
+            rec.scales[self.name] = s                                 # [batch, pos]
+        return y
+
+
+class Attention(nn.Module):
+    """``Σ_h A^h (h W_V^h + b_V^h) W_O^h + b_O`` for ``h = ln1(x)``; queries and keys read
+    ``h + W_pos`` with shortformer positions."""
+
+    def __init__(self, config: Config, device=None):
+        super().__init__()
+        H, d, e = config.n_heads, config.d_model, config.d_head
+        self.W_Q, self.W_K, self.W_V = (_param(H, d, e, device=device) for _ in range(3))
+        self.W_O = _param(H, e, d, device=device)
+        self.b_Q, self.b_K, self.b_V = (_param(H, e, device=device) for _ in range(3))
+        self.b_O = _param(d, device=device)
+        self.causal = config.attention_dir == "causal"
+        self.scale = 1.0 / math.sqrt(e)
+
+    def forward(self, h, qk_pos=None, rec: Recorder | None = None):
+        qk_in = h if qk_pos is None else h + qk_pos
+        q = torch.einsum("bpd,hde->bhpe", qk_in, self.W_Q) + self.b_Q[:, None, :]   # [b, H, q, e]
+        k = torch.einsum("bpd,hde->bhpe", qk_in, self.W_K) + self.b_K[:, None, :]   # [b, H, k, e]
+        v = torch.einsum("bpd,hde->bhpe", h, self.W_V) + self.b_V[:, None, :]       # [b, H, k, e]
+        if rec is None:   # same math, fused: softmax_causal(q kᵀ / √d_head) v
+            z = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        else:
+            scores = q @ k.transpose(-1, -2) * self.scale                           # [b, H, q, k]
+            if self.causal:
+                n = scores.shape[-1]
+                mask = torch.ones(n, n, dtype=torch.bool, device=scores.device).tril()
+                scores = scores.masked_fill(~mask, float("-inf"))
+            pattern = torch.softmax(scores, dim=-1)
+            z = pattern @ v                                                         # [b, H, q, e]
+            rec.add_attention(scores, pattern, z)
+        return torch.einsum("bhpe,hed->bpd", z, self.W_O) + self.b_O                # [b, pos, d]
+
+
+class MLP(nn.Module):
+    """``act(h W_in + b_in) W_out + b_out`` for ``h = ln2(x)``."""
+
+    def __init__(self, config: Config, device=None):
+        super().__init__()
+        d, m = config.d_model, config.d_mlp
+        self.W_in, self.b_in = _param(d, m, device=device), _param(m, device=device)
+        self.W_out, self.b_out = _param(m, d, device=device), _param(d, device=device)
+        self.act = ACTIVATIONS[config.act_fn]
+
+    def forward(self, h, rec: Recorder | None = None):
+        pre = h @ self.W_in + self.b_in                                  # [batch, pos, d_mlp]
+        post = self.act(pre)
+        if rec is not None:
+            rec.add("mlp_pre", pre)
+            rec.add("mlp_post", post)
+        return post @ self.W_out + self.b_out                            # [batch, pos, d_model]
+
+
+class Block(nn.Module):
+    """``x += attn(ln1(x))``, then ``x += mlp(ln2(x))`` (each part only where the model has it)."""
+
+    def __init__(self, config: Config, layer: int, device=None):
+        super().__init__()
+        self.ln1 = Norm(config, f"blocks.{layer}.ln1", device)
+        self.attn = Attention(config, device) if config.n_heads else None
+        self.ln2 = Norm(config, f"blocks.{layer}.ln2", device) if config.d_mlp is not None else None
+        self.mlp = MLP(config, device) if config.d_mlp is not None else None
+        self.config = config
+
+    def forward(self, x, qk_pos=None, rec: Recorder | None = None):
+        if rec is not None:
+            rec.add("resid_pre", x)
+        h = self.ln1(x, rec)
+        if self.attn is not None:
+            x = x + self.attn(h, qk_pos, rec)                            # [batch, pos, d_model]
+        elif rec is not None:  # an MLP-only layer: record empty attention
+            b, n = x.shape[:2]
+            empty = x.new_zeros(b, 0, n, n)
+            rec.add_attention(empty, empty, x.new_zeros(b, 0, n, self.config.d_head))
+        if self.mlp is not None:
+            if rec is not None:
+                rec.add("resid_mid", x)
+            x = x + self.mlp(self.ln2(x, rec), rec)
+        return x
+
+
+class Transformer(nn.Module):
+    """Token and positional embeddings, ``n_layers`` blocks, final norm, unembedding.
+
+    ``Transformer(config)`` allocates parameters (``init_parameters`` fills them for
+    training); ``Transformer.from_weights(weights)`` shares the weights' memory on the CPU.
+    ``model(tokens)`` → logits ``[batch, pos, d_vocab_out]``; ``rec=`` records what
+    ``run_with_cache`` returns; ``unembed=False`` stops at ``ln_final`` (returns its output).
+    """
+
+    def __init__(self, config: Config, device=None):
+        super().__init__()
+        if not isinstance(config, Config):
+            raise PathexpandError(f"config must be a pathexpand Config, got {type(config).__name__}")
+        self.config = c = config
+        self.W_E = _param(c.d_vocab, c.d_model, device=device)
+        self.W_pos = _param(c.n_ctx, c.d_model, device=device) if c.positional is not None else None
+        self.blocks = nn.ModuleList(Block(c, l, device) for l in range(c.n_layers))
+        self.ln_final = Norm(c, "ln_final", device)
+        self.W_U = _param(c.d_model, c.d_vocab_out, device=device)
+        self.b_U = _param(c.d_vocab_out, device=device)
+
+    @classmethod
+    def from_weights(cls, weights: Weights, *, device=None, dtype=None) -> Transformer:
+        """The model of ``weights``, parameters frozen (``requires_grad=False``); on the CPU in
+        the stored dtype they share the numpy memory (read-only arrays, never written)."""
+        model = cls(weights.config, device="meta")
+        tdtype = torch_dtype(dtype, weights)
+        device = torch.device("cpu" if device is None else device)
+        share = device.type == "cpu" and np.dtype(weights.dtype) == _NP_DTYPE[tdtype]
+        for name, array in weights.state_dict().items():
+            if share:
+                with warnings.catch_warnings():  # "the given NumPy array is not writable"
+                    warnings.simplefilter("ignore", UserWarning)
+                    t = torch.from_numpy(array)
+            else:
+                t = torch.as_tensor(np.array(array), dtype=tdtype, device=device)
+            owner, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(owner) if owner else model, leaf,
+                    nn.Parameter(t, requires_grad=False))
+        return model
+
+    def forward(self, tokens, rec: Recorder | None = None, unembed: bool = True):
+        c = self.config
+        n = tokens.shape[1]
+        if n > c.n_ctx:
+            raise PathexpandError(f"{n} tokens is longer than the model's context n_ctx={c.n_ctx}")
+        x = self.W_E[tokens]                                             # [batch, pos, d_model]
+        pos = self.W_pos[:n] if self.W_pos is not None else None
+        if c.positional == "standard":
+            x = x + pos
+        qk_pos = pos if c.positional == "shortformer" else None
+        for block in self.blocks:
+            x = block(x, qk_pos, rec)
+        if rec is not None:
+            rec.add("resid_pre", x)
+        x = self.ln_final(x, rec)
+        return x @ self.W_U + self.b_U if unembed else x                # [batch, pos, d_vocab_out]
+
+
+def init_parameters(model: Transformer, std: float | None = None) -> Transformer:
+    """Initialise like TransformerLens, in parameter order: weights ``~ N(0, std)``
+    (``std = 0.8/√d_model``), biases 0, LayerNorm weights 1."""
+    std = 0.8 / math.sqrt(model.config.d_model) if std is None else std
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf == "w":
+                p.fill_(1.0)
+            elif leaf.startswith("b"):
+                p.zero_()
+            else:
+                nn.init.normal_(p, std=std)
+    return model
+
+
+# activations ---------------------------------------------------------------------------------------
+def _gelu_new(x):
+    """GPT-2's tanh approximation of GELU (TransformerLens ``gelu_new``)."""
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
+
+
+ACTIVATIONS = {
+    "relu": lambda x: x.clamp_min(0),
+    "gelu": nn.functional.gelu,  # exact erf form
+    "gelu_new": _gelu_new,
+}
+
+
+# the public calls -------------------------------------------------------------------------------
+def forward(model, tokens, *, device=None, dtype=None):
+    """Logits ``[batch, pos, d_vocab_out]`` of ``tokens`` (text, ids ``[pos]``/``[batch, pos]`` or
+    a ``.npy`` path); ``model`` is anything ``pe.load`` takes."""
+    w = as_weights(model)
+    t = to_tensor(as_tokens(w, tokens), w.config, device)                # [batch, pos]
+    with torch.no_grad():
+        return Transformer.from_weights(w, device=t.device, dtype=dtype)(t)
+
+
+def run_with_cache(model, tokens, *, device=None, dtype=None):
+    """``(logits, Cache)``: logits ``[batch, pos, d_vocab_out]`` and every pattern, norm scale,
+    residual and MLP activation of the pass (see ``Cache``)."""
+    w = as_weights(model)
+    logits, cache, _ = record(w, as_tokens(w, tokens), device=device, dtype=dtype)
+    return logits, cache
+
+
+def record(weights: Weights, ids, *, device=None, dtype=None, unembed: bool = True):
+    """``(logits or None, Cache, model)``: one recorded pass over checked ids ``[batch, pos]``;
+    ``unembed=False`` stops at ``ln_final`` (nothing vocabulary-sized is built)."""
+    t = to_tensor(ids, weights.config, device)
+    model = Transformer.from_weights(weights, device=t.device, dtype=dtype)
+    rec = Recorder()
+    with torch.no_grad():
+        out = model(t, rec=rec, unembed=unembed)
+    return (out if unembed else None), rec.cache(t, weights.config, out), model
+
+
+def torch_dtype(dtype, weights) -> torch.dtype:
+    """``torch.float32``/``float64`` from ``dtype`` (a torch or numpy dtype or its name); None:
+    the weights' own dtype."""
+    if dtype is None:
+        return torch.float64 if weights.dtype == np.float64 else torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype in (torch.float32, torch.float64):
+            return dtype
+    else:
+        try:
+            np_dtype = np.dtype(dtype)
+        except TypeError:
+            np_dtype = None
+        for t, n in _NP_DTYPE.items():
+            if np_dtype == n:
+                return t
+    raise PathexpandError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+
+
+_NP_DTYPE = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+
+
+# recording --------------------------------------------------------------------------------------
 @dataclass
 class Cache:
     """What one forward pass recorded (torch tensors on the pass's device).
@@ -36,7 +302,7 @@ class Cache:
     - ``resid_mid`` ``[batch, n_layers, pos, d_model]`` after attention, before the MLP
       (None without MLPs)
     - ``ln_scale``  ``{"blocks.{l}.ln1", "blocks.{l}.ln2", "ln_final"}`` → ``[batch, pos]``,
-      ``sqrt(var(x) + eps)`` (TransformerLens's ``hook_scale``); empty without LayerNorm
+      ``σ = sqrt(var(x) + eps)`` (TransformerLens's ``hook_scale``); empty without a norm
     - ``mlp_pre``, ``mlp_post`` ``[batch, n_layers, pos, d_mlp]``: ``x W_in + b_in`` and
       ``act(mlp_pre)`` (None without MLPs)
     - ``z``         ``[batch, n_layers, n_heads, pos, d_head]``: ``A (ln1(x) W_V + b_V)``, each
@@ -63,268 +329,35 @@ class Cache:
         return self.patterns[:, layer]
 
 
-def forward(weights: Weights, tokens, *, device=None, dtype=None):
-    """Logits ``[batch, pos, d_vocab_out]`` of ``tokens`` (``[pos]`` or ``[batch, pos]`` ids)."""
-    logits, _, _ = _run(weights, tokens, device=device, dtype=dtype, record=False)
-    return logits
+class Recorder:
+    """Collects per-layer tensors during a pass (``Transformer.forward(..., rec=Recorder())``)."""
 
-
-def run_with_cache(weights: Weights, tokens, *, device=None, dtype=None):
-    """``(logits, Cache)``: logits ``[batch, pos, d_vocab_out]`` and every pattern, LN scale,
-    residual and MLP activation of the pass (see ``Cache``)."""
-    logits, cache, _ = _run(weights, tokens, device=device, dtype=dtype, record=True)
-    return logits, cache
-
-
-# the pass ---------------------------------------------------------------------------------
-def _run(weights, tokens, *, device, dtype, record, unembed=True):
-    """``(logits, Cache or None, params)``; ``unembed=False`` stops at ``ln_final`` (logits None),
-    for callers that never need the vocabulary-sized output."""
-    import torch
-
-    if not isinstance(weights, Weights):
-        raise PathexpandError(f"expected pathexpand Weights, got {type(weights).__name__}; "
-                              "use pe.load(...) first")
-    c = weights.config
-    tdtype = _torch_dtype(dtype, weights)
-    tokens = _tokens(tokens, c, device)                          # [batch, pos]
-    p = _params(weights, tokens.device, tdtype)
-    n = tokens.shape[1]
-    rec = _Recorder(record)
-    with torch.no_grad():
-        x = p["W_E"][tokens]                                     # [batch, pos, d_model]
-        pos = p["W_pos"][:n] if c.positional is not None else None
-        qk_pos = pos if c.positional == "shortformer" else None  # added after ln1, to q and k
-        if c.positional == "standard":
-            x = x + pos
-        mask = _mask(n, c.attention_dir, tokens.device)
-        for l in range(c.n_layers):
-            rec.add("resid_pre", x)
-            h = _norm(x, p, f"blocks.{l}.ln1", c, rec)
-            x = x + _attention(h, p, l, c, mask, qk_pos, rec)
-            if c.d_mlp is not None:
-                rec.add("resid_mid", x)
-                x = x + _mlp(_norm(x, p, f"blocks.{l}.ln2", c, rec), p, l, c, rec)
-        rec.add("resid_pre", x)
-        x = _norm(x, p, "ln_final", c, rec)
-        logits = x @ p["W_U"] + p["b_U"] if unembed else None    # [batch, pos, d_vocab_out]
-    return logits, (rec.cache(tokens, c, x) if record else None), p
-
-
-def _attention(h, p, l, c, mask, qk_pos, rec):
-    """``Σ_h A^h (h W_V + b_V) W_O + b_O`` for layer ``l``; ``h`` is ``ln1(x)`` ``[batch, pos, d_model]``."""
-    import torch
-
-    a = f"blocks.{l}.attn"
-    if c.n_heads == 0:  # an MLP-only layer: no heads, no attention parameters
-        empty = h.new_zeros(h.shape[0], 0, h.shape[1], h.shape[1])
-        rec.add_attention(empty, empty, h.new_zeros(h.shape[0], 0, h.shape[1], c.d_head))
-        return torch.zeros_like(h)
-    qk_in = h if qk_pos is None else h + qk_pos
-    q = torch.einsum("bpd,hde->bhpe", qk_in, p[a + ".W_Q"]) + p[a + ".b_Q"][:, None, :]  # [b, H, q, e]
-    k = torch.einsum("bpd,hde->bhpe", qk_in, p[a + ".W_K"]) + p[a + ".b_K"][:, None, :]  # [b, H, k, e]
-    v = torch.einsum("bpd,hde->bhpe", h, p[a + ".W_V"]) + p[a + ".b_V"][:, None, :]      # [b, H, k, e]
-    scores = q @ k.transpose(-1, -2) / math.sqrt(c.d_head)                               # [b, H, q, k]
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    pattern = torch.softmax(scores, dim=-1)
-    z = pattern @ v                                                                      # [b, H, q, e]
-    rec.add_attention(scores, pattern, z)
-    return torch.einsum("bhpe,hed->bpd", z, p[a + ".W_O"]) + p[a + ".b_O"]
-
-
-def _mlp(h, p, l, c, rec):
-    """``act(h W_in + b_in) W_out + b_out``; ``h`` is ``ln2(x)`` ``[batch, pos, d_model]``."""
-    m = f"blocks.{l}.mlp"
-    pre = h @ p[m + ".W_in"] + p[m + ".b_in"]                    # [batch, pos, d_mlp]
-    post = _ACT[c.act_fn](pre)
-    rec.add("mlp_pre", pre)
-    rec.add("mlp_post", post)
-    return post @ p[m + ".W_out"] + p[m + ".b_out"]              # [batch, pos, d_model]
-
-
-def _norm(x, p, name, c, rec):
-    """LayerNorm ``(x - mean) / sqrt(var + eps) · w + b``; ``LNPre`` without ``w``, ``b``; None: ``x``."""
-    if c.normalization is None:
-        return x
-    x = x - x.mean(-1, keepdim=True)
-    scale = (x.pow(2).mean(-1, keepdim=True) + c.eps).sqrt()    # [batch, pos, 1]
-    rec.scale(name, scale[..., 0])
-    x = x / scale
-    if c.normalization == "LN":
-        x = x * p[name + ".w"] + p[name + ".b"]
-    return x
-
-
-def _gelu_new(x):
-    """GPT-2's tanh approximation of GELU (TransformerLens ``gelu_new``)."""
-    import torch
-
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
-
-
-def _relu(x):
-    return x.clamp_min(0)
-
-
-def _gelu(x):
-    import torch
-
-    return torch.nn.functional.gelu(x)  # exact erf form
-
-
-_ACT = {"relu": _relu, "gelu": _gelu, "gelu_new": _gelu_new}
-
-
-def _mask(n, attention_dir, device):
-    import torch
-
-    if attention_dir == "bidirectional":
-        return None
-    return torch.ones(n, n, dtype=torch.bool, device=device).tril()    # [q, k]
-
-
-# inputs -----------------------------------------------------------------------------------
-def _torch_dtype(dtype, weights):
-    import torch
-
-    if dtype is None:
-        return torch.float64 if weights.dtype == np.float64 else torch.float32
-    if isinstance(dtype, torch.dtype):
-        if dtype in (torch.float32, torch.float64):
-            return dtype
-    else:
-        try:
-            np_dtype = np.dtype(dtype)
-        except TypeError:
-            np_dtype = None
-        if np_dtype == np.float32:
-            return torch.float32
-        if np_dtype == np.float64:
-            return torch.float64
-    raise PathexpandError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
-
-
-def token_array(tokens) -> np.ndarray:
-    """Token ids (not text) as an integer numpy array ``[batch, pos]``, checked; a memory-mapped
-    token file stays memory-mapped (nothing is read until a batch is used)."""
-    if isinstance(tokens, str):
-        raise PathexpandError(
-            "tokens must be integer ids, got a string; encode it first, e.g. "
-            "weights.tokenizer.encode(text)"
-        )
-    try:
-        a = tokens if isinstance(tokens, np.memmap) else np.asarray(tokens)
-    except (ValueError, TypeError):
-        raise PathexpandError(f"tokens must be a rectangular array of integer ids, got {tokens!r}") from None
-    if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
-        if a.size == 0 and a.dtype == np.float64:      # [] reads as float64: say it is empty
-            a = a.astype(np.int64)
-        else:
-            raise PathexpandError(f"tokens must be integer ids, got dtype {a.dtype}: {_short(a)}")
-    return _batch_shape(a)
-
-
-def _batch_shape(a):
-    """``a`` as ``[batch, pos]`` (a single prompt ``[pos]`` gains a batch axis), non-empty."""
-    shape = list(a.shape)
-    if a.ndim == 1:
-        a = a[None]
-    if a.ndim != 2:
-        raise PathexpandError(f"tokens must be [pos] or [batch, pos], got shape {shape}")
-    if a.shape[0] == 0 or a.shape[1] == 0:
-        raise PathexpandError(f"tokens must hold at least one token, got shape {shape}")
-    return a
-
-
-def _tokens(tokens, c, device):
-    """Validate token ids and return an int64 tensor ``[batch, pos]`` on ``device``."""
-    import torch
-
-    if isinstance(tokens, torch.Tensor):
-        t = tokens.detach()
-        if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
-            raise PathexpandError(f"tokens must be integer ids, got a tensor of dtype {t.dtype}")
-        t = t.to(device=device if device is not None else t.device, dtype=torch.int64)
-        t = _batch_shape(t)
-    else:
-        t = torch.as_tensor(token_array(tokens).astype(np.int64), device=device)
-    n = t.shape[1]
-    if n > c.n_ctx:
-        raise PathexpandError(f"{n} tokens is longer than the model's context n_ctx={c.n_ctx}")
-    bad = (t < 0) | (t >= c.d_vocab)
-    if bool(bad.any()):
-        value = int(t[bad][0])
-        raise PathexpandError(f"token id {value} is out of range; ids must be in [0, {c.d_vocab})")
-    return t
-
-
-def _short(a) -> str:
-    flat = np.ravel(a)[:6].tolist()
-    return f"{flat}{' ...' if np.size(a) > 6 else ''}"
-
-
-def _params(weights: Weights, device, dtype) -> dict:
-    """Parameters as torch tensors; on the CPU in the stored dtype they share the numpy memory
-    (read-only arrays, never written: no copy of a GPT-2-sized model per call)."""
-    import warnings
-
-    import torch
-
-    if torch.device(device).type == "cpu" and np.dtype(weights.dtype) == np.dtype(
-        {torch.float32: np.float32, torch.float64: np.float64}[dtype]
-    ):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "the given NumPy array is not writable"
-            return {k: torch.from_numpy(v) for k, v in weights.state_dict().items()}
-    return weights.to_torch(device=device, dtype=dtype)
-
-
-# recording ------------------------------------------------------------------------------
-class _Recorder:
-    """Collects per-layer tensors during the pass; does nothing when ``on`` is False."""
-
-    def __init__(self, on: bool):
-        self.on = on
+    def __init__(self):
         self.lists: dict[str, list] = {"resid_pre": [], "resid_mid": [], "mlp_pre": [],
                                        "mlp_post": [], "scores": [], "patterns": [], "z": []}
         self.scales: dict[str, Any] = {}
 
-    def add(self, key, value):
-        if self.on:
-            self.lists[key].append(value)
+    def add(self, key: str, value) -> None:
+        self.lists[key].append(value)
 
-    def add_attention(self, scores, pattern, z):
-        if self.on:
-            self.lists["scores"].append(scores)
-            self.lists["patterns"].append(pattern)
-            self.lists["z"].append(z)
+    def add_attention(self, scores, pattern, z) -> None:
+        self.lists["scores"].append(scores)
+        self.lists["patterns"].append(pattern)
+        self.lists["z"].append(z)
 
-    def scale(self, name, value):
-        if self.on:
-            self.scales[name] = value
-
-    def cache(self, tokens, c, like) -> Cache:
-        import torch
+    def cache(self, tokens, config: Config, like) -> Cache:
+        """The recorded tensors stacked over layers (``like``: any tensor of the pass)."""
 
         def stack(key):
             items = self.lists[key]
             return torch.stack(items, dim=1) if items else None
 
         b, n = tokens.shape
-        patterns = stack("patterns")
-        scores = stack("scores")
+        patterns, scores = stack("patterns"), stack("scores")
         if patterns is None:  # 0-layer model
-            patterns = like.new_zeros(b, 0, c.n_heads, n, n)
+            patterns = like.new_zeros(b, 0, config.n_heads, n, n)
             scores = patterns.clone()
-        return Cache(
-            tokens=tokens,
-            patterns=patterns,
-            scores=scores,
-            resid_pre=stack("resid_pre"),
-            resid_mid=stack("resid_mid"),
-            ln_scale=dict(self.scales),
-            mlp_pre=stack("mlp_pre"),
-            mlp_post=stack("mlp_post"),
-            z=stack("z"),
-        )
+        return Cache(tokens=tokens, patterns=patterns, scores=scores,
+                     resid_pre=stack("resid_pre"), resid_mid=stack("resid_mid"),
+                     ln_scale=dict(self.scales), mlp_pre=stack("mlp_pre"),
+                     mlp_post=stack("mlp_post"), z=stack("z"))

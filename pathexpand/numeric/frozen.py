@@ -29,8 +29,10 @@ import numpy as np
 from ..architecture import Architecture
 from ..errors import PathexpandError
 from ..names import head_name, mlp_name, parse_node
-from .forward import _run
-from .weights import Weights
+from . import norm
+from .forward import record
+from .tokens import as_tokens
+from .weights import Weights, as_weights
 
 __all__ = ["Frozen", "Stage", "Source", "freeze", "CONSTANTS"]
 
@@ -62,9 +64,11 @@ class Source:
     entry: int | None = None
 
 
-def freeze(weights: Weights, tokens, *, device=None, dtype=None) -> Frozen:
-    """Run ``weights`` on ``tokens`` once and hold patterns, LN scales and MLP gates fixed."""
-    return Frozen(weights, tokens, device=device, dtype=dtype)
+def freeze(model, tokens, *, device=None, dtype=None) -> Frozen:
+    """Run ``model`` (anything ``pe.load`` takes) on ``tokens`` (text, ids or a ``.npy`` path)
+    once and hold patterns, LN scales and MLP gates fixed."""
+    w = as_weights(model)
+    return Frozen(w, as_tokens(w, tokens), device=device, dtype=dtype)
 
 
 class Frozen:
@@ -80,10 +84,7 @@ class Frozen:
     """
 
     def __init__(self, weights: Weights, tokens, *, device=None, dtype=None):
-        if not isinstance(weights, Weights):
-            raise PathexpandError(
-                f"expected pathexpand Weights, got {type(weights).__name__}; use pe.load(...) first"
-            )
+        """``tokens``: checked ids ``[batch, pos]`` (``freeze`` takes any model and tokens)."""
         self.weights = weights
         self.config = c = weights.config
         self.arch = Architecture.from_weights(weights)
@@ -193,32 +194,28 @@ class Frozen:
 
     # LayerNorm -----------------------------------------------------------------------------
     def ln(self, f, name: str, *, heads_axis: bool = False, positions=None):
-        """Frozen LN read ``(f − mean) / σ ⊙ w`` (no bias); identity without LayerNorm.
+        """Frozen norm read ``C f / σ ⊙ w`` (no bias; ``numeric.norm.read``); identity without one.
 
         ``positions``: read only these positions (``f[..., positions, :]``).
         """
         if positions is not None:
             f = f[..., positions, :]
+        return norm.read(f, self.config.normalization, self._inv_scale(name, heads_axis, positions),
+                         self.p.get(name + ".w"))
+
+    def ln_T(self, g, name: str, *, heads_axis: bool = False):
+        """Transpose of ``ln``: ``g_p ↦ C (w ⊙ g_p) / σ_p`` (``numeric.norm.read_T``)."""
+        return norm.read_T(g, self.config.normalization, self._inv_scale(name, heads_axis, None),
+                           self.p.get(name + ".w"))
+
+    def _inv_scale(self, name: str, heads_axis: bool, positions):
+        """``1/σ`` of norm ``name`` as ``[b, (1,) n, 1]`` (None without a norm)."""
         if self.config.normalization is None:
-            return f
+            return None
         s = self.inv_scale[name]
         if positions is not None:
             s = s[:, positions]
-        if heads_axis:
-            s = s[:, None]
-        f = (f - f.mean(-1, keepdim=True)) * s
-        return f * self.p[name + ".w"] if self.config.normalization == "LN" else f
-
-    def ln_T(self, g, name: str, *, heads_axis: bool = False):
-        """Transpose of ``ln``: ``g_p ↦ (w ⊙ g_p − mean(w ⊙ g_p)) / σ_p``."""
-        if self.config.normalization is None:
-            return g
-        if self.config.normalization == "LN":
-            g = g * self.p[name + ".w"]
-        s = self.inv_scale[name]
-        if heads_axis:
-            s = s[:, None]
-        return (g - g.mean(-1, keepdim=True)) * s
+        return s[:, None] if heads_axis else s
 
     # node maps --------------------------------------------------------------------------------
     def heads(self, f, layer: int, heads=None, *, read: bool = True):
@@ -459,11 +456,11 @@ class Frozen:
 
 
 def _record(fz: Frozen, weights: Weights, tokens, device, dtype) -> None:
-    """One forward pass (``forward.run_with_cache`` without the unembedding), keeping on ``fz``
-    what freezing needs: patterns, scores, ``z``, residuals, LN ``1/σ`` and MLP gates."""
+    """One forward pass (``forward.record`` without the unembedding), keeping on ``fz`` what
+    freezing needs: patterns, scores, ``z``, residuals, norm ``1/σ`` and MLP gates."""
     c = weights.config
-    _, cache, p = _run(weights, tokens, device=device, dtype=dtype, record=True, unembed=False)
-    fz.tokens, fz.p = cache.tokens, p
+    _, cache, model = record(weights, tokens, device=device, dtype=dtype, unembed=False)
+    fz.tokens, fz.p = cache.tokens, dict(model.named_parameters())
     fz.device, fz.dtype = cache.tokens.device, cache.resid_pre.dtype
     fz.patterns, fz.scores, fz.z = cache.patterns, cache.scores, cache.z
     fz.resid_pre, fz.resid_mid = cache.resid_pre, cache.resid_mid

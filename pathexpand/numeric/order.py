@@ -18,18 +18,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._repr import TextTableHTML
 from ..errors import PathexpandError
+from ..names import path_info
+from ..ranking import Ranking, Result
 from ._progress import progress as track
-from .attribute import MAX_PATHS, _batches, _token_array, path_info
+from .attribute import MAX_PATHS
 from .frozen import CONSTANTS, Frozen, freeze
-from .weights import Weights
+from .tokens import as_tokens, batches
+from .weights import as_weights
 
 __all__ = ["order_importance", "OrderImportance"]
 
 
 @dataclass
-class OrderImportance(TextTableHTML):
+class OrderImportance(Result):
     """Loss and logit error of the frozen model keeping paths up to each depth.
 
     ``loss[n]`` (mean next-token cross-entropy, nats), ``logit_error[n]`` (max
@@ -49,15 +51,29 @@ class OrderImportance(TextTableHTML):
     model: str | None = None
     notes: list[str] = field(default_factory=list)
 
-    def ranking(self):
-        """Per-term marginal effects as a ``Ranking`` (value = loss increase, nats)."""
-        from .ranking import Ranking
-
+    def ranking(self, view: str | None = None) -> Ranking:
+        """``view="terms"`` (the default when computed): each term's marginal effect, value =
+        loss increase (nats) when that one term is removed; ``"depths"``: one row per depth
+        ``n``, value = ``loss_n`` minus the model's loss."""
+        view = view or ("terms" if self.terms is not None else "depths")
+        if view == "depths":
+            rows = [dict(name=f"depth ≤ {n}", kind="depth", depth=n, path=(), value=float(l - self.model_loss),
+                         loss=float(l), logit_error=float(e), logit_rms=float(r))
+                    for n, l, e, r in zip(self.depths, self.loss, self.logit_error, self.logit_rms)]
+            return Ranking(rows, title="loss of the frozen model keeping paths up to each depth",
+                           value_label="Δloss vs model", notes=tuple(self.notes), shares=False,
+                           of="depths")
+        if view != "terms":
+            raise PathexpandError(f"view must be 'terms' or 'depths', got {view!r}")
         if self.terms is None:
-            raise PathexpandError("per-term marginals were not computed (too many paths); see .notes")
-        return Ranking(self.terms, total=sum(abs(t["value"]) for t in self.terms),
-                       title="loss increase when one term is removed", value_label="Δloss",
-                       notes=tuple(self.notes))
+            raise PathexpandError("per-term marginals were not computed (too many paths); see .notes, "
+                                  "or use view='depths'")
+        return Ranking(self.terms, title="loss increase when one term is removed", value_label="Δloss",
+                       notes=tuple(self.notes), shares=False, by_magnitude=True)
+
+    def summary(self) -> str:
+        return (f"loss by path depth: model {self.model_loss:.4f} nats over {self.n_tokens} "
+                f"predicted tokens")
 
     def table(self) -> str:
         """The depth table as aligned text."""
@@ -87,7 +103,7 @@ class OrderImportance(TextTableHTML):
 
 
 def order_importance(
-    weights: Weights,
+    model,
     tokens,
     *,
     terms: bool = True,
@@ -110,7 +126,8 @@ def order_importance(
     """
     import torch
 
-    tokens = _token_array(weights, tokens)
+    weights = as_weights(model)
+    tokens = as_tokens(weights, tokens)
     if tokens.shape[1] < 2:
         raise PathexpandError("order_importance needs at least 2 tokens per prompt (it predicts the next one)")
     sums = None
@@ -123,7 +140,7 @@ def order_importance(
     notes: list[str] = []
     want_terms = terms
     with torch.no_grad():
-        for lo, hi in track(_batches(len(tokens), batch_size), progress, "order importance"):
+        for lo, hi in track(batches(len(tokens), batch_size), progress, "order importance"):
             fz = freeze(weights, tokens[lo:hi], device=device, dtype=dtype)
             if want_terms and fz.n_paths() > max_paths:
                 want_terms = False

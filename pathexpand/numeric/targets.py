@@ -2,21 +2,19 @@
 
 ``T = Σ_t u_t · logits[p_t]`` for a token (``u = e_a``), a logit difference (``u = e_a − e_b``),
 any vector ``u`` over the vocabulary, or ``"logits"`` (every ``e_v``, one functional per
-vocabulary entry). Tokens may be text when the weights carry a tokenizer.
+vocabulary entry). Target tokens may be text when the weights carry a tokenizer.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import PathexpandError
 
-__all__ = ["Target", "resolve_target", "resolve_positions", "encode_tokens", "load_token_file", "token_id"]
+__all__ = ["Target", "own_target", "resolve_target", "resolve_positions", "token_id"]
 
 _LOGITS_ELEMENTS_MAX = 2**26  # backward vectors [K, b, n, d] for the "logits" target
 
@@ -114,50 +112,6 @@ class Target:
 
 
 # resolution -------------------------------------------------------------------------------
-def load_token_file(path) -> np.ndarray:
-    """Token ids ``[batch, pos]`` or ``[pos]`` from a ``.npy`` file, memory-mapped, never unpickled.
-
-    Work that streams in batches then reads one batch of the file at a time.
-    """
-    path = Path(path)
-    if path.suffix.lower() != ".npy":
-        raise PathexpandError(f"a token file must be a .npy array of integer ids, got {str(path)!r}")
-    if not path.is_file():
-        raise PathexpandError(f"token file {str(path)!r} does not exist")
-    try:
-        a = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise PathexpandError(f"{str(path)!r} is not a readable .npy array of token ids: {exc}") from None
-    if not isinstance(a, np.ndarray) or a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
-        raise PathexpandError(f"token file {str(path)!r} must hold integer ids, got dtype {getattr(a, 'dtype', type(a))}")
-    return a
-
-
-def encode_tokens(weights, tokens):
-    """Token ids from ids, a ``pathlib.Path`` to a ``.npy`` file (memory-mapped), or text (a
-    string or a list of equal-length strings)."""
-    if isinstance(tokens, os.PathLike):
-        return load_token_file(tokens)
-    if isinstance(tokens, str) or (
-        isinstance(tokens, (list, tuple)) and tokens and all(isinstance(t, str) for t in tokens)
-    ):
-        tok = getattr(weights, "tokenizer", None)
-        if tok is None:
-            raise PathexpandError(
-                "tokens were given as text but these weights have no tokenizer; pass token ids"
-            )
-        texts = [tokens] if isinstance(tokens, str) else list(tokens)
-        ids = [tok.encode(t) for t in texts]
-        if len({len(i) for i in ids}) != 1:
-            raise PathexpandError(
-                f"texts encode to different lengths {[len(i) for i in ids]}; a batch needs equal lengths"
-            )
-        if not ids[0]:
-            raise PathexpandError("the text is empty; give at least one token")
-        return np.asarray(ids, dtype=np.int64)
-    return tokens
-
-
 def token_id(weights, token) -> int:
     """One token id from an int or a one-token string (``PathexpandError`` otherwise)."""
     d_vocab = weights.config.d_vocab_out
@@ -281,3 +235,10 @@ def _show(weights, token) -> str:
 def _short(x) -> str:
     text = repr(x)
     return text if len(text) < 60 else text[:57] + "..."
+
+
+def own_target(frozen, weights, positions) -> Target:
+    """The target "logit of the model's own top prediction" for the prompts of ``frozen``."""
+    pos = resolve_positions(positions, frozen.n_pos)
+    top = frozen.logits_at(pos).argmax(-1).cpu().numpy()                   # [b, T]
+    return resolve_target(weights, None, None, positions, (frozen.batch, frozen.n_pos), top=top)

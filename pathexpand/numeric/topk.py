@@ -39,13 +39,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._repr import TextTableHTML
 from ..errors import PathexpandError, check_int
+from ..names import path_info
+from ..ranking import Ranking, Result
 from ._progress import progress_counter
-from .attribute import _token_array, own_target, path_info
 from .frozen import CONSTANTS, Frozen, freeze
-from .targets import resolve_target
-from .weights import Weights
+from .targets import own_target, resolve_target
+from .tokens import as_tokens
+from .weights import as_weights
 
 __all__ = ["top_k_paths", "TopK", "suffix_bounds"]
 
@@ -53,7 +54,7 @@ _FIELD_BYTES = 2**28  # keep prefix fields in the queue up to this much, then re
 
 
 @dataclass
-class TopK(TextTableHTML):
+class TopK(Result):
     """The ``k`` largest paths (by ``|contribution|``) with a proof about the rest.
 
     ``values`` are exact contributions (summed over prompts and target positions);
@@ -86,28 +87,25 @@ class TopK(TextTableHTML):
     def names(self) -> list[str]:
         return [path_info(p)[0] for p in self.paths]
 
-    def records(self) -> list[dict]:
-        """Rows: name, kind, depth, path, value (largest |value| first)."""
-        out = []
-        for p, v in zip(self.paths, self.values):
-            name, kind, depth = path_info(p)
-            out.append(dict(name=name, kind=kind, depth=depth, path=p, value=float(v)))
-        return out
+    def ranking(self) -> Ranking:
+        """The listed paths as a ``Ranking`` (largest ``|value|`` first)."""
+        rows = [dict(zip(("name", "kind", "depth"), path_info(p)), path=p, value=float(v))
+                for p, v in zip(self.paths, self.values)]
+        return Ranking(rows, total=self.total, title=f"top paths of {self.target_label}",
+                       value_label="contribution", notes=tuple(self.notes), by_magnitude=True)
 
-    def ranking(self):
-        """The listed paths as a ``Ranking``."""
-        from .ranking import Ranking
-
-        return Ranking(self.records(), total=self.total, title=f"top paths of {self.target_label}",
-                       value_label="contribution", notes=tuple(self.notes))
+    def summary(self) -> str:
+        return (
+            f"top {len(self.paths)} paths of {self.target_label}: "
+            f"{'complete' if self.complete else 'incomplete (' + str(self.stopped_by) + ')'}, "
+            f"every unlisted path |c| ≤ {self.certificate:.3g}, explained {self.explained:.1%}, "
+            f"{self.visited} prefixes visited"
+        )
 
     def to_dict(self) -> dict:
-        rows = self.records()
-        for r in rows:
-            r["path"] = list(r["path"])
         return {
             "target": self.target_label,
-            "paths": rows,
+            "paths": self.to_records(),
             "certificate": self.certificate,
             "complete": self.complete,
             "explained": self.explained,
@@ -122,14 +120,8 @@ class TopK(TextTableHTML):
         }
 
     def __str__(self) -> str:
-        head = (
-            f"top {len(self.paths)} paths of {self.target_label}: "
-            f"{'complete' if self.complete else 'incomplete (' + str(self.stopped_by) + ')'}, "
-            f"every unlisted path |c| ≤ {self.certificate:.3g}, explained {self.explained:.1%}, "
-            f"{self.visited} prefixes visited"
-        )
-        rows = [f"  {r['name']:<28} {r['value']:+.4g}" for r in self.records()]
-        return "\n".join([head, *rows])
+        rows = [f"  {r.name:<28} {r.value:+.4g}" for r in self.ranking()]
+        return "\n".join([self.summary(), *rows])
 
 
 def suffix_bounds(fz: Frozen, rho):
@@ -214,7 +206,7 @@ def _mlp_norms(fz: Frozen, l: int):
 
 
 def top_k_paths(
-    weights: Weights,
+    model,
     tokens,
     *,
     target=None,
@@ -243,7 +235,8 @@ def top_k_paths(
     for name, v in (("budget_nodes", budget_nodes), ("budget_seconds", budget_seconds)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
             raise PathexpandError(f"{name} must be a positive number or None, got {v!r}")
-    tokens = _token_array(weights, tokens)
+    weights = as_weights(model)
+    tokens = as_tokens(weights, tokens)
     start = time.monotonic()
     with torch.no_grad():
         fz = freeze(weights, tokens, device=device, dtype=dtype)

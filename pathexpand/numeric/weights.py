@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from .._hooks import load_model
 from ..errors import PathexpandError, ShapeError, UnsupportedArchitecture
 
-__all__ = ["Config", "Weights", "expected_shapes", "TL_KEY_MAP", "to_numpy"]
+__all__ = ["Config", "Weights", "as_weights", "expected_shapes", "TL_KEY_MAP", "to_numpy"]
 
 ACT_FNS = ("relu", "gelu", "gelu_new")
 NORMALIZATIONS = (None, "LN", "LNPre")
@@ -348,6 +349,15 @@ class Weights:
             parts.append(f"attention_dir={c.attention_dir!r}")
         label = f"{self.name!r}, " if self.name else ""
         return f"Weights({label}{', '.join(parts)}, dtype={self.dtype})"
+
+
+def as_weights(model: Any) -> Weights:
+    """The one input rule for a model: ``Weights`` as they are; a bundled name, a weights file
+    (``str`` or ``Path``), a TransformerLens ``HookedTransformer`` or a Hugging Face model
+    through ``pe.load``. Anything else raises ``PathexpandError`` saying what is accepted."""
+    if isinstance(model, Weights):
+        return model
+    return load_model(model)
 
 
 # helpers -------------------------------------------------------------------------------

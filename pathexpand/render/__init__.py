@@ -34,7 +34,6 @@ _LAZY: dict[str, str] = {
             "composition_heatmaps",
             "eigenvalue_plot",
             "ov_eigenvalues",
-            "copying_scores",
             "attention_patterns",
             "head_scores_heatmap",
             "ranking_bars",

@@ -32,12 +32,22 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
+
 from .._files import check_output_path, write_atomic
 from ..architecture import Architecture
 from ..errors import MissingDependencyError, PathexpandError, check_int
-from ..graph import arch_of, path_edges, path_graph, top_paths
+from ..graph import arch_of, path_edges, path_graph, strongest_paths
+from ..names import REMAINDER
+from ..numeric.composition import CompositionScores, composition_scores
+from ..numeric.detect import InductionCircuit, induction_circuit
+from ..numeric.evaluate import evaluate
+from ..numeric.weights import Weights, as_weights
+from ..ranking import Row
+from ..symbolic import Expansion, Selection, expand_logits, expand_scores
+from ..symbolic.terms import ScoreTerm, Term
 
-__all__ = ["diagram", "induction_highlight", "svg", "png", "pdf", "write", "check_writable", "FORMATS", "LAYOUTS"]
+__all__ = ["diagram", "default_circuit", "induction_highlight", "top_terms", "svg", "png", "pdf", "write", "check_writable", "FORMATS", "LAYOUTS"]
 
 LAYOUTS = ("layers", "left-right")
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot"}
@@ -164,26 +174,19 @@ def pdf(obj, path=None, **diagram_kwargs) -> bytes:
 
 
 # what to draw ---------------------------------------------------------------------------------
-def _is_graph(obj) -> bool:
-    graph = getattr(obj, "graph", None)
-    return hasattr(obj, "nodes") and hasattr(obj, "edges") and isinstance(graph, dict) and (
-        "n_layers" in graph)
-
-
 def _is_term(obj) -> bool:
-    return isinstance(getattr(obj, "arch", None), Architecture) and (
-        hasattr(obj, "query_path") or hasattr(obj, "path")
-    )
+    return isinstance(obj, (Term, ScoreTerm))
 
 
 def _resolve(obj) -> tuple[Any, list, str]:
     """``(graph, items to highlight, default title)`` for anything ``diagram`` takes."""
-    if _is_graph(obj):
+    if isinstance(obj, nx.MultiDiGraph):
         return obj, [], str(arch_of(obj))
-    if _is_term(obj):
-        title = f"{obj.head}: {obj.name}" if hasattr(obj, "query_path") else f"term {obj.name}"
-        return path_graph(obj.arch), [obj], title
-    if isinstance(getattr(obj, "arch", None), Architecture) and hasattr(obj, "target"):
+    if isinstance(obj, ScoreTerm):
+        return path_graph(obj.arch), [obj], f"{obj.head}: {obj.name}"
+    if isinstance(obj, Term):
+        return path_graph(obj.arch), [obj], f"term {obj.name}"
+    if isinstance(obj, (Expansion, Selection)):
         n = len(obj)
         if n > MAX_TERMS:
             raise PathexpandError(
@@ -193,17 +196,17 @@ def _resolve(obj) -> tuple[Any, list, str]:
         target = "logits" if obj.target == "logits" else f"the attention score of {obj.target}"
         terms = [t for t in obj if not t.is_remainder]
         return path_graph(obj.arch), terms, f"expansion of {target}"
-    if isinstance(obj, Architecture) or (hasattr(obj, "config") and hasattr(obj, "has_biases")):
-        G = path_graph(obj)
-        return G, [], str(arch_of(G))
     if isinstance(obj, (list, tuple)) and obj and all(_is_term(t) for t in obj):
         archs = {t.arch for t in obj}
         if len(archs) != 1:
             raise PathexpandError("terms of different architectures cannot share one diagram")
         return path_graph(obj[0].arch), list(obj), f"{len(obj)} terms"
+    if isinstance(obj, (Architecture, Weights, str)):
+        G = path_graph(obj)
+        return G, [], str(arch_of(G))
     raise PathexpandError(
         "diagram takes a path graph (pe.path_graph), a Term or ScoreTerm, an Expansion, a list "
-        f"of Terms, an Architecture or Weights; got {type(obj).__name__}"
+        f"of Terms, an Architecture or a model; got {type(obj).__name__}"
     )
 
 
@@ -211,12 +214,54 @@ def induction_highlight(arch: Architecture, prev: str, ind: str) -> list:
     """What an induction-circuit diagram highlights: the K-composition term (token → ``prev`` →
     ``ind``'s key, ``ind``'s query reading the token), ``ind``'s OV path to the logits, and
     with positions ``prev``'s positional QK term (what makes it a previous-token head)."""
-    from ..symbolic import expand_scores
-
     highlight = [expand_scores(arch, ind)[f"q:direct · k:{prev}"], ("embed", ind)]
     if arch.positional is not None:
         highlight.append(expand_scores(arch, prev)["q:pos · k:pos"])
     return highlight
+
+
+_MAX_LOGIT_TERMS = 20_000
+
+
+def top_terms(model, k: int = 5, head: str | None = None):
+    """``(graph, highlight, title)``: the ``k`` logit terms (or ``head``'s score terms) with the
+    largest ‖W‖_F (``evaluate``), on a graph weighted by every term's norm. A big model's
+    logit expansion is cut at depth 2 (or 1): the rest is the remainder, not drawn."""
+    w = as_weights(model)
+    arch = Architecture.from_weights(w)
+    if head:
+        exp = expand_scores(arch, head)
+    else:
+        exp = expand_logits(arch)
+        for depth in (2, 1):
+            if len(exp) > _MAX_LOGIT_TERMS:
+                exp = expand_logits(arch, max_depth=depth)
+    ranking = evaluate(exp, w, metric="frobenius").filter(where=lambda r: r.name != REMAINDER)
+    best = ranking.top(check_int("k", k, 1))
+    terms = [exp[r.name] for r in best]
+    what = f"{head}'s score terms" if head else "terms"
+    return path_graph(w, ranking=ranking), terms, f"top {len(terms)} {what} by ‖W‖_F"
+
+
+def default_circuit(model, *, circuit: InductionCircuit | None = None,
+                    composition: CompositionScores | None = None):
+    """``(graph, highlight, title, circuit)`` drawn when nothing is asked for — by ``pathexpand
+    diagram``, the report and the demo alike: the induction circuit that
+    ``pe.induction_circuit`` names, or, when it finds none (or the model has heads in fewer
+    than two layers), the top 5 terms by ‖W‖_F under a title that says no circuit was found.
+    ``circuit``/``composition``: results already computed for the same model."""
+    w = as_weights(model)
+    arch = Architecture.from_weights(w)
+    if sum(1 for h in arch.n_heads if h) >= 2:
+        circuit = circuit if circuit is not None else induction_circuit(w, composition=composition)
+    if circuit is not None and circuit.found:
+        comp = composition if composition is not None else composition_scores(w)
+        highlight = induction_highlight(arch, circuit.previous_token_head, circuit.induction_head)
+        return path_graph(w, ranking=comp), highlight, circuit.title(), circuit
+    graph, highlight, title = top_terms(w, 5)
+    if circuit is not None:
+        title = f"{circuit.title()}; {title}"
+    return graph, highlight, title, circuit
 
 
 def diagram(
@@ -231,12 +276,12 @@ def diagram(
 ):
     """A circuit diagram of ``obj`` as a ``Diagram`` (a ``graphviz.Digraph``).
 
-    ``obj``: a path graph (``pe.path_graph(weights, ranking=..., attribution=...,
-    composition=...)`` for magnitudes), a ``Term``/``ScoreTerm`` (that term highlighted), an
-    ``Expansion`` (all its terms), a list of Terms, an ``Architecture`` or ``Weights``.
+    ``obj``: a path graph (``pe.path_graph(model, ranking=...)`` for magnitudes), a
+    ``Term``/``ScoreTerm`` (that term highlighted), an ``Expansion`` (all its terms), a list of
+    Terms, an ``Architecture`` or a model (``Weights`` or a bundled name).
     ``highlight``: a list of more terms, term names, node tuples or ranking rows to highlight
     (anything ``pe.graph.path_edges`` takes; one Term or name alone is fine too).
-    ``top``: also highlight the graph's ``top`` strongest paths (``pe.top_paths``).
+    ``top``: also highlight the graph's ``top`` strongest paths (``pe.strongest_paths``).
     ``layout``: ``"layers"`` (bottom to top) or ``"left-right"``.
     Besides the highlighted edges, at most ``max_edges`` other reads are drawn (the heaviest
     by ``weight``; without weights all of them only if they are that few); with more than
@@ -248,11 +293,11 @@ def diagram(
     max_edges = check_int("max_edges", max_edges, 0)
     G, items, default_title = _resolve(obj)
     if highlight is not None:
-        if isinstance(highlight, str) or _is_term(highlight) or hasattr(highlight, "path"):
+        if isinstance(highlight, (str, Row)) or _is_term(highlight):
             highlight = [highlight]
         items = items + list(highlight)
     if top is not None:
-        items = items + [p for p, _ in top_paths(G, check_int("top", top, 1))]
+        items = items + [p for p, _ in strongest_paths(G, check_int("top", top, 1))]
     hot: dict[tuple[str, str, str], None] = {}
     for item in items:
         hot.update(dict.fromkeys(path_edges(G, item)))

@@ -96,7 +96,7 @@ def _cell(v: Any) -> str:
 
 def ranking_table(ranking, k: int = 12, *, columns: Sequence[str] = ("name", "kind", "depth"),
                   extra: Sequence[str] = (), share: bool = True) -> str:
-    """The ``k`` rows of a ``Ranking`` with the largest |value|: #, ``columns``, value, share, ``extra``."""
+    """The ``k`` largest rows of a ``Ranking`` (``Ranking.top``): #, ``columns``, value, share, ``extra``."""
     top = ranking.top(k)
     header = ["#", *columns, ranking.value_label] + (["share"] if share else []) + list(extra)
     rows = []
@@ -111,5 +111,6 @@ def ranking_table(ranking, k: int = 12, *, columns: Sequence[str] = ("name", "ki
     numeric += list(range(len(header) - len(extra), len(header)))
     out = table(header, rows, numeric=numeric)
     if len(ranking) > k:
-        out += note(f"top {k} of {len(ranking):,} rows by |{ranking.value_label}|")
+        by = f"|{ranking.value_label}|" if ranking.by_magnitude else ranking.value_label
+        out += note(f"top {k} of {len(ranking):,} rows by {by}")
     return out + "".join(note(n) for n in ranking.notes)

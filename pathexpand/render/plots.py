@@ -6,11 +6,12 @@ the Agg canvas), labelled with head names and token strings, never bare indices:
 - ``composition_heatmaps``: Q-, K- and V-composition scores side by side, earlier heads ×
   later heads, the random-weights null marked on each colour bar;
 - ``eigenvalue_plot``: eigenvalues of each head's full OV circuit ``W_E W_OV W_U`` in the
-  complex plane with its copying score ``Re(Σλ)/Σ|λ|`` (the paper's figure), computed
+  complex plane with its copying score ``Re(Σλ)/Σ|λ|`` (the paper's figure): the circuit
+  builder's OV circuits (``pe.circuit("OV", w)``) and the statistic of ``copying_scores``,
   through the factored ``AB``/``BA`` identity — never a ``d_vocab × d_vocab`` matrix;
 - ``attention_patterns``: each head's pattern over a text, axes labelled with its tokens;
-- ``head_scores_heatmap``: previous-token / induction / duplicate-token scores per head;
-- ``ranking_bars``: the top rows of any ``Ranking`` (or anything with ``.ranking()``);
+- ``head_scores_heatmap``: each statistic of a ``HeadScores`` per head;
+- ``ranking_bars``: the top rows of any ``Ranking`` or result (through ``.ranking()``);
 - ``order_importance_curve``: loss of the frozen model keeping paths up to depth n.
 
 ``figure_svg(fig)`` gives an SVG string ready to inline in HTML (ids made unique, text as
@@ -29,13 +30,18 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from ..errors import PathexpandError, check_int
-from ..models import load
+from ..names import parse_head
+from ..numeric.composition import KINDS as COMPOSITION_KINDS
+from ..numeric.composition import CompositionScores
+from ..numeric.detect import HeadScores
+from ..numeric.order import OrderImportance
+from ..numeric.weights import as_weights
+from ..ranking import Ranking, Result
 
 __all__ = [
     "composition_heatmaps",
     "eigenvalue_plot",
     "ov_eigenvalues",
-    "copying_scores",
     "attention_patterns",
     "head_scores_heatmap",
     "ranking_bars",
@@ -127,31 +133,30 @@ def _check_heads(arch, heads) -> list[str]:
 
 
 # composition scores -------------------------------------------------------------------------
-_KIND_TITLES = {"q": "Q-composition", "k": "K-composition", "v": "V-composition"}
+_KIND_TITLES = {"q_composition": "Q-composition", "k_composition": "K-composition",
+                "v_composition": "V-composition"}
 
 
 def composition_heatmaps(
-    scores,
+    scores: CompositionScores,
     *,
-    kinds: Sequence[str] = ("q", "k", "v"),
-    baseline: str | None = "random",
+    kinds: Sequence[str] | None = None,
     annotate: bool | None = None,
     title: str | None = None,
 ):
     """Composition scores ‖W_OV^{h1} R^{h2}‖ / (‖W_OV^{h1}‖‖R^{h2}‖), one panel per kind.
 
-    ``scores``: a ``CompositionScores`` (``pe.composition_scores``) or weights / a model name
-    (scores are then computed with ``baseline``). Rows are the earlier (writing) heads of
+    ``scores``: a ``CompositionScores`` (``pe.composition_scores``); ``kinds`` default: all it
+    holds, in the order q, k, v. Rows are the earlier (writing) heads of
     layers 0…L-2, columns the later (reading) heads of layers 1…L-1; pairs where the row's
     layer is not earlier are blank. Raw scores are shown; the null mean (Gaussian weights of
     the same shapes) is a line on each colour bar. ``annotate`` writes each value in its cell
     (default: when the grid is at most 12 × 12).
     """
-    from ..numeric.composition import CompositionScores, composition_scores
-
     if not isinstance(scores, CompositionScores):
-        scores = composition_scores(load(scores), "all", baseline=baseline)
-    kinds = tuple(str(k).lower() for k in kinds)
+        raise PathexpandError(
+            f"expected CompositionScores from pe.composition_scores, got {type(scores).__name__}")
+    kinds = tuple(k for k in COMPOSITION_KINDS if k in scores.kinds) if kinds is None else tuple(kinds)
     for k in kinds:
         if k not in scores.kinds:
             raise PathexpandError(
@@ -180,7 +185,7 @@ def composition_heatmaps(
     for ax, k in zip(axes, kinds):
         grid = grids[k]
         im = ax.imshow(grid, cmap=cmap, vmin=0.0, vmax=vmax, aspect="auto", interpolation="nearest")
-        im.set_gid(f"composition-{k}")
+        im.set_gid(f"composition-{k[0]}")
         ax.set_xticks(range(len(cols)), cols, rotation=90 if len(cols) > 8 else 0)
         ax.set_yticks(range(len(rows)), rows)
         ax.set_xlabel("later head (reads)")
@@ -203,46 +208,15 @@ def composition_heatmaps(
 
 
 # OV eigenvalues ------------------------------------------------------------------------------
-def ov_eigenvalues(weights, *, scope: str = "full"):
-    """Eigenvalues ``[n_layers, n_heads, d_head]`` (complex) of each head's OV circuit.
+def ov_eigenvalues(model, *, scope: str = "full") -> np.ndarray:
+    """Eigenvalues ``[n_layers, n_heads, d_head]`` (complex) of each head's OV circuit, from the
+    circuit builder: ``pe.circuit("OV", model, scope=scope).eigenvalues()``."""
+    from ..numeric.circuits import circuit
 
-    ``scope="full"``: ``W_E W_V W_O W_U`` (``[d_vocab, d_vocab]``, needs d_vocab_out = d_vocab);
-    ``"residual"``: ``W_V W_O``. Factored: the non-zero eigenvalues come from the ``d_head ×
-    d_head`` rotation ``W_O W_U W_E W_V``. LayerNorm models are folded first
-    (``fold_layernorm``), so ln1/ln_final gains are part of the circuit.
-    """
-    from ..numeric.factored import Factored
-
-    w = load(weights)
-    cfg = w.config
-    if scope not in ("full", "residual"):
-        raise PathexpandError(f"scope must be 'full' or 'residual', got {scope!r}")
-    if cfg.n_heads == 0 or cfg.n_layers == 0:
-        raise PathexpandError("this model has no attention heads, so no OV circuits")
-    if cfg.normalization == "LN":
-        from ..numeric.folding import fold_layernorm
-
-        w = fold_layernorm(w)
-    if scope == "full":
-        if cfg.d_vocab_out != cfg.d_vocab:
-            raise PathexpandError(
-                f"the full OV circuit W_E W_OV W_U is {cfg.d_vocab} × {cfg.d_vocab_out}, not square: "
-                "it has no eigenvalues; use scope='residual'"
-            )
-        chain = Factored(w.W_E, w.stacked("W_V"), w.stacked("W_O"), w["W_U"])
-    else:
-        chain = Factored(w.stacked("W_V"), w.stacked("W_O"))
-    return chain.eigenvalues().cpu().numpy()
+    return circuit("OV", model, scope=scope).eigenvalues().cpu().numpy()
 
 
-def copying_scores(eigenvalues: np.ndarray) -> np.ndarray:
-    """The paper's copying score ``Re(Σλ) / Σ|λ|`` over the last axis (1: a pure copier)."""
-    lam = np.asarray(eigenvalues)
-    denom = np.abs(lam).sum(-1)
-    return np.where(denom > 0, lam.sum(-1).real / np.where(denom > 0, denom, 1.0), np.nan)
-
-
-def eigenvalue_plot(weights, *, heads: Sequence[str] | None = None, scope: str = "full",
+def eigenvalue_plot(model, *, heads: Sequence[str] | None = None, scope: str = "full",
                     title: str | None = None):
     """Eigenvalues of each head's full OV circuit in the complex plane, with its copying score.
 
@@ -250,7 +224,11 @@ def eigenvalue_plot(weights, *, heads: Sequence[str] | None = None, scope: str =
     (blue: positive — the head copies; red: negative), the panel title reads
     ``L0H1  copying 0.83``. Axes are symmetric about 0 and equal in scale.
     """
-    w = load(weights)
+    import torch
+
+    from ..numeric.evaluate import copying_statistics
+
+    w = as_weights(model)
     lam = ov_eigenvalues(w, scope=scope)
     L, H = lam.shape[:2]
     names = _head_labels(range(L), H)
@@ -266,9 +244,7 @@ def eigenvalue_plot(weights, *, heads: Sequence[str] | None = None, scope: str =
     side = min(2.3, 16.0 / cols)  # inches per panel: 12 heads a row still fit a page
     fig = _figure(side * cols + 0.4, side * nrows + 0.6)
     axes = fig.subplots(nrows, cols, squeeze=False)
-    copy = copying_scores(lam)
-    from ..names import parse_head
-
+    copy = copying_statistics(torch.as_tensor(lam))[0].numpy()
     for ax in axes.flat[len(chosen):]:
         ax.set_visible(False)
     for ax, name in zip(axes.flat, chosen):
@@ -294,24 +270,15 @@ def eigenvalue_plot(weights, *, heads: Sequence[str] | None = None, scope: str =
 
 # attention ------------------------------------------------------------------------------------
 def _tokens_and_labels(weights, tokens) -> tuple[np.ndarray, list[str]]:
-    tok = getattr(weights, "tokenizer", None)
-    if isinstance(tokens, str):
-        if tok is None:
-            raise PathexpandError("text needs a tokenizer; these weights have none, pass token ids")
-        ids = np.asarray(tok.encode(tokens), dtype=np.int64)
-    else:
-        ids = np.asarray(tokens)
-        if ids.ndim == 2 and ids.shape[0] == 1:
-            ids = ids[0]
-        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-            raise PathexpandError(
-                f"tokens must be text or one prompt of integer ids [pos], got shape {ids.shape} "
-                f"dtype {ids.dtype}"
-            )
-    if ids.size == 0:
-        raise PathexpandError("tokens is empty; give at least one token")
-    labels = [tok.token_str(int(t)) if tok is not None else str(int(t)) for t in ids]
-    return ids.astype(np.int64), labels
+    """One prompt's ids ``[pos]`` (``as_tokens``: text, ids or a ``.npy`` path) and their labels."""
+    from ..numeric.tokens import as_tokens
+
+    ids = as_tokens(weights, tokens)
+    if ids.shape[0] != 1:
+        raise PathexpandError(f"give one prompt, got a batch of {ids.shape[0]}")
+    tok = weights.tokenizer
+    ids = np.asarray(ids[0], dtype=np.int64)
+    return ids, [tok.token_str(int(t)) if tok is not None else str(int(t)) for t in ids]
 
 
 def attention_patterns(weights, tokens, *, heads: Sequence[str] | None = None,
@@ -323,10 +290,9 @@ def attention_patterns(weights, tokens, *, heads: Sequence[str] | None = None,
     ``heads``: names like ``["L0H1", "L1H2"]`` (default: every head, one row per layer).
     """
     from ..architecture import Architecture
-    from ..names import parse_head
     from ..numeric.forward import run_with_cache
 
-    w = load(weights)
+    w = as_weights(weights)
     ids, labels = _tokens_and_labels(w, tokens)
     arch = Architecture.from_weights(w)
     if not arch.heads:
@@ -359,22 +325,22 @@ def attention_patterns(weights, tokens, *, heads: Sequence[str] | None = None,
     return fig
 
 
-def head_scores_heatmap(scores, *, title: str | None = None):
-    """Detected-head scores (previous-token, induction, duplicate-token) per head.
+def head_scores_heatmap(scores: HeadScores, *, title: str | None = None):
+    """Head scores per head, one panel per statistic (previous-token, induction, ...).
 
-    ``scores``: a ``HeadScores`` from ``pe.detect_heads``. One panel per kind, rows = layers,
-    columns = heads, each cell labelled with its head name and score.
+    ``scores``: a ``HeadScores`` from ``pe.detect_heads`` or ``pe.copying_scores``. Rows =
+    layers, columns = heads, each cell labelled with its head name and score.
     """
-    from ..numeric.detect import KINDS, HeadScores
-
     if not isinstance(scores, HeadScores):
         raise PathexpandError(f"expected HeadScores from pe.detect_heads, got {type(scores).__name__}")
+    KINDS = scores.kinds
     L, H = scores.shape
     fig = _figure(max(3.0, 0.75 * H + 1.6) * len(KINDS), max(2.2, 0.7 * L + 1.4))
     axes = fig.subplots(1, len(KINDS), squeeze=False)[0]
     for ax, kind in zip(axes, KINDS):
         grid = np.asarray(scores[kind], dtype=np.float64)
-        im = ax.imshow(grid, cmap="Purples", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+        im = ax.imshow(grid, cmap="Purples", vmin=min(0.0, float(np.nanmin(grid))), vmax=1.0,
+                       aspect="auto", interpolation="nearest")
         im.set_gid(f"heads-{kind}")
         ax.set_xticks(range(H), [f"H{h}" for h in range(H)])
         ax.set_yticks(range(L), [f"L{l}" for l in range(L)])
@@ -385,31 +351,27 @@ def head_scores_heatmap(scores, *, title: str | None = None):
             ax.text(h, l, f"L{l}H{h}\n{v:.2f}", ha="center", va="center", fontsize=6.5,
                     color="white" if v > 0.6 else "black")
         fig.colorbar(im, ax=ax, shrink=0.9)
-    fig.suptitle(title or f"Detected heads on repeated random tokens (seq_len {scores.seq_len}, "
-                          f"{scores.n_samples} samples)")
+    how = (f"on repeated random tokens (seq_len {scores.settings['seq_len']}, "
+           f"{scores.settings['n_samples']} samples)" if scores.method == "data" else "from the weights alone")
+    fig.suptitle(title or f"Detected heads {how}")
     return fig
 
 
 # rankings -------------------------------------------------------------------------------------
-def _as_ranking(obj):
-    from ..numeric.ranking import Ranking
-
-    if isinstance(obj, Ranking):
-        return obj
-    if hasattr(obj, "ranking") and callable(obj.ranking):
-        r = obj.ranking()
-        if isinstance(r, Ranking):
-            return r
+def _as_ranking(obj) -> Ranking:
+    if isinstance(obj, Result):
+        return obj.ranking()
     raise PathexpandError(
-        f"expected a Ranking (or an object with .ranking(): Attribution, TopK, "
-        f"CompositionScores, OrderImportance), got {type(obj).__name__}"
+        f"expected a Ranking or a result (Attribution, TopK, CompositionScores, HeadScores, "
+        f"OrderImportance, ...), got {type(obj).__name__}"
     )
 
 
 def ranking_bars(ranking, *, k: int = 15, title: str | None = None):
-    """Horizontal bars of the ``k`` rows with the largest ``|value|``, largest on top.
+    """Horizontal bars of the ``k`` largest rows (``Ranking.top``: by ``|value|`` for signed
+    contributions, else by value), largest on top.
 
-    ``ranking``: a ``Ranking`` or anything with ``.ranking()``. Bars are blue for positive
+    ``ranking``: a ``Ranking`` or a result (its ``.ranking()``). Bars are blue for positive
     values and red for negative ones; labels are the row names; the x label is the
     ranking's value label.
     """
@@ -432,21 +394,16 @@ def ranking_bars(ranking, *, k: int = 15, title: str | None = None):
     return fig
 
 
-def order_importance_curve(result, tokens=None, *, title: str | None = None):
+def order_importance_curve(result: OrderImportance, *, title: str | None = None):
     """Loss of the frozen model keeping only paths up to depth n, against n.
 
-    ``result``: an ``OrderImportance`` (``pe.order_importance``), or weights with ``tokens``.
-    The model's own loss is the dashed line (reached at full depth, exactly); the right axis
-    shows the root-mean-square logit error of each truncation.
+    ``result``: an ``OrderImportance`` (``pe.order_importance``). The model's own loss is the
+    dashed line (reached at full depth, exactly); the right axis shows the root-mean-square
+    logit error of each truncation.
     """
-    from ..numeric.order import OrderImportance
-
     if not isinstance(result, OrderImportance):
-        if tokens is None:
-            raise PathexpandError("pass an OrderImportance, or weights and tokens=")
-        from ..numeric.order import order_importance
-
-        result = order_importance(load(result), tokens, terms=False)
+        raise PathexpandError(
+            f"expected an OrderImportance from pe.order_importance, got {type(result).__name__}")
     depths = np.asarray(result.depths)
     fig = _figure(5.6, 3.4)
     ax = fig.subplots()

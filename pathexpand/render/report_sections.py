@@ -60,12 +60,10 @@ class Context:
         return self._memo[key]
 
     def detected(self):
-        """``detect_heads`` on repeated random tokens (64 samples, seq_len ≤ 64)."""
+        """``detect_heads`` on repeated random tokens (its defaults, as ``induction_circuit``)."""
         from ..numeric.detect import detect_heads
 
-        seq_len = max(2, min(64, self.weights.config.n_ctx // 2))
-        return self._once("detected", lambda: detect_heads(self.weights, seq_len=seq_len,
-                                                            n_samples=64, seed=0))
+        return self._once("detected", lambda: detect_heads(self.weights))
 
     def composition(self):
         """``composition_scores`` of every kind with the random-weights null."""
@@ -74,19 +72,25 @@ class Context:
         return self._once("composition", lambda: composition_scores(self.weights, "all",
                                                                      baseline="random"))
 
-    def head_of(self, kind: str, *, min_layer: int = 0, below: int | None = None) -> str:
-        """The head with the highest detected ``kind`` score in layers ``min_layer ≤ l < below``."""
-        sub = self.detected()[kind][min_layer:below]
-        l, h = np.unravel_index(int(np.argmax(sub)), sub.shape)
-        return f"L{l + min_layer}H{h}"
+    def circuit(self):
+        """``render.dot.default_circuit``: the graph, highlight and title every caller draws, and
+        the ``InductionCircuit`` (None with heads in fewer than two layers)."""
+        from .dot import default_circuit
 
-    def induction_pair(self) -> tuple[str, str]:
-        """(previous-token head, induction head): the best induction head of layers ≥ 1 and
-        the best previous-token head of an earlier layer."""
-        from ..names import parse_head
+        def make():
+            arch = self.arch
+            if sum(1 for h in arch.n_heads if h) < 2:
+                return default_circuit(self.weights)
+            from ..numeric.detect import induction_circuit
 
-        ind = self.head_of("induction", min_layer=1)
-        return self.head_of("previous_token", below=parse_head(ind)[0]), ind
+            ic = induction_circuit(self.weights, heads=self.detected(), composition=self.composition())
+            return default_circuit(self.weights, circuit=ic, composition=self.composition())
+
+        return self._once("circuit", make)
+
+    def induction(self):
+        """The ``InductionCircuit`` (found or not), or None for a model that cannot have one."""
+        return self.circuit()[3]
 
 
 def sample_tokens(weights, text: str | None) -> tuple[np.ndarray, list[str], str | None]:
@@ -187,10 +191,14 @@ def section_derivation(ctx: Context) -> str:
         f'<div class="math-block" id="derivation-logits">{_mathml(exp)}</div>',
     ]
     if arch.n_layers > 1 and arch.heads:
-        _, head = ctx.induction_pair()
+        ic = ctx.induction()
+        if ic is not None and ic.found:
+            head, why = ic.induction_head, "the induction head"
+        else:
+            head, why = f"L{arch.n_layers - 1}H0", "a head of the last layer (no induction circuit found)"
         scores = expand_scores(arch, head)
         out.append(
-            f"<h3>Attention scores of {escape(head)}, the strongest induction head</h3>"
+            f"<h3>Attention scores of {escape(head)}, {escape(why)}</h3>"
             f"<p>{len(scores):,} (query path, key path) terms: direct, Q-, K- and Q&amp;K-composition.</p>"
             f'<div class="math-block" id="derivation-scores">{_mathml(scores)}</div>'
         )
@@ -199,24 +207,21 @@ def section_derivation(ctx: Context) -> str:
 
 # 3. circuit diagram ------------------------------------------------------------------------------
 def section_diagram(ctx: Context) -> str:
-    """The path graph drawn by Graphviz (``render.dot.diagram``), the key circuit highlighted."""
-    from ..graph import path_graph
-    from .dot import diagram, induction_highlight
+    """The circuit ``pathexpand diagram`` draws (``render.dot.default_circuit``), by Graphviz."""
+    from .dot import diagram
 
-    arch = ctx.arch
-    if arch.n_layers > 1:
-        prev, ind = ctx.induction_pair()
-        highlight = induction_highlight(arch, prev, ind)
+    graph, highlight, title, ic = ctx.circuit()
+    if ic is not None and ic.found:
+        prev, ind = ic.pair
         caption = (f"The induction circuit: the previous-token head {prev} writes into the key of "
                    f"the induction head {ind} (K-composition, labelled with its score), and {ind} "
                    "writes to the logits. Other reads are faded; labels on head → head edges are "
                    "composition scores.")
-        graph = path_graph(ctx.weights, composition=ctx.composition())
     else:
-        highlight = [("embed", h) for h in arch.heads]
-        caption = "Every head's direct path embed → head → logits (the skip-trigram circuits)."
-        graph = path_graph(ctx.weights)
-    return diagram_figure(diagram(graph, highlight=highlight, max_edges=12), caption, "diagram-")
+        caption = ((ic.reason + ". " if ic is not None else "")
+                   + "Shown instead: the five terms with the largest ‖W‖_F.")
+    return diagram_figure(diagram(graph, highlight=highlight, max_edges=12, title=title), caption,
+                          "diagram-")
 
 
 # 4. ranked terms ---------------------------------------------------------------------------------
@@ -240,28 +245,31 @@ def section_terms(ctx: Context) -> str:
 # 5. detected heads -------------------------------------------------------------------------------
 def section_heads(ctx: Context) -> str:
     """Previous-token / induction / duplicate-token heads, from activations and from weights."""
-    from ..numeric.detect import KINDS
     from .plots import head_scores_heatmap
 
     scores = ctx.detected()
-    best = {kind: scores.top(kind, 1)[0] for kind in KINDS}
+    best = {kind: scores.top(1, kind=kind)[0] for kind in scores.kinds}
+    L, H = scores.shape
     rows, marked = [], []
-    for i, rec in enumerate(scores.to_records()):
-        rows.append([rec["head"]] + [num(rec[k], ".3f") for k in KINDS])
-        if rec["head"] in (best["previous_token"][0], best["induction"][0]):
-            marked.append(i)
+    for l in range(L):
+        for h in range(H):
+            name = f"L{l}H{h}"
+            rows.append([name] + [num(scores[k][l, h], ".3f") for k in scores.kinds])
+            if name in (best["previous_token"].name, best["induction"].name):
+                marked.append(len(rows) - 1)
     summary = "".join(
-        f"<li>{escape(k.replace('_', '-'))}: <b>{escape(best[k][0])}</b> ({best[k][1]:.2f})</li>"
-        for k in KINDS
+        f"<li>{escape(k.replace('_', '-'))}: <b>{escape(r.name)}</b> ({r.value:.2f}; chance "
+        f"{r['baseline']:.3f})</li>" for k, r in best.items()
     )
+    settings = scores.settings
     return "".join([
-        f"<p>Mean attention on repeated random tokens [r, r] ({scores.n_samples} samples, "
-        f"seq_len {scores.seq_len}): on the previous token, on the token after the earlier copy "
+        f"<p>Mean attention on repeated random tokens [r, r] ({settings['n_samples']} samples, "
+        f"seq_len {settings['seq_len']}): on the previous token, on the token after the earlier copy "
         "(induction), on the earlier copy itself (duplicate). Best heads:</p>",
         f"<ul>{summary}</ul>",
         table(["head", "previous-token", "induction", "duplicate-token"], rows, numeric=[1, 2, 3],
               best=marked),
-        figure(head_scores_heatmap(scores), "chance is about the mean of 1/(q+1) over query positions",
+        figure(head_scores_heatmap(scores), "chance is the mean of 1/(q+1) over the scored queries",
                "heads-"),
         _weight_detectors(ctx),
     ])
@@ -269,17 +277,19 @@ def section_heads(ctx: Context) -> str:
 
 def _weight_detectors(ctx: Context) -> str:
     """The weight-only detectors (no tokens run), each against its Gaussian null."""
-    from ..numeric.weight_detect import detect_heads_from_weights
+    from ..numeric.detect import detect_heads
 
-    stats = detect_heads_from_weights(ctx.weights).statistics()
-    if not stats:
-        return ""
-    L, H = stats[0].values.shape
-    rows = [[f"L{l}H{h}"] + [f"{num(s.values[l, h], '.3f')} (z {num(s.z[l, h], '.1f')})" for s in stats]
+    try:
+        stats = detect_heads(ctx.weights, method="weights")
+    except PathexpandError as exc:
+        return unavailable(f"from the weights alone: {exc}")
+    L, H = stats.shape
+    z = {k: stats.z(k) for k in stats.kinds}
+    rows = [[f"L{l}H{h}"] + [f"{num(stats[k][l, h], '.3f')} (z {num(z[k][l, h], '.1f')})" for k in stats.kinds]
             for l in range(L) for h in range(H)]
     return ("<h3>From the weights alone</h3>"
-            + table(["head"] + [s.statistic for s in stats], rows, numeric=list(range(1, len(stats) + 1)))
-            + "".join(note(f"{s.statistic}: {s.description}") for s in stats if s.description))
+            + table(["head", *stats.kinds], rows, numeric=list(range(1, len(stats.kinds) + 1)))
+            + "".join(note(f"{k}: {stats.descriptions[k]}") for k in stats.kinds if k in stats.descriptions))
 
 
 # 6. composition ----------------------------------------------------------------------------------
@@ -290,7 +300,7 @@ def section_composition(ctx: Context) -> str:
     if ctx.arch.n_layers < 2:
         return unavailable("a 1-layer model has no composition: no head reads another head's output")
     comp = ctx.composition()
-    null = ", ".join(f"{k.upper()} {comp.null_mean[k]:.3f}" for k in comp.kinds)
+    null = ", ".join(f"{k.split('_')[0].upper()} {comp.null_mean[k]:.3f}" for k in comp.kinds)
     return (
         "<p>‖W<sub>OV</sub><sup>h₁</sup> R<sup>h₂</sup>‖ / (‖W<sub>OV</sub><sup>h₁</sup>‖ "
         "‖R<sup>h₂</sup>‖) for every earlier head h₁ and later head h₂, with R = W<sub>Q</sub>"
@@ -299,37 +309,34 @@ def section_composition(ctx: Context) -> str:
         + figure(composition_heatmaps(comp), "red line on each colour bar: the null mean",
                  "composition-")
         + "<h3>Strongest pairs</h3>"
-        + ranking_table(comp.ranking(), 10, columns=("name", "kind"), extra=("score",), share=False)
+        + ranking_table(comp.ranking(), 10, columns=("name", "kind"), extra=("score", "baseline", "z"),
+                        share=False)
     )
 
 
 # 7. eigenvalues ----------------------------------------------------------------------------------
 def section_eigenvalues(ctx: Context) -> str:
     """Eigenvalues of every full OV circuit (factored) and the copying scores."""
-    from ..numeric.weight_detect import copying_scores
+    from ..numeric.detect import copying_scores
     from .plots import eigenvalue_plot
 
     w = ctx.weights
     if w.config.d_vocab != w.config.d_vocab_out:
         return unavailable("the full OV circuit is not square (d_vocab ≠ d_vocab_out): no eigenvalues")
-    folded = w
-    if w.config.normalization == "LN":
-        from ..numeric.folding import fold_layernorm
-
-        folded = fold_layernorm(w)
-    stat = copying_scores(folded)
+    stat = copying_scores(w)
     out = (
         "<p>A head whose OV circuit W<sub>E</sub> W<sub>OV</sub> W<sub>U</sub> maps a token to "
         "itself has positive eigenvalues: copying = Re Σλ / Σ|λ| is 1 for a pure copier. "
         f"The eigenvalues come from the {w.config.d_head} × {w.config.d_head} rotation "
         "W<sub>O</sub> W<sub>U</sub> W<sub>E</sub> W<sub>V</sub>: no vocabulary-sized matrix is "
         "formed.</p>"
-        + figure(eigenvalue_plot(folded), "blue: Re λ > 0, red: Re λ < 0", "eig-")
+        + figure(eigenvalue_plot(w), "blue: Re λ > 0, red: Re λ < 0", "eig-")
         + ranking_table(stat.ranking(), len(ctx.arch.heads), columns=("name",),
-                        extra=("positive_share", "null_mean", "z"), share=False)
+                        extra=("positive_share", "baseline", "z"), share=False)
     )
-    if folded is not w:
-        out += note("LayerNorm folded into W_V and W_U first, so its gains are part of the circuit")
+    if w.config.normalization is not None:
+        out += note("LayerNorm: the circuit reads through C diag(w) (as folded), without the "
+                    "per-position 1/σ — the same circuit pe.evaluate and pe.copying_scores use")
     return out
 
 
@@ -342,9 +349,13 @@ def section_attribution(ctx: Context) -> str:
     w = ctx.weights
     res = attribute(w, ctx.tokens[None])
     heads, who = None, "each head"
-    if len(ctx.arch.heads) > 4 and ctx.arch.n_layers > 1:  # many heads: the induction pair only
-        heads = list(ctx.induction_pair())
+    ic = ctx.induction()
+    if len(ctx.arch.heads) > 4 and ic is not None and ic.found:  # many heads: the pair only
+        heads = list(ic.pair)
         who = f"the previous-token head {heads[0]} and the induction head {heads[1]}"
+    elif len(ctx.arch.heads) > 16:
+        heads = list(ctx.arch.heads_in_layer(ctx.arch.n_layers - 1))[:4]
+        who = ", ".join(heads)
     shown = ctx.text if ctx.text is not None else " ".join(ctx.labels)
     paths = (ranking_table(res.ranking("path"), TOP) if res.paths is not None else _top_k(ctx))
     return "".join([
@@ -371,7 +382,7 @@ def _attribution_diagram(ctx: Context, res) -> str:
     from ..graph import path_graph
     from .dot import diagram
 
-    dig = diagram(path_graph(ctx.weights, attribution=res), top=5, max_edges=12,
+    dig = diagram(path_graph(ctx.weights, ranking=res), top=5, max_edges=12,
                   title=f"top paths of the {res.target_label}")
     return ("<h3>The strongest paths as a circuit</h3>"
             + diagram_figure(dig, "edge width and colour: contribution (blue positive, red negative)",
@@ -391,18 +402,19 @@ def _top_k(ctx: Context) -> str:
 
 def _why_attend(ctx: Context) -> str:
     """The induction head's score at the last query, split into (query path × key path) terms."""
-    from ..numeric.attribute import attribute_scores
+    from ..numeric.attribute_scores import attribute_scores
     from ..numeric.forward import run_with_cache
 
-    if ctx.arch.n_layers < 2:
+    ic = ctx.induction()
+    if ic is None or not ic.found:
         return ""
-    _, head = ctx.induction_pair()
+    head = ic.induction_head
     l, h = ctx.arch.check_head(head)
     _, cache = run_with_cache(ctx.weights, ctx.tokens[None])
     q = len(ctx.tokens) - 1
     k = int(cache.patterns[0, l, h, q].argmax())
     sa = attribute_scores(ctx.weights, ctx.tokens[None], head, q, k)
-    rows = [[t["name"], t["kind"], num(t["value"])] for t in sa.top(TOP)]
+    rows = [[r.name, r.kind, num(r["value"]), num(r.value)] for r in sa.top(TOP)]
     kinds = ", ".join(f"{kind} {v:+.3g}" for kind, v in sa.by_kind().items())
     return (
         f"<h3>Why {escape(head)} attends where it does</h3>"
@@ -410,7 +422,7 @@ def _why_attend(ctx: Context) -> str:
         f"attention on key {k} ({escape(ctx.labels[k])}). Its score there, {sa.score:.4g}, split "
         f"into (query path × key path) terms (residual error {sa.residual_error():.1e}); by kind: "
         f"{escape(kinds)}. The largest terms that can move the softmax:</p>"
-        + table(["term", "kind", "score term"], rows, numeric=[2])
+        + table(["term", "kind", "score term", "effect"], rows, numeric=[2, 3])
     )
 
 

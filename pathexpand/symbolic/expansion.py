@@ -22,14 +22,8 @@ __all__ = ["FILTER_KEYS", "Expansion", "Selection"]
 
 FILTER_KEYS = ("kind", "through", "source", "composition", "depth", "softmax_invariant", "bias")
 
-_LOGIT_COMPOSITION = {"v": "v_composition", "v_composition": "v_composition", "V": "v_composition"}
-_SCORE_COMPOSITION = {
-    "direct": "direct",
-    "q": "q_composition", "Q": "q_composition", "q_composition": "q_composition",
-    "k": "k_composition", "K": "k_composition", "k_composition": "k_composition",
-    "qk": "qk_composition", "QK": "qk_composition", "q&k": "qk_composition",
-    "Q&K": "qk_composition", "qk_composition": "qk_composition",
-}
+_LOGIT_COMPOSITION = ("v_composition",)
+_SCORE_COMPOSITION = ("direct", "q_composition", "k_composition", "qk_composition")
 
 
 class _Printed:
@@ -171,8 +165,8 @@ class Expansion(_Printed, ABC):
 
         ``kind`` (one of the kinds), ``through`` (a node name or several: the path, or
         either side of a score pair, passes all of them), ``source`` (the source, or either
-        side's), ``composition`` (logits: ``"v"`` = two or more heads; scores: ``"q"``,
-        ``"k"``, ``"qk"``, ``"direct"``), ``depth`` (nodes passed, or a range ``(lo, hi)``,
+        side's), ``composition`` (logits: ``"v_composition"`` = two or more heads; scores:
+        ``"direct"``, ``"q_composition"``, ``"k_composition"``, ``"qk_composition"``), ``depth`` (nodes passed, or a range ``(lo, hi)``,
         ``hi`` None for no limit; score pairs: both sides together),
         ``softmax_invariant`` (scores), ``bias`` (the source, or either side's, is a bias).
         """
@@ -210,12 +204,13 @@ class Expansion(_Printed, ABC):
                 )
             return value
         if key == "composition":
-            table = _SCORE_COMPOSITION if scores else _LOGIT_COMPOSITION
-            if value not in table:
+            valid = _SCORE_COMPOSITION if scores else _LOGIT_COMPOSITION
+            if value not in valid:
                 raise PathexpandError(
-                    f"composition must be one of {', '.join(sorted(set(table)))}; got {value!r}"
+                    f"composition must be one of {', '.join(valid)} for "
+                    f"{'score' if scores else 'logit'} terms; got {value!r}"
                 )
-            return table[value]
+            return value
         if key == "depth":
             rng = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
             ok = (
@@ -243,8 +238,7 @@ class Expansion(_Printed, ABC):
             if key == "through" and not set(value) <= set(term.nodes):
                 return False
             if key == "source":
-                srcs = term.sources if hasattr(term, "sources") else (term.source,)
-                if value not in srcs:
+                if value not in term.sources:
                     return False
             if key == "composition" and term.composition != value:
                 return False

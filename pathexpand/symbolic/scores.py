@@ -20,17 +20,12 @@ from ..errors import PathexpandError, UnknownHeadError
 from ..names import parse_node
 from .expansion import Expansion, subsets
 from .paths import Source, check_max_depth, check_tail, iter_tails, score_sources, tail_polynomial
-from .terms import (
-    REMAINDER,
-    ScoreTerm,
-    composition_kind,
-    parse_score_name,
-    score_kind,
-    score_name,
-)
+from .terms import REMAINDER, ScoreTerm, parse_score_name, score_kind, score_name
 
 __all__ = ["ScoreExpansion", "expand_scores", "key_side_constant", "softmax_invariant"]
 
+_KIND_OF = {(False, False): "direct", (True, False): "q_composition",
+            (False, True): "k_composition", (True, True): "qk_composition"}
 # (kind, query depth range, key depth range): the order terms are listed in
 _KIND_ORDER = (
     ("direct", (0, 0), (0, 0)),
@@ -165,7 +160,7 @@ class ScoreExpansion(Expansion):
         total = 0
         for (qm, dq, _, qbias), cq in qb.items():
             for (km, dk, inv, kbias), ck in kb.items():
-                kind = composition_kind(dq > 0, dk > 0)
+                kind = _KIND_OF[(dq > 0, dk > 0)]
                 if "kind" in filters and filters["kind"] != kind:
                     continue
                 if "composition" in filters and filters["composition"] != kind:

@@ -4,7 +4,8 @@ A term is identified by its path (node names earliest-first, starting with the s
 sympy expression is built from that path on first access, so the numeric layer, which
 evaluates terms from their paths, never needs sympy to have run.
 
-Names (unique within an expansion, ``parse_term_name`` inverts them):
+Names (unique within an expansion; ``names.term_name`` writes them and ``names.parse_term_name``
+inverts them):
 
 * token-embedding paths: ``direct``, ``L0H1``, ``L1H0∘L0H1`` (``names.path_name``);
 * other sources are prepended: ``pos`` (the source alone), ``pos:L1H0``, ``L0H2.b_V:L1H0``,
@@ -25,8 +26,19 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from ..architecture import Architecture
-from ..errors import PathexpandError
-from ..names import COMPOSE, parse_node, parse_path_name, path_name
+from ..names import (
+    LOGIT_KINDS,
+    REMAINDER,
+    SCORE_KINDS,
+    is_bias_source,
+    logit_kind,
+    parse_node,
+    parse_score_name,
+    parse_term_name,
+    score_kind,
+    score_name,
+    term_name,
+)
 from .forms import logit_forms, score_forms
 from .symbols import Mat
 
@@ -36,7 +48,6 @@ __all__ = [
     "SCORE_KINDS",
     "ScoreTerm",
     "Term",
-    "composition_kind",
     "is_bias_source",
     "logit_kind",
     "parse_score_name",
@@ -45,75 +56,6 @@ __all__ = [
     "score_name",
     "term_name",
 ]
-
-LOGIT_KINDS = ("direct", "head", "virtual", "mlp", "bias", "remainder")
-SCORE_KINDS = ("direct", "q_composition", "k_composition", "qk_composition", "remainder")
-REMAINDER = "remainder"
-_SEP = " · "
-
-
-def is_bias_source(source: str) -> bool:
-    """True for bias sources (``L0H2.b_V``, ``L0.b_O``, ..., ``b_U``)."""
-    return source != REMAINDER and parse_node(source).kind == "bias"
-
-
-def term_name(path: tuple[str, ...]) -> str:
-    """Unique short name of a path: ``L1H0∘L0H1``, ``pos:L1H0``, ``L0.b_O``, ``remainder``."""
-    path = tuple(path)
-    if path == (REMAINDER,):
-        return REMAINDER
-    if path[0] == "embed":
-        return path_name(path)
-    return path[0] if len(path) == 1 else f"{path[0]}:{path_name(path)}"
-
-
-def parse_term_name(name: str) -> tuple[str, ...]:
-    """Inverse of ``term_name`` (a logit path); score names split on `` · `` first."""
-    name = name.strip()
-    if name == REMAINDER:
-        return (REMAINDER,)
-    if ":" in name:
-        source, rest = name.split(":", 1)
-        if parse_node(source).kind not in ("source", "bias"):
-            raise PathexpandError(f"{source!r} in {name!r} is not a source")
-        return (source, *parse_path_name(rest))
-    if name == "direct":
-        return ("embed",)
-    try:
-        node = parse_node(name)
-    except PathexpandError:
-        node = None
-    if node is not None and node.kind in ("source", "bias"):
-        return (name,)
-    return ("embed", *parse_path_name(name))
-
-
-def logit_kind(path: tuple[str, ...]) -> str:
-    """Kind of a logit path, by the precedence documented above."""
-    if path == (REMAINDER,):
-        return "remainder"
-    if is_bias_source(path[0]):
-        return "bias"
-    kinds = [parse_node(n).kind for n in path[1:]]
-    if "mlp" in kinds:
-        return "mlp"
-    heads = kinds.count("head")
-    return "virtual" if heads >= 2 else "head" if heads == 1 else "direct"
-
-
-def score_kind(query_path, key_path) -> str:
-    """Composition kind of a (query path, key path) pair."""
-    if tuple(query_path) == (REMAINDER,):
-        return "remainder"
-    return composition_kind(len(query_path) > 1, len(key_path) > 1)
-
-
-def composition_kind(query_composes: bool, key_composes: bool) -> str:
-    """``direct``/``q_composition``/``k_composition``/``qk_composition`` from which side
-    passes at least one head or MLP."""
-    return {(False, False): "direct", (True, False): "q_composition",
-            (False, True): "k_composition", (True, True): "qk_composition"}[
-        (bool(query_composes), bool(key_composes))]
 
 
 def _heads(nodes) -> tuple[str, ...]:
@@ -178,6 +120,11 @@ class Term(_Shown):
     def source(self) -> str:
         """First element of the path: ``embed``, ``pos``, a bias name, or ``remainder``."""
         return self.path[0]
+
+    @property
+    def sources(self) -> tuple[str]:
+        """``(source,)``: the sources the term starts from (a score term has two)."""
+        return (self.path[0],)
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -303,25 +250,3 @@ class ScoreTerm(_Shown):
             r = Mat("R", (self.max_depth,))
             return r, r
         return score_forms(self.arch, self.head, self.query_path, self.key_path)
-
-
-def score_name(query_path, key_path) -> str:
-    """``q:<term_name(query)> · k:<term_name(key)>`` (``remainder`` for the remainder)."""
-    if tuple(query_path) == (REMAINDER,):
-        return REMAINDER
-    return f"q:{term_name(query_path)}{_SEP}k:{term_name(key_path)}"
-
-
-def parse_score_name(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Inverse of ``score_name``: ``(query_path, key_path)``."""
-    name = name.strip()
-    if name == REMAINDER:
-        return (REMAINDER,), (REMAINDER,)
-    parts = name.split(_SEP.strip())
-    if len(parts) != 2 or not parts[0].strip().startswith("q:") or not parts[1].strip().startswith("k:"):
-        raise PathexpandError(
-            f"{name!r} is not a score term name like 'q:direct · k:L0H0' "
-            f"(query side, '·', key side; paths named like {'L1H0' + COMPOSE + 'L0H1'!r})"
-        )
-    return parse_term_name(parts[0].strip()[2:]), parse_term_name(parts[1].strip()[2:])
-

@@ -15,14 +15,16 @@ def test_demo_runs_every_step_on_the_default_model(tmp_path, capsys):
     rc = main(["demo", "--out", str(tmp_path), "--no-report"])
     out = capsys.readouterr().out
     assert rc == 0, out
-    for step in ("1. The model", "2. Derive", "3. Detect", "4. K-composition", "5. Rank",
+    for step in ("1. The model", "2. Derive", "3. Detect", "4. The induction circuit", "5. Rank",
                  "6. Attribute", "7. Draw"):
         assert step in out
     w = pe.load("attn-only-2l")
     # the heads it reports are the ones the detector finds when called directly
-    (prev, _), = pe.detect_heads(w).top("previous_token")
-    (ind, _), = pe.detect_heads(w).top("induction")
+    prev = pe.detect_heads(w).top(1, kind="previous_token")[0].name
+    ind = pe.detect_heads(w).top(1, kind="induction")[0].name
     assert f"previous_token   {prev}" in out and f"induction        {ind}" in out
+    # the circuit it names is pe.induction_circuit's, the one `pathexpand diagram` draws
+    assert pe.induction_circuit(w).reason in " ".join(out.split())
     assert f"{pe.expand_logits(pe.Architecture.from_weights(w)).n_terms} terms" in out
     svg = ET.parse(tmp_path / "circuit.svg").getroot()
     assert svg.tag.endswith("svg")

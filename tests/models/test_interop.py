@@ -62,7 +62,7 @@ def gpt2(**kwargs):
 )
 def test_from_transformer_lens(kwargs, expect):
     model = hooked(**kwargs)
-    w = pe.from_transformer_lens(model)
+    w = pe.load(model)
     for field, value in {**dict(n_layers=2, n_heads=4, d_model=16, d_head=4, d_vocab=20, n_ctx=8), **expect}.items():
         assert getattr(w.config, field) == value, field
     # stacked weights equal TL's own stacked properties
@@ -103,20 +103,20 @@ def test_from_transformer_lens(kwargs, expect):
 def test_unsupported_transformer_lens_features(kwargs, feature):
     model = hooked(**{"d_mlp": 16, "act_fn": "relu", **kwargs})
     with pytest.raises(UnsupportedArchitecture, match=feature):
-        pe.from_transformer_lens(model)
+        pe.load(model)
     with pytest.raises(UnsupportedArchitecture, match=feature):
         pe.load(model)
 
 
 def test_from_transformer_lens_rejects_other_objects():
-    with pytest.raises(PathexpandError, match="needs a HookedTransformer, got dict"):
-        pe.from_transformer_lens({"cfg": 1})
+    with pytest.raises(PathexpandError, match="cannot load a model from 'dict'"):
+        pe.load({"cfg": 1})
 
 
 # Hugging Face --------------------------------------------------------------------------------
 def test_from_hf_weight_map():
     hf = gpt2()
-    w = pe.from_hf(hf)
+    w = pe.load(hf)
     c = w.config
     assert (c.n_layers, c.n_heads, c.d_model, c.d_head, c.d_vocab, c.n_ctx, c.d_mlp) == (2, 4, 32, 8, 50, 16, 128)
     assert (c.act_fn, c.normalization, c.positional, c.eps) == ("gelu_new", "LN", "standard", 1e-5)
@@ -159,7 +159,7 @@ def test_from_hf_forward_variants(kwargs):
 )
 def test_from_hf_unsupported(kwargs, feature):
     with pytest.raises(UnsupportedArchitecture, match=feature):
-        pe.from_hf(gpt2(**kwargs))
+        pe.load(gpt2(**kwargs))
 
 
 def test_from_hf_other_models_refused():
@@ -173,11 +173,11 @@ def test_missing_transformers_names_extra(monkeypatch):
     hf = gpt2()
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
     with pytest.raises(MissingDependencyError, match=r"pip install 'pathexpand\[hf\]'"):
-        pe.from_hf(hf)
+        pe.load(hf)
 
 
 def test_missing_transformer_lens_names_extra(monkeypatch):
     model = hooked(attn_only=True)
     monkeypatch.setitem(sys.modules, "transformer_lens", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'pathexpand\[lens\]'"):
-        pe.from_transformer_lens(model)
+        pe.load(model)

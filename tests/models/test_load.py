@@ -194,7 +194,7 @@ def test_unknown_name_lists_bundled(bundled):
         pe.load("attn-only-9l")
     with pytest.raises(WeightsFileError, match=r"no such file: 'nothere/m.safetensors' \(and it is not a bundled model; bundled: attn-only-2l, gpt2-tiny\)"):
         pe.load("nothere/m.safetensors")
-    with pytest.raises(PathexpandError, match="cannot load weights from a int"):
+    with pytest.raises(PathexpandError, match="cannot load a model from 'int'"):
         pe.load(3)
 
 

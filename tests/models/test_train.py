@@ -15,6 +15,7 @@ import torch
 import pathexpand as pe
 from pathexpand.errors import PathexpandError
 from pathexpand.models import train as tr
+from pathexpand.numeric.forward import Recorder, Transformer
 from pathexpand.numeric.weights import Config
 
 TINY = tr.ModelSpec(
@@ -186,10 +187,13 @@ def test_export_equals_reference_forward(corpus, name):
     assert weights.has_biases()
     assert set(weights.keys()) == set(model.state_dict())
     tokens = torch.from_numpy(np.random.default_rng(1).integers(0, 256, size=(3, 24)))
+    rec = Recorder()
     with torch.no_grad():
         fused = model(tokens)  # scaled_dot_product_attention
-        explicit, patterns = model(tokens, return_patterns=True)
+        explicit = model(tokens, rec=rec)  # softmax written out, recorded
+    patterns = rec.cache(tokens, model.config, explicit).patterns
     ref, cache = pe.run_with_cache(weights, tokens)
+    assert type(model) is Transformer  # the trained module is the one pe.forward runs
     torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(explicit, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(patterns, cache.patterns, rtol=1e-5, atol=1e-6)

@@ -226,7 +226,7 @@ def test_rankings_and_json():
     rk = res.ranking("path")
     assert len(rk) == len(res.paths)
     top = rk.top(1)[0]
-    assert abs(top.value) == max(abs(r["value"]) for r in res.records("path"))
+    assert abs(top.value) == max(abs(r["value"]) for r in res.to_records(view="path"))
     np.testing.assert_allclose(sum(r.value for r in rk) + sum(v.mean() for v in res.constants.values()),
                                res.total, atol=1e-10)
     names = set(res.ranking("edge").names)

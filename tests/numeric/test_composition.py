@@ -1,4 +1,5 @@
-"""Composition scores: TransformerLens equality, dense second route, conventions, null baseline."""
+"""Composition scores: TransformerLens equality (raw, and processed for LayerNorm models), a dense
+second route, conventions, the null baseline."""
 
 from __future__ import annotations
 
@@ -33,14 +34,18 @@ def dense_scores(w, kind):
             left = V[l1, h1] @ O[l1, h1]
             for l2 in range(l1 + 1, L_):
                 for h2 in range(H):
-                    right = {"q": Q[l2, h2] @ K[l2, h2].T, "k": K[l2, h2] @ Q[l2, h2].T,
-                             "v": V[l2, h2] @ O[l2, h2]}[kind]
+                    right = {"q_composition": Q[l2, h2] @ K[l2, h2].T,
+                             "k_composition": K[l2, h2] @ Q[l2, h2].T,
+                             "v_composition": V[l2, h2] @ O[l2, h2]}[kind]
                     out[l1, h1, l2, h2] = np.linalg.norm(left @ right) / (
                         np.linalg.norm(left) * np.linalg.norm(right))
     return out
 
 
-@pytest.mark.parametrize("kind", ["q", "k", "v"])
+KINDS = ["q_composition", "k_composition", "v_composition"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_equals_dense_float64(kind):
     w = random_weights(seed=1)
     got = composition_scores(w, kind)[kind]
@@ -52,7 +57,7 @@ def tl_model():
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     cfg = HookedTransformerConfig(n_layers=3, n_heads=4, d_model=32, d_head=8, d_vocab=40, n_ctx=12,
-                                  attn_only=True, seed=0, device="cpu")
+                                  attn_only=True, normalization_type=None, seed=0, device="cpu")
     model = HookedTransformer(cfg)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -64,7 +69,7 @@ def tl_model():
 @pytest.mark.parametrize("mode", ["Q", "K", "V"])
 def test_equals_transformer_lens(tl_model, mode):
     w = pe.Weights.from_state_dict({k: v.detach().numpy() for k, v in tl_model.state_dict().items()})
-    ours = composition_scores(w, "all")[mode.lower()]
+    ours = composition_scores(w, "all")[f"{mode.lower()}_composition"]
     theirs = tl_model.all_composition_scores(mode).detach().numpy()
     assert ours.shape == theirs.shape == (3, 4, 3, 4)
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)
@@ -90,18 +95,18 @@ def designed(kind_only: str):
             params[f"blocks.{l}.attn.{n}"] = np.stack(
                 [e[:, reads.get((l, h), [2, 3])] for h in range(2)])
         params[f"blocks.{l}.attn.W_O"] = np.stack([e[writes[(l, h)], :] for h in range(2)])
-    side = {"q": "W_Q", "k": "W_K", "v": "W_V"}[kind_only]
+    side = {"q_composition": "W_Q", "k_composition": "W_K", "v_composition": "W_V"}[kind_only]
     params[f"blocks.1.attn.{side}"][0] = e[:, [0, 1]]  # L1H0 reads L0H0's output on one side only
     params["W_E"] = np.eye(12, d)
     params["W_U"] = np.eye(d, 12)
     return pe.Weights.from_state_dict(params)
 
 
-@pytest.mark.parametrize("kind_only", ["q", "k", "v"])
+@pytest.mark.parametrize("kind_only", KINDS)
 def test_only_the_designed_composition_is_nonzero(kind_only):
     """Q- and K-composition differ by one transpose: a head read on its key side scores only K."""
     cs = composition_scores(designed(kind_only), "all")
-    for kind in "qkv":
+    for kind in KINDS:
         s = cs[kind]
         if kind == kind_only:
             assert cs.score("L0H0", "L1H0", kind) == pytest.approx(1 / math.sqrt(2), rel=1e-12)
@@ -109,7 +114,7 @@ def test_only_the_designed_composition_is_nonzero(kind_only):
             s[0, 0, 1, 0] = 0
         assert np.all(np.abs(s) <= 1e-12), kind
     top = cs.ranking()[0]
-    assert top.name == f"{kind_only}:L1H0∘L0H0" and top.kind == f"{kind_only}_composition"
+    assert top.name == f"L0H0 → L1H0.{kind_only[0]}" and top.kind == kind_only
 
 
 def test_invariant_under_change_of_basis_inside_heads():
@@ -129,13 +134,14 @@ def test_invariant_under_change_of_basis_inside_heads():
     w2 = w.replace(new)
     a, b = composition_scores(w, "all"), composition_scores(w2, "all")
     assert not np.allclose(w2.W_V, w.W_V)
-    for kind in "qkv":
+    for kind in KINDS:
         np.testing.assert_allclose(b[kind], a[kind], rtol=1e-9, atol=1e-12)
 
 
-def test_centring_writing_weights_keeps_logits_but_changes_scores():
-    """LayerNorm model: centring W_O leaves logits unchanged (checked with TransformerLens) but
-    changes raw scores; ``centered=True`` equals TL's scores on TL's centred weights."""
+def test_layernorm_model_equals_transformer_lens_processed():
+    """A LayerNorm model is scored through the circuit builder's readers ``C diag(w) W`` and
+    writers ``W C``: exactly TransformerLens's scores after its default processing (fold_ln,
+    center_writing_weights), which leaves the model's log-probs unchanged (checked here)."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     cfg = HookedTransformerConfig(n_layers=2, n_heads=3, d_model=16, d_head=4, d_vocab=30, n_ctx=10,
@@ -146,31 +152,33 @@ def test_centring_writing_weights_keeps_logits_but_changes_scores():
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
-    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    w = pe.load(model)                                   # raw weights, LayerNorm unfolded
     tokens = torch.randint(0, 30, (2, 10), generator=g)
-    logits = model(tokens)
-    centred_sd = model.center_writing_weights({k: v.clone() for k, v in sd.items()})
-    centred = HookedTransformer(cfg)
-    centred.load_state_dict(centred_sd, strict=False)
-    torch.testing.assert_close(centred(tokens), logits, rtol=1e-10, atol=1e-10)
-
-    w = pe.Weights.from_state_dict({k: v.numpy() for k, v in sd.items()})
-    raw = composition_scores(w, "all")
-    cen = composition_scores(w, "all", centered=True)
-    for kind in "QKV":
-        np.testing.assert_allclose(cen[kind.lower()], centred.all_composition_scores(kind).detach().numpy(), rtol=1e-9)
-        assert not np.allclose(raw[kind.lower()], cen[kind.lower()], rtol=1e-3)
+    before = model(tokens).log_softmax(-1)
+    model.process_weights_(fold_ln=True, center_writing_weights=True, center_unembed=False)
+    torch.testing.assert_close(model(tokens).log_softmax(-1), before, rtol=1e-5, atol=1e-5)
+    ours = composition_scores(w, "all", baseline=None)
+    for mode in "QKV":
+        theirs = model.all_composition_scores(mode).detach().numpy()
+        np.testing.assert_allclose(ours[f"{mode.lower()}_composition"], theirs, rtol=1e-6, atol=1e-12)
+    # the raw weights score differently: the readers and writers matter
+    raw = dense_scores(w, "k_composition")
+    assert not np.allclose(raw, ours["k_composition"], rtol=1e-3)
 
 
 def test_random_baseline_second_moment_is_one_over_d_model():
     """E[score²] = 1/d_model exactly for Gaussian factors, whatever d_head and kind."""
     n = 400
-    for d, r, kind in [(16, 2, "q"), (16, 8, "k"), (32, 4, "v"), (24, 6, "q")]:
-        mean, std = random_baseline(d, r, kind, n_samples=n, seed=5)
+    cases = [(16, 2, "q_composition", False), (16, 8, "k_composition", False),
+             (32, 4, "v_composition", False), (24, 6, "q_composition", False),
+             (12, 4, "k_composition", True), (12, 4, "v_composition", True)]
+    for d, r, kind, centred in cases:
+        mean, std = random_baseline(d, r, kind, centred=centred, n_samples=n, seed=5)
         second = mean**2 + std**2 * (n - 1) / n
         se = 2 * mean * std / math.sqrt(n) + std**2 * math.sqrt(2 / n)
-        assert abs(second - 1 / d) < 5 * se, (d, r, kind, second, 1 / d)
-        assert mean < 1 / math.sqrt(d)  # Jensen: the mean is a little below the RMS
+        dim = d - 1 if centred else d   # centred factors live in d_model − 1 dimensions
+        assert abs(second - 1 / dim) < 5 * se, (d, r, kind, second, 1 / dim)
+        assert mean < 1 / math.sqrt(dim)  # Jensen: the mean is a little below the RMS
 
 
 def test_random_baseline_matches_independent_numpy_sampling():
@@ -181,60 +189,64 @@ def test_random_baseline_matches_independent_numpy_sampling():
         left = rng.standard_normal((d, r)) @ rng.standard_normal((r, d))
         right = rng.standard_normal((d, r)) @ rng.standard_normal((d, r)).T
         s.append(np.linalg.norm(left @ right) / (np.linalg.norm(left) * np.linalg.norm(right)))
-    mean, std = random_baseline(d, r, "q", n_samples=n, seed=0)
+    mean, std = random_baseline(d, r, "q_composition", n_samples=n, seed=0)
     assert abs(np.mean(s) - mean) < 4 * std * math.sqrt(2 / n)
     assert abs(np.std(s) - std) < 0.25 * std
 
 
 def test_baseline_subtraction_and_z():
     w = random_weights(seed=4)
-    cs = composition_scores(w, "k", baseline="random", seed=1, n_samples=100)
-    mean, std = random_baseline(16, 4, "k", n_samples=100, seed=1)
-    assert cs.null_mean["k"] == mean and cs.null_std["k"] == std
+    k = "k_composition"
+    cs = composition_scores(w, k, baseline="random", seed=1, n_samples=100)
+    mean, std = random_baseline(16, 4, k, n_samples=100, seed=1)
+    assert cs.null_mean[k] == mean and cs.null_std[k] == std
     mask = cs.mask
-    np.testing.assert_allclose(cs.adjusted("k")[mask], cs["k"][mask] - mean)
-    np.testing.assert_allclose(cs.z("k")[mask], (cs["k"][mask] - mean) / std)
-    assert np.all(cs.adjusted("k")[~mask] == 0)
+    np.testing.assert_allclose(cs.adjusted(k)[mask], cs[k][mask] - mean)
+    np.testing.assert_allclose(cs.z(k)[mask], (cs[k][mask] - mean) / std)
+    assert np.all(cs.adjusted(k)[~mask] == 0)
     # default ranking subtracts the baseline; zscore=True ranks by z
     top = cs.ranking()[0]
     assert top.value == pytest.approx(top["score"] - mean)
-    ztop = composition_scores(w, "k", zscore=True, seed=1, n_samples=100).ranking()[0]
+    ztop = composition_scores(w, k, zscore=True, seed=1, n_samples=100).ranking()[0]
     assert ztop.value == pytest.approx((ztop["score"] - mean) / std)
     with pytest.raises(PathexpandError, match="random"):
-        composition_scores(w, "k", baseline=None).z("k")
+        composition_scores(w, k, baseline=None).z(k)
 
 
-def test_tidy_table():
+def test_records_follow_the_result_protocol():
     w = random_weights(n_layers=2, n_heads=2, seed=6)
     cs = composition_scores(w, "all", baseline="random", n_samples=50)
     recs = cs.to_records()
     assert len(recs) == 3 * 2 * 2  # kinds × (layer-0 heads) × (layer-1 heads)
-    r = next(x for x in recs if x["earlier"] == "L0H1" and x["later"] == "L1H0" and x["kind"] == "v")
-    assert r["score"] == cs["v"][0, 1, 1, 0] and r["baseline"] == cs.null_mean["v"]
-    assert set(r) == {"earlier", "later", "kind", "score", "baseline", "z"}
-    assert "v:L1H0∘L0H1" in cs.ranking()
-    assert "composition scores" in str(cs)
+    r = next(x for x in recs if x["name"] == "L0H1 → L1H0.v")
+    assert r["score"] == cs["v_composition"][0, 1, 1, 0] and r["baseline"] == cs.null_mean["v_composition"]
+    assert r["value"] == pytest.approx(r["score"] - r["baseline"]) and r["kind"] == "v_composition"
+    assert {"name", "value", "earlier", "later", "score", "baseline", "z"} <= set(r)
+    assert [x.name for x in cs.top(3)] == [x["name"] for x in sorted(recs, key=lambda x: -x["value"])[:3]]
+    assert cs.top(2, kind="q_composition")[0].kind == "q_composition"
+    assert "composition scores" in str(cs) and "<table>" in cs._repr_html_()
 
 
 def test_float32_and_device_arguments():
     w = random_weights(seed=7, dtype=np.float32)
-    a = composition_scores(w, "q")["q"]
-    b = composition_scores(w, "q", dtype=torch.float64, device="cpu")["q"]
+    a = composition_scores(w, "q_composition")["q_composition"]
+    b = composition_scores(w, "q_composition", dtype=torch.float64, device="cpu")["q_composition"]
     np.testing.assert_allclose(a, b, rtol=1e-5)
 
 
 def test_bad_arguments():
     w = random_weights(n_layers=2, seed=8)
-    with pytest.raises(PathexpandError, match=r"one of \['q', 'k', 'v'\].*'x'"):
-        composition_scores(w, "x")
+    q = "q_composition"
+    with pytest.raises(PathexpandError, match="one of q_composition, k_composition, v_composition; got 'k'"):
+        composition_scores(w, "k")
     with pytest.raises(PathexpandError, match="baseline"):
-        composition_scores(w, "q", baseline="uniform")
+        composition_scores(w, q, baseline="uniform")
     with pytest.raises(PathexpandError, match="n_samples"):
-        composition_scores(w, "q", baseline="random", n_samples=1)
+        composition_scores(w, q, baseline="random", n_samples=1)
     with pytest.raises(PathexpandError, match="L5H0"):
-        composition_scores(w, "q").score("L5H0", "L1H0", "q")
+        composition_scores(w, q).score("L5H0", "L1H0", q)
     one = random_weights(n_layers=1, seed=9)
-    assert np.all(composition_scores(one, "all")["v"] == 0)
+    assert np.all(composition_scores(one, "all")["v_composition"] == 0)
 
 
 def test_bundled_induction_head_k_composes_with_its_previous_token_head():
@@ -244,21 +256,22 @@ def test_bundled_induction_head_k_composes_with_its_previous_token_head():
 
     w = pe.load("attn-only-2l")
     data = detect_heads(w, n_samples=16, seed=0)
-    prev_h = int(np.argmax(data.previous_token[0]))
-    ind_h = int(np.argmax(data.induction[1]))
-    assert data.previous_token[0, prev_h] > 0.5 and data.induction[1, ind_h] > 0.3
-    cs = composition_scores(w, "k", baseline="random", seed=0)
-    column = cs["k"][0, :, 1, ind_h]  # every layer-0 head's K-composition into the induction head
+    prev_h = int(np.argmax(data["previous_token"][0]))
+    ind_h = int(np.argmax(data["induction"][1]))
+    assert data["previous_token"][0, prev_h] > 0.5 and data["induction"][1, ind_h] > 0.3
+    k = "k_composition"
+    cs = composition_scores(w, k, baseline="random", seed=0)
+    column = cs[k][0, :, 1, ind_h]  # every layer-0 head's K-composition into the induction head
     assert int(np.argmax(column)) == prev_h
-    assert cs.z("k")[0, prev_h, 1, ind_h] > 3  # well above the Gaussian null
+    assert cs.z(k)[0, prev_h, 1, ind_h] > 3  # well above the Gaussian null
 
 
 def test_the_default_ranking_subtracts_the_random_baseline():
     """As the paper does: by default the value is the score minus the mean of the null."""
     w = pe.load("attn-only-2l")
-    default = composition_scores(w, "k").ranking()
-    raw = composition_scores(w, "k", baseline=None)
+    default = composition_scores(w, "k_composition").ranking()
+    raw = composition_scores(w, "k_composition", baseline=None)
     top = default[0]
-    assert top["score"] == pytest.approx(raw.score(top["earlier"], top["later"], "k"))
+    assert top["score"] == pytest.approx(raw.score(top["earlier"], top["later"], "k_composition"))
     assert top.value == pytest.approx(top["score"] - top["baseline"])
     assert 0.05 < top["baseline"] < 0.15        # about 1/sqrt(d_model) = 0.088 for d_model 128

@@ -8,7 +8,8 @@ import pytest
 
 import pathexpand as pe
 from pathexpand.errors import PathexpandError
-from pathexpand.numeric.detect import KINDS, HeadScores, detect_heads, repeated_tokens
+from pathexpand.numeric.detect import DATA_KINDS as KINDS
+from pathexpand.numeric.detect import HeadScores, detect_heads, repeated_tokens
 
 N_CTX, D_POS, D_TOK = 24, 24, 8
 
@@ -50,15 +51,16 @@ def test_hand_built_previous_token_and_uniform_heads(rng, prefix):
     p, n = len(prefix), 10
     s = detect_heads(w, seq_len=n, n_samples=12, batch_size=5, prefix=prefix)
     assert s.shape == (1, 2)
-    assert s.previous_token[0, 0] == pytest.approx(1.0, abs=1e-6)
-    assert s.induction[0, 0] == pytest.approx(0.0, abs=1e-6)
-    assert s.duplicate_token[0, 0] == pytest.approx(0.0, abs=1e-6)
+    assert s["previous_token"][0, 0] == pytest.approx(1.0, abs=1e-6)
+    assert s["induction"][0, 0] == pytest.approx(0.0, abs=1e-6)
+    assert s["duplicate_token"][0, 0] == pytest.approx(0.0, abs=1e-6)
     prev_q = range(p + 1, p + 2 * n)
     second_half = range(p + n, p + 2 * n)
-    assert s.previous_token[0, 1] == pytest.approx(_uniform_expectation(prev_q), rel=1e-5)
-    assert s.induction[0, 1] == pytest.approx(_uniform_expectation(second_half), rel=1e-5)
-    assert s.duplicate_token[0, 1] == pytest.approx(_uniform_expectation(second_half), rel=1e-5)
-    assert s.top("previous_token") == [("L0H0", pytest.approx(1.0, abs=1e-6))]
+    assert s["previous_token"][0, 1] == pytest.approx(_uniform_expectation(prev_q), rel=1e-5)
+    assert s["induction"][0, 1] == pytest.approx(_uniform_expectation(second_half), rel=1e-5)
+    assert s["duplicate_token"][0, 1] == pytest.approx(_uniform_expectation(second_half), rel=1e-5)
+    top = s.top(1, kind="previous_token")
+    assert [(r.name, r.value) for r in top] == [("L0H0", pytest.approx(1.0, abs=1e-6))]
 
 
 def test_repeated_tokens_recipe():
@@ -78,18 +80,21 @@ def test_batch_size_does_not_change_scores(rng):
 
 def test_head_scores_views(rng):
     s = detect_heads(_random_weights(rng), seq_len=6, n_samples=4)
-    recs = s.to_records()
-    assert [r["head"] for r in recs] == ["L0H0", "L0H1", "L0H2", "L1H0", "L1H1", "L1H2"]
-    assert recs[4]["induction"] == pytest.approx(float(s.induction[1, 1]), abs=1e-4)
-    top = s.top("duplicate_token", k=6)
-    assert [v for _, v in top] == sorted((float(v) for v in s.duplicate_token.ravel()), reverse=True)
+    recs = s.to_records(kind="induction")
+    assert sorted(r["name"] for r in recs) == ["L0H0", "L0H1", "L0H2", "L1H0", "L1H1", "L1H2"]
+    assert next(r for r in recs if r["name"] == "L1H1")["value"] == float(s["induction"][1, 1])
+    assert len(s.to_records()) == 3 * 6 and {r["kind"] for r in s.to_records()} == set(KINDS)
+    top = s.top(6, kind="duplicate_token")
+    assert [r.value for r in top] == sorted((float(v) for v in s["duplicate_token"].ravel()), reverse=True)
+    chance = np.mean(1 / (np.arange(6, 12) + 1))      # induction: queries 6..11, uniform attention
+    assert top[0]["baseline"] == pytest.approx(chance)
     text = str(s)
     assert text.splitlines()[0].split() == ["head", *KINDS]
     assert len(text.splitlines()) == 7
     d = s.to_dict()
     assert np.array(d["previous_token"]).shape == (2, 3) and d["seq_len"] == 6
-    with pytest.raises(PathexpandError, match="kinds are previous_token"):
-        s.top("copying")
+    with pytest.raises(PathexpandError, match="have previous_token, induction, duplicate_token"):
+        s.top(1, kind="copying")
 
 
 def test_bad_arguments_are_refused(rng):
@@ -143,13 +148,13 @@ def _random_weights(rng, **config) -> pe.Weights:
 def test_bundled_attn_only_2l_has_previous_token_and_induction_heads():
     w = pe.load("attn-only-2l")
     s = detect_heads(w)
-    assert s.previous_token[0].max() > 0.5
-    assert s.induction[1].max() > 0.5
-    assert s.top("induction")[0][0].startswith("L1H")
-    assert s.top("previous_token")[0][0].startswith("L0H")
+    assert s["previous_token"][0].max() > 0.5
+    assert s["induction"][1].max() > 0.5
+    assert s.top(1, kind="induction")[0].name.startswith("L1H")
+    assert s.top(1, kind="previous_token")[0].name.startswith("L0H")
     # the card reports the same measurement (same defaults), rounded to 4 decimals
     card = w.card["head_scores"]
-    assert (card["seq_len"], card["n_samples"], card["seed"]) == (s.seq_len, s.n_samples, s.seed)
+    assert (card["seq_len"], card["n_samples"], card["seed"]) == (s.settings["seq_len"], s.settings["n_samples"], s.settings["seed"])
     for kind in KINDS:
         np.testing.assert_allclose(np.array(card[kind]), s[kind], atol=2e-4)
 
@@ -212,7 +217,7 @@ def test_scores_equal_transformer_lens(rng, source, prefix, vocab):
         r = np.random.default_rng(5).integers(0, w.config.d_vocab, size=(samples, n))
     else:
         r = np.array(vocab)[np.random.default_rng(5).integers(0, len(vocab), size=(samples, n))]
-        assert ours.vocab == vocab
+        assert ours.settings["vocab"] == (None if vocab is None else list(vocab))
     tokens = np.concatenate([np.tile(np.array(prefix, dtype=np.int64), (samples, 1)), r, r], axis=1)
     theirs = _tl_scores(_tl_model(w), tokens, n, len(prefix))
     for kind in KINDS:

@@ -208,7 +208,7 @@ def test_hf_gpt2_equal_through_from_hf():
     toks = torch.randint(0, 50, (2, 16), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         theirs = hf(toks).logits
-    w = pe.from_hf(hf)
+    w = pe.load(hf)
     assert rel_err(pe.forward(w, toks), theirs) <= 1e-5
 
 
@@ -243,7 +243,7 @@ def test_causal_prefix_does_not_see_the_future(models):
         (np.array([True, False]), "integer ids, got dtype bool"),
         ([[[1, 2]]], r"\[pos\] or \[batch, pos\], got shape \[1, 1, 2\]"),
         ([], "at least one token"),
-        ("hello", "got a string"),
+        ("hello", "no tokenizer"),
         ([[1, 2], [3]], "rectangular"),
     ],
 )
@@ -260,5 +260,5 @@ def test_bad_dtype_and_layer(models):
     _, cache = pe.run_with_cache(w, [1, 2])
     with pytest.raises(PathexpandError, match="layer 1 is not in this 1-layer model"):
         cache.pattern(1)
-    with pytest.raises(PathexpandError, match="expected pathexpand Weights"):
+    with pytest.raises(PathexpandError, match="cannot load a model from 'dict'"):
         pe.forward({"W_E": np.zeros((3, 2))}, [1])

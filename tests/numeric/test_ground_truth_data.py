@@ -41,7 +41,7 @@ def test_induction_logit_goes_through_the_induction_head():
     res = pe.attribute(w, TOKENS, target=nxt)
     assert res.top(1)[0]["path"] == ("embed", "L1H0")
     assert res.top(1)[0]["value"] > 0.9 * res.path_values.sum()
-    assert res.top(1, "node")[0]["name"] == "L1H0"
+    assert res.top(1, view="node")[0]["name"] == "L1H0"
     # the pattern is frozen: K-composition shapes where L1H0 looks, it carries no OV edge
     assert abs(res.edge("L0H0", "L1H0")).max() < 0.05 * abs(res.node("L1H0")).max()
 
@@ -52,12 +52,12 @@ def test_induction_score_is_k_composition_with_the_previous_token_head():
     res = pe.attribute_scores(w, TOKENS, "L1H0", query=q, key=k)
     top = res.top(1)[0]
     assert (top["name"], top["kind"]) == ("q:direct · k:L0H0", "k_composition")
-    assert top["value"] > 0.9 * res.score
+    assert top["score_term"] > 0.9 * res.score
     kinds = res.by_kind()
     assert kinds["k_composition"] == max(kinds.values())
     # at a key that does not follow a copy of the query's token the term is small
     other = pe.attribute_scores(w, TOKENS, "L1H0", query=q, key=k - 2)
-    assert next(t["value"] for t in other.terms if t["name"] == top["name"]) < 0.1 * top["value"]
+    assert next(t["value"] for t in other.terms if t["name"] == top["name"]) < 0.1 * top["score_term"]
 
 
 def test_virtual_head_is_the_top_path_and_edge():
@@ -66,7 +66,7 @@ def test_virtual_head_is_the_top_path_and_edge():
     res = pe.attribute(w, TOKENS, target=prev)
     top = res.top(1)[0]
     assert top["path"] == ("embed", "L0H0", "L1H0") and top["kind"] == "virtual"
-    head_edges = [r for r in res.records("edge") if r["kind"] == "head→head"]
+    head_edges = [r for r in res.to_records(view="edge") if r["kind"] == "head→head"]
     assert max(head_edges, key=lambda r: abs(r["value"]))["name"] == "L0H0 → L1H0"
     found = pe.top_k_paths(w, TOKENS, target=prev, k=1)
     assert found.complete and found.paths == [("embed", "L0H0", "L1H0")]
@@ -79,7 +79,7 @@ def test_q_composition_score():
     res = pe.attribute_scores(w, tokens, "L1H0", query=5, key=1)       # key 1 holds a 2
     top = res.top(1)[0]
     assert (top["name"], top["kind"]) == ("q:L0H0 · k:direct", "q_composition")
-    assert top["value"] > 0.9 * res.score
+    assert top["score_term"] > 0.9 * res.score
 
 
 def test_order_importance_sees_the_virtual_head_at_depth_two():

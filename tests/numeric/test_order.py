@@ -72,7 +72,8 @@ def test_streaming_and_limits():
     capped = pe.order_importance(w, TOKENS, max_paths=10)
     assert capped.terms is None and "max_paths" in capped.notes[0]
     with pytest.raises(PathexpandError, match="not computed"):
-        capped.ranking()
+        capped.ranking("terms")
+    assert capped.ranking().of == "depths" and len(capped.ranking()) == len(capped.depths)
     assert "depth" in str(whole) and len(whole.to_dict()["depths"]) == len(whole.depths)
     assert abs(whole.ranking().top(1)[0].value) == max(abs(t["value"]) for t in whole.terms)
     with pytest.raises(PathexpandError, match="at least 2 tokens"):

@@ -15,7 +15,7 @@ import pytest
 
 import pathexpand as pe
 from pathexpand.errors import PathexpandError
-from pathexpand.numeric.targets import load_token_file
+from pathexpand.numeric.tokens import load_token_file
 
 _spec = importlib.util.spec_from_file_location("attribute_cases", Path(__file__).with_name("attribute_cases.py"))
 cases = importlib.util.module_from_spec(_spec)
@@ -79,4 +79,4 @@ def test_detect_heads_runs_in_the_dtype_asked_for():
     lo = pe.detect_heads(w, seq_len=4, n_samples=6, batch_size=4)
     hi = pe.detect_heads(w, seq_len=4, n_samples=6, batch_size=4, dtype="float64")
     for kind in ("previous_token", "induction", "duplicate_token"):
-        np.testing.assert_allclose(getattr(lo, kind), getattr(hi, kind), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(lo[kind], hi[kind], rtol=1e-4, atol=1e-6)

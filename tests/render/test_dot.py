@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import pathexpand as pe
+from pathexpand.numeric.composition import CompositionScores
 from pathexpand.render.dot import FORMATS, diagram, pdf, png, svg, write
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -40,12 +41,15 @@ def skip_trigram_1l():
 def induction_2l():
     """The 2-layer induction circuit: L0H0 (previous token) → key of L1H1 (K-composition)."""
     arch = ARCH(2, 2, positional="shortformer")
-    scores = {k: np.zeros((2, 2, 2, 2)) for k in "qkv"}
-    scores["k"][0, 0, 1, 1] = 0.61
-    scores["k"][0, 1, 1, 1] = 0.12
-    scores["q"][0, 0, 1, 1] = 0.08
-    scores["v"][0, 1, 1, 0] = 0.2
-    G = pe.path_graph(arch, composition=scores)
+    kinds = ("q_composition", "k_composition", "v_composition")
+    scores = {k: np.zeros((2, 2, 2, 2)) for k in kinds}
+    scores["k_composition"][0, 0, 1, 1] = 0.61
+    scores["k_composition"][0, 1, 1, 1] = 0.12
+    scores["q_composition"][0, 0, 1, 1] = 0.08
+    scores["v_composition"][0, 1, 1, 0] = 0.2
+    mask = (np.arange(2)[:, None, None, None] < np.arange(2)[None, None, :, None]) & np.ones((2, 2, 2, 2), bool)
+    nan = {k: float("nan") for k in kinds}
+    G = pe.path_graph(arch, ranking=CompositionScores(kinds, scores, nan, dict(nan), baseline=None, mask=mask))
     k_term = pe.expand_scores(arch, "L1H1")["q:direct · k:L0H0"]
     return diagram(G, highlight=[k_term, ("embed", "L1H1")], max_edges=3,
                    title="induction circuit: L0H0 → L1H1 (K-composition)")

@@ -62,7 +62,7 @@ def test_logit_counts_match_closed_forms_and_enumeration(arch):
         assert exp.count(kind=kind) == sum(t.kind == kind for t in terms), kind
     for d in range(2 * arch.n_layers + 1):
         assert exp.count(depth=d) == sum(t.depth == d for t in terms)
-    assert exp.count(composition="v") == sum(len(t.heads) >= 2 for t in terms)
+    assert exp.count(composition="v_composition") == sum(len(t.heads) >= 2 for t in terms)
     assert exp.count(bias=True) == sum(t.bias for t in terms)
     for node in arch.writers[:3]:
         assert exp.count(through=node) == sum(node in t.nodes for t in terms)

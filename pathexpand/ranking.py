@@ -1,7 +1,21 @@
-"""``Ranking``: rows of (name, kind, depth, path, value, share, extra columns), sortable and exportable.
+"""``Ranking``: rows of (name, kind, depth, path, value, share, extra columns), and ``Result``,
+the protocol every result object speaks.
 
 One table type for everything that ranks paths, heads or pairs: data-free term metrics
-(``evaluate``), composition scores, weight-only head detectors and data-based attributions.
+(``evaluate``), composition scores, head detectors and data-based attributions. Every result
+object (``Attribution``, ``CompositionScores``, ``HeadScores``, ...) is a ``Result``: it has
+``.ranking(...) -> Ranking``, ``.to_records()`` (plain dicts with at least ``name`` and
+``value``), ``.top(k)`` (the k largest rows, a ``Ranking``) and ``_repr_html_``. Graphs and
+plots take a ``Ranking`` or a ``Result`` (through ``.rankings()``), never anything else.
+
+``of`` says what the rows are: ``"paths"`` (logit paths), ``"score_terms"`` (query path ×
+key path pairs of one head; rows carry ``head``, ``query_path``, ``key_path``), ``"nodes"``
+(heads and MLPs), ``"edges"`` (``(writer, reader)`` reads), ``"pairs"`` (composition of an
+earlier head into a later one), ``"heads"`` (per-head statistics) or ``"depths"`` (paths
+grouped by depth). ``by_magnitude``: the
+value is a signed contribution and "largest" means largest ``|value|`` (attributions);
+otherwise largest means largest value (metrics, scores, statistics).
+
 ``share = value / total``, with ``total`` given by the producer (e.g. the target logit for
 an attribution) or, by default, Σ|value| over the finite values — so shares of non-negative
 metrics sum to 1. Filtering keeps the original total: shares stay shares of the whole.
@@ -27,12 +41,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import PathexpandError
+from .errors import PathexpandError, check_int
 
-__all__ = ["BASE_COLUMNS", "Ranking", "Row"]
+__all__ = ["BASE_COLUMNS", "ROWS_OF", "Ranking", "Result", "Row"]
 
 BASE_COLUMNS = ("name", "kind", "depth", "path", "value", "share")
+ROWS_OF = ("paths", "score_terms", "nodes", "edges", "pairs", "heads", "depths")
 ARROW = " → "
+HTML_ROWS = 20  # rows a notebook shows before "… n more"
 
 
 @dataclass(frozen=True)
@@ -100,13 +116,47 @@ def _text(v: Any, column: str = "") -> str:
     return str(v)
 
 
-class Ranking(Sequence[Row]):
+class Result:
+    """The protocol of every result object: ``ranking``, ``rankings``, ``to_records``, ``top``,
+    ``_repr_html_``.
+
+    A subclass defines ``ranking(...)`` (its rows as a ``Ranking``; options select a view or
+    a statistic) and, when it has several views, ``rankings()`` (all of them, for a graph to
+    read). ``top(k, **options)`` is ``ranking(**options).top(k)``; ``to_records()`` is
+    ``ranking().to_records()``; the notebook shows a one-line summary and the top rows.
+    """
+
+    def ranking(self, *args, **kwargs) -> Ranking:
+        raise NotImplementedError(f"{type(self).__name__} does not define ranking()")
+
+    def rankings(self) -> tuple[Ranking, ...]:
+        """Every view of the result as a ``Ranking`` (one unless the result has several)."""
+        return (self.ranking(),)
+
+    def top(self, k: int = 10, *args, **options) -> Ranking:
+        """The ``k`` largest rows of ``ranking(*args, **options)``, largest first."""
+        return self.ranking(*args, **options).top(k)
+
+    def to_records(self, *args, **options) -> list[dict[str, Any]]:
+        """The rows of ``ranking(*args, **options)`` as plain dicts (``name``, ``value``, ...)."""
+        return self.ranking(*args, **options).to_records()
+
+    def summary(self) -> str:
+        """One line saying what the result is (the notebook's heading)."""
+        return type(self).__name__
+
+    def _repr_html_(self) -> str:
+        return f"<p>{html.escape(self.summary())}</p>" + self.ranking()._repr_html_()
+
+
+class Ranking(Result, Sequence[Row]):
     """An ordered table of ``Row``s; ``len``, indexing by position, slice or name, export.
 
-    ``Ranking(rows, *, total=None, title="", value_label="value", notes=(), shares=True)``:
-    ``rows`` are ``Row``s or dicts with the base columns (``share`` is recomputed as
-    value/total) and any extra columns; ``shares=False`` for statistics whose sum means
-    nothing (share is then NaN and left out of the text tables). Order is kept as given;
+    ``Ranking(rows, *, total=None, title="", value_label="value", notes=(), shares=True,
+    of="paths", by_magnitude=False)``: ``rows`` are ``Row``s or dicts with the base columns
+    (``share`` is recomputed as value/total) and any extra columns; ``shares=False`` for
+    statistics whose sum means nothing (share is then NaN and left out of the text tables);
+    ``of`` and ``by_magnitude`` as in the module docstring. Order is kept as given;
     ``sort_by``/``top`` return new rankings.
     """
 
@@ -119,7 +169,11 @@ class Ranking(Sequence[Row]):
         value_label: str = "value",
         notes: Sequence[str] = (),
         shares: bool = True,
+        of: str = "paths",
+        by_magnitude: bool = False,
     ):
+        if of not in ROWS_OF:
+            raise PathexpandError(f"of must be one of {', '.join(ROWS_OF)}; got {of!r}")
         raw = [r if isinstance(r, Row) else _row_from_mapping(r) for r in rows]
         if not shares:  # statistics whose sum means nothing (z-scores, detector scores)
             total = math.nan
@@ -136,14 +190,23 @@ class Ranking(Sequence[Row]):
         self.title = title
         self.value_label = value_label
         self.notes = tuple(notes)
+        self.of = of
+        self.by_magnitude = bool(by_magnitude)
 
     def _new(self, rows: Iterable[Row]) -> Ranking:
         out = Ranking.__new__(Ranking)
         out._rows = tuple(rows)
-        out.total, out.title, out.value_label, out.notes = (
-            self.total, self.title, self.value_label, self.notes
+        out.total, out.title, out.value_label, out.notes, out.of, out.by_magnitude = (
+            self.total, self.title, self.value_label, self.notes, self.of, self.by_magnitude
         )
         return out
+
+    def ranking(self) -> Ranking:
+        """Itself: a ``Ranking`` is the simplest ``Result``."""
+        return self
+
+    def summary(self) -> str:
+        return f"{self.title or 'ranking'}: {len(self)} rows"
 
     # sequence ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -218,10 +281,10 @@ class Ranking(Sequence[Row]):
         return self._new(present + [r for r in self._rows if get(r) is None])
 
     def top(self, k: int = 10) -> Ranking:
-        """The ``k`` rows with the largest |value|, largest first (NaN last)."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise PathexpandError(f"top(k) needs a non-negative int, got {k!r}")
-        return self.sort_by("value", absolute=True)[:k]
+        """The ``k`` largest rows, largest first (NaN last): by ``|value|`` when the values are
+        signed contributions (``by_magnitude``), else by value."""
+        k = check_int("k", k, 0)
+        return self.sort_by("value", absolute=self.by_magnitude)[:k]
 
     def filter(
         self,
@@ -340,12 +403,15 @@ class Ranking(Sequence[Row]):
     def _repr_html_(self) -> str:
         header, body = self._cells()
         esc = html.escape
-        rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in b) + "</tr>" for b in body)
+        shown = body[:HTML_ROWS]
+        rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in b) + "</tr>" for b in shown)
         cap = f"<caption>{esc(self.title)}</caption>" if self.title else ""
+        more = (f"<p>… {len(body) - HTML_ROWS} more rows ({len(body)} in all)</p>"
+                if len(body) > HTML_ROWS else "")
         notes = "".join(f"<p>note: {esc(n)}</p>" for n in self.notes)
         return (
             f"<table>{cap}<thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in header)}</tr></thead>"
-            f"<tbody>{rows}</tbody></table>{notes}"
+            f"<tbody>{rows}</tbody></table>{more}{notes}"
         )
 
 

@@ -10,7 +10,7 @@ import math
 import pytest
 
 from pathexpand.errors import PathexpandError
-from pathexpand.numeric.ranking import Ranking, Row
+from pathexpand.ranking import Ranking, Row
 
 
 def rows():
@@ -57,9 +57,11 @@ def test_sort_top_and_nan_last():
                                                           "L1H0∘L0H0", "remainder"]
     assert r.sort_by("name", descending=False).names[0] == "L0H0"
     assert r.sort_by("z").names[:2] == ["L0H0", "L1H0∘L0H0"]  # rows without z go last
-    assert r.top(2).names == ["L0H0", "L1H0∘L0H0"]  # largest |value|
+    assert r.top(2).names == ["L1H0∘L0H0", "q:direct · k:L0H0"]  # largest value
+    signed = Ranking(rows(), by_magnitude=True)                   # contributions: largest |value|
+    assert signed.top(2).names == ["L0H0", "L1H0∘L0H0"]
     assert r.top(0).names == [] and len(r.top(99)) == 5
-    with pytest.raises(PathexpandError, match="non-negative int"):
+    with pytest.raises(PathexpandError, match="k must be an int >= 0"):
         r.top(-1)
     with pytest.raises(PathexpandError, match="cannot sort by 'nope'"):
         r.sort_by("nope")
