@@ -10,10 +10,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ._hooks import load_model
 from .errors import PathexpandError, UnknownHeadError
 from .names import head_name, mlp_name, parse_node
 
-__all__ = ["Architecture", "POSITIONAL"]
+__all__ = ["Architecture", "POSITIONAL", "as_architecture"]
 
 POSITIONAL = ("standard", "shortformer", None)
 
@@ -206,3 +207,17 @@ class Architecture:
             f"{self.n_layers}-layer transformer, {heads}, {pos} positions"
             + (", " + ", ".join(extras) if extras else ", attention-only")
         )
+
+
+def as_architecture(source) -> Architecture:
+    """An ``Architecture`` as it is; anything else is a model (``Weights``, a bundled name, a file,
+    a TransformerLens or Hugging Face model) read through ``pe.load``, and its architecture."""
+    if isinstance(source, Architecture):
+        return source
+    if isinstance(source, (int, float, tuple, list, dict, set, type(None))):
+        raise PathexpandError(
+            f"expected an Architecture (pe.Architecture(n_layers, n_heads, ...)) or a model "
+            f"(Weights, a bundled name, a weights file, a TransformerLens or Hugging Face model); "
+            f"got {type(source).__name__}"
+        )
+    return Architecture.from_weights(load_model(source))

@@ -76,8 +76,7 @@ from typing import Any
 
 import networkx as nx
 
-from ._hooks import load_model
-from .architecture import Architecture
+from .architecture import Architecture, as_architecture
 from .errors import PathexpandError, UnknownHeadError, check_int
 from .names import REMAINDER, SCORE_SEP, head_name, mlp_name, parse_node, parse_term_name, term_name
 from .ranking import Ranking, Result, Row
@@ -147,11 +146,9 @@ def path_graph(source, *, ranking=None) -> PathGraph:
 
 
 def _resolve_arch(obj) -> Architecture:
-    if isinstance(obj, Architecture):
-        return obj
     if isinstance(obj, (Expansion, Selection, Term, ScoreTerm)):
         return obj.arch
-    return Architecture.from_weights(load_model(obj))
+    return as_architecture(obj)
 
 
 def _rankings(obj) -> list[Ranking]:

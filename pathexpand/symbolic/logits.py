@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from ..architecture import Architecture
-from ..errors import PathexpandError, UnknownHeadError
+from ..architecture import Architecture, as_architecture
+from ..errors import UnknownHeadError
 from .expansion import Expansion
 from .paths import check_max_depth, check_tail, iter_tails, logit_sources, tail_polynomial
 from .terms import REMAINDER, Term, logit_kind, parse_term_name, term_name
@@ -131,8 +131,10 @@ class LogitExpansion(Expansion):
         return self._term(path)
 
 
-def expand_logits(arch: Architecture, *, max_depth: int | None = None) -> LogitExpansion:
+def expand_logits(arch, *, max_depth: int | None = None) -> LogitExpansion:
     """The logits of ``arch`` as a sum over paths (``Term``s), lazily enumerated.
+
+    ``arch``: an ``Architecture``, or a model (``Weights``, a bundled name, ...: its architecture).
 
     ``max_depth`` keeps paths through at most that many heads/MLPs and adds one
     ``remainder`` term for everything cut, so the sum stays exact.
@@ -141,6 +143,5 @@ def expand_logits(arch: Architecture, *, max_depth: int | None = None) -> LogitE
     >>> len(exp), exp.count(kind="virtual")
     (25, 16)
     """
-    if not isinstance(arch, Architecture):
-        raise PathexpandError(f"expand_logits needs an Architecture, got {type(arch).__name__}")
+    arch = as_architecture(arch)
     return LogitExpansion(arch, check_max_depth(max_depth))

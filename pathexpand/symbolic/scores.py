@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from ..architecture import Architecture
-from ..errors import PathexpandError, UnknownHeadError
+from ..architecture import Architecture, as_architecture
+from ..errors import UnknownHeadError
 from ..names import parse_node
 from .expansion import Expansion, subsets
 from .paths import Source, check_max_depth, check_tail, iter_tails, score_sources, tail_polynomial
@@ -215,8 +215,10 @@ class ScoreExpansion(Expansion):
         return self._term(qp, kp)
 
 
-def expand_scores(arch: Architecture, head: str, *, max_depth: int | None = None) -> ScoreExpansion:
+def expand_scores(arch, head: str, *, max_depth: int | None = None) -> ScoreExpansion:
     """The attention scores of ``head`` as a sum over (query path, key path) pairs.
+
+    ``arch``: an ``Architecture``, or a model (``Weights``, a bundled name, ...: its architecture).
 
     ``max_depth`` limits each side's path (heads/MLPs passed); one ``remainder`` term then
     holds every pair with a deeper side.
@@ -225,7 +227,6 @@ def expand_scores(arch: Architecture, head: str, *, max_depth: int | None = None
     >>> len(exp), exp.count(kind="k_composition")
     (25, 4)
     """
-    if not isinstance(arch, Architecture):
-        raise PathexpandError(f"expand_scores needs an Architecture, got {type(arch).__name__}")
+    arch = as_architecture(arch)
     arch.check_head(head)
     return ScoreExpansion(arch, head, check_max_depth(max_depth))

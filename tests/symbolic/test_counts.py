@@ -204,7 +204,7 @@ def test_bad_inputs_raise_clear_errors():
     arch = Architecture(2, 4)
     with pytest.raises(UnknownHeadError, match="'L7H0' is not in this 2-layer model"):
         expand_scores(arch, "L7H0")
-    with pytest.raises(PathexpandError, match="needs an Architecture"):
+    with pytest.raises(PathexpandError, match="expected an Architecture .* or a model .*got tuple"):
         expand_logits((2, 4))
     exp = expand_logits(arch)
     with pytest.raises(PathexpandError, match="kind must be one of"):
