@@ -108,7 +108,7 @@ def topk_report(shape_name: str, k: int, budget_seconds: float, budget_nodes: in
         "stopped_by": res.stopped_by, "certificate": res.certificate,
         "kth_value": float(abs(res.values).min()) if len(res.values) else None,
         "explained": res.explained, "visited": res.visited, "expanded": res.expanded,
-        "total": res.total, "top": [dict(name=r["name"], value=r["value"]) for r in res.records()],
+        "total": res.total, "top": [dict(name=r["name"], value=r["value"]) for r in res.to_records()],
     }
 
 

@@ -1,7 +1,10 @@
 """Weight-space tasks: full-OV-circuit norms, copying eigenvalues, composition scores.
 
-Each is the same computation done two ways on the same weights: pathexpand's factored
-algebra and TransformerLens 3.9's ``FactoredMatrix`` / ``all_composition_scores``.
+Each is the same computation done two ways on the same weights: pathexpand's public routes
+(the circuit builder ``pe.circuit``, ``pe.composition_scores``) and TransformerLens 3.9's
+``FactoredMatrix`` / ``all_composition_scores``. pathexpand reads LayerNorm models through
+``C diag(w) W`` readers and ``W C`` writers; TransformerLens's model is processed the same way in
+setup (``fold_ln``, ``center_writing_weights``; not timed), so the two answers are the same numbers.
 """
 
 from __future__ import annotations
@@ -14,18 +17,18 @@ __all__ = ["TASKS"]
 
 # Frobenius norm of all n_layers × n_heads full OV circuits W_E W_V W_O W_U -------------------
 def ov_norm_ours(shape):
-    from pathexpand.numeric.factored import Factored
+    import pathexpand as pe
 
     w = weights_of(shape)
 
     def run():
-        return Factored(w.W_E, w.W_V, w.W_O, w.W_U).norm().numpy()
+        return pe.circuit("OV", w).norm().numpy()
 
     return run
 
 
 def ov_norm_theirs(shape):
-    model = tl_model(shape)
+    model = tl_model(shape, processed=True)
 
     def run():
         return (model.W_E @ model.OV @ model.W_U).norm().numpy()
@@ -40,18 +43,18 @@ def _copying(lam) -> np.ndarray:
 
 
 def eig_ours(shape):
-    from pathexpand.numeric.factored import Factored
+    import pathexpand as pe
 
     w = weights_of(shape)
 
     def run():
-        return _copying(Factored(w.W_E, w.W_V, w.W_O, w.W_U).eigenvalues().numpy())
+        return _copying(pe.circuit("OV", w).eigenvalues().numpy())
 
     return run
 
 
 def eig_theirs(shape):
-    model = tl_model(shape)
+    model = tl_model(shape, processed=True)
 
     def run():
         return _copying((model.W_E @ model.OV @ model.W_U).eigenvalues.numpy())
@@ -66,14 +69,14 @@ def comp_ours(shape):
     w = weights_of(shape)
 
     def run():
-        cs = pe.composition_scores(w, "all", baseline=None)   # raw scores, like TransformerLens
-        return np.stack([cs[k] for k in "qkv"])
+        cs = pe.composition_scores(w, "all", baseline=None)   # no null, like TransformerLens
+        return np.stack([cs[f"{k}_composition"] for k in "qkv"])
 
     return run
 
 
 def comp_theirs(shape):
-    model = tl_model(shape)
+    model = tl_model(shape, processed=True)
 
     def run():
         return np.stack([model.all_composition_scores(m).numpy() for m in "QKV"])

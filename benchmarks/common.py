@@ -66,15 +66,19 @@ class Task:
     shapes: tuple[str, ...] = ("attn-only-1l", "attn-only-2l", "gelu-2l", "gpt2-small")
 
 
-def tl_model(shape: Shape):
-    """A TransformerLens ``HookedTransformer`` (eval mode, no grad) for ``shape``, on the CPU."""
+def tl_model(shape: Shape, *, processed: bool = False):
+    """A TransformerLens ``HookedTransformer`` (eval mode, no grad) for ``shape``, on the CPU.
+
+    ``processed``: LayerNorm folded into its readers and writing weights centred, as
+    TransformerLens's ``from_pretrained`` does by default (and as pathexpand's circuits read a
+    LayerNorm model); the unembedding is not centred."""
     import torch
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     torch.set_grad_enabled(False)
     if shape.bundled is None:
         cfg = HookedTransformerConfig(**shape.config, seed=shape.seed, device="cpu")
-        return HookedTransformer(cfg).eval()
+        return _processed(HookedTransformer(cfg).eval(), processed)
     import pathexpand as pe
 
     w = pe.load(shape.bundled)
@@ -89,6 +93,12 @@ def tl_model(shape: Shape):
     names = {"W_E": "embed.W_E", "W_pos": "pos_embed.W_pos", "W_U": "unembed.W_U", "b_U": "unembed.b_U"}
     state = {names.get(k, k): torch.as_tensor(np.array(v)) for k, v in w.state_dict().items()}
     model.load_state_dict(state, strict=False)
+    return _processed(model, processed)
+
+
+def _processed(model, on: bool):
+    if on and model.cfg.normalization_type == "LN":
+        model.process_weights_(fold_ln=True, center_writing_weights=True, center_unembed=False)
     return model
 
 

@@ -58,7 +58,7 @@ def main(model: str = "attn-only-2l") -> None:
         print(f"  {kind:<15} {value:+.3f}")
     print("terms that most favour this key over the others:")
     for t in split.top(3):
-        print(f"  {t.name:<20} {t.kind:<15} value {t['score_term']:+.3f}  effect {t['effect']:+.3f}")
+        print(f"  {t.name:<20} {t.kind:<15} value {t['score_term']:+.3f}  effect {t.value:+.3f}")
 
 
 if __name__ == "__main__":

@@ -97,7 +97,9 @@ class Architecture:
 
     @classmethod
     def from_weights(cls, weights) -> Architecture:
-        """The architecture of loaded ``Weights`` (biases on when any bias is non-zero)."""
+        """The architecture of a model (``Weights``, or anything ``pe.load`` takes): biases on
+        when any bias is non-zero."""
+        weights = load_model(weights)
         cfg = weights.config
         return cls(
             cfg.n_layers,

@@ -78,7 +78,7 @@ import networkx as nx
 
 from .architecture import Architecture, as_architecture
 from .errors import PathexpandError, UnknownHeadError, check_int
-from .names import REMAINDER, SCORE_SEP, head_name, mlp_name, parse_node, parse_term_name, term_name
+from .names import CHANNELS, REMAINDER, SCORE_SEP, head_name, mlp_name, parse_node, parse_term_name, term_name
 from .ranking import Ranking, Result, Row
 from .symbolic import Expansion, Selection
 from .symbolic.terms import ScoreTerm, Term
@@ -246,7 +246,7 @@ def _add_nodes(G: nx.MultiDiGraph, arch: Architecture) -> list[_Writer]:
         for l in range(L):
             heads = arch.heads_in_layer(l)
             if arch.layernorm and heads:
-                bias(f"L{l}.ln1.b", 2 * l, [f"{h}.{c}" for h in heads for c in "qkv"])
+                bias(f"L{l}.ln1.b", 2 * l, [f"{h}.{c}" for h in heads for c in CHANNELS])
             for h in heads:
                 bias(f"{h}.b_Q", 2 * l, [f"{h}.q"])
                 bias(f"{h}.b_K", 2 * l, [f"{h}.k"])
@@ -263,7 +263,7 @@ def _add_nodes(G: nx.MultiDiGraph, arch: Architecture) -> list[_Writer]:
     for l in range(L):
         for h in range(arch.n_heads[l]):
             name = head_name(l, h)
-            for c in "qkv":
+            for c in CHANNELS:
                 G.add_node(f"{name}.{c}", **_node_attrs(f"{name}.{c}", 2 * l))
             G.add_node(name, **_node_attrs(name, 2 * l))
             writers.append(_Writer(name, 2 * l + 1))
@@ -279,7 +279,7 @@ def _readers(arch: Architecture) -> list[tuple[str, int, str]]:
     out = []
     for l in range(arch.n_layers):
         for h in arch.heads_in_layer(l):
-            out.extend((f"{h}.{c}", 2 * l, c) for c in "qkv")
+            out.extend((f"{h}.{c}", 2 * l, c) for c in CHANNELS)
         if arch.mlp:
             out.append((mlp_name(l), 2 * l + 1, "in"))
     out.append(("logits", 2 * arch.n_layers, "out"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .errors import PathexpandError
 
@@ -23,6 +24,7 @@ __all__ = [
     "SCORE_KINDS",
     "SCORE_SEP",
     "check_composition_kind",
+    "composition_kind",
     "is_bias_source",
     "logit_kind",
     "parse_score_name",
@@ -86,7 +88,11 @@ def parse_head(name: str) -> tuple[int, int]:
 
 def parse_node(name: str) -> Node:
     """Parse any node name of DESIGN.md into a ``Node``."""
-    name = str(name)
+    return _parse_node(str(name))
+
+
+@lru_cache(maxsize=65536)
+def _parse_node(name: str) -> Node:
     if name in SOURCES:
         return Node(name, "source")
     if name == "logits":
@@ -227,9 +233,15 @@ def score_kind(query_path, key_path) -> str:
     side), ``k_composition`` (only the key side), ``qk_composition`` (both)."""
     if tuple(query_path) == (REMAINDER,):
         return "remainder"
-    q, k = len(tuple(query_path)) > 1, len(tuple(key_path)) > 1
+    return composition_kind(len(tuple(query_path)) > 1, len(tuple(key_path)) > 1)
+
+
+def composition_kind(query_composes: bool, key_composes: bool) -> str:
+    """``direct``/``q_composition``/``k_composition``/``qk_composition`` from which side of a
+    score term passes at least one head or MLP."""
     return {(False, False): "direct", (True, False): "q_composition",
-            (False, True): "k_composition", (True, True): "qk_composition"}[(q, k)]
+            (False, True): "k_composition", (True, True): "qk_composition"}[
+        (bool(query_composes), bool(key_composes))]
 
 
 def path_info(path) -> tuple[str, str, int]:

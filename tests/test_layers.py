@@ -152,3 +152,25 @@ def test_left_layers_do_not_import_models(package):
 def test_every_part_has_a_layer():
     parts = {m.split(".")[1] for m in MODULES if m != "pathexpand"}
     assert parts <= set(LAYERS), parts - set(LAYERS)
+
+
+def test_the_loader_hook_is_the_one_other_reach_and_only_the_input_rules_use_it():
+    """``pe.load`` lives in ``models``; the input rules on its left (``as_weights``,
+    ``as_architecture``, ``Architecture.from_weights``) call it through ``_hooks.load_model``, which
+    the package root points at ``models.load``. This test lists every caller, so any new use of
+    the hook — a hidden backward import — fails here."""
+    callers = set()
+    for m, p in MODULES.items():
+        if m == "pathexpand._hooks" or "pathexpand._hooks" not in {t for t, _ in _imports(m, p)}:
+            continue  # only modules that import the hook (the CLI's own load_model is pe.load)
+        tree = ast.parse(p.read_text(encoding="utf-8"))
+        for func in ast.walk(tree):
+            if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for n in ast.walk(func):
+                    if isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", None)) == "load_model":
+                        callers.add(f"{m}.{func.name}")
+    assert callers == {
+        "pathexpand.architecture.as_architecture",
+        "pathexpand.architecture.from_weights",
+        "pathexpand.numeric.weights.as_weights",
+    }

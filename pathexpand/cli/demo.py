@@ -66,7 +66,7 @@ def demo(
     if exp.n_terms > shown:
         console.print(f"  … and {exp.n_terms - shown:,} more (pathexpand derive --model {name})")
 
-    circuit = comp = None
+    circuit = comp = scores = None
     if arch.heads:
         from ..numeric.detect import detect_heads
 

@@ -65,7 +65,7 @@ class ScoreAttribution(Result):
     def ranking(self, by: str = "effect", *, invariant: bool = False) -> Ranking:
         """The terms as a ``Ranking`` whose value is ``by``: ``"effect"`` (the default: how much
         more the term favours this key than the query's other keys) or ``"value"`` (the score
-        term itself; these sum to ``score``); both are also columns (``effect``, ``score_term``).
+        term itself; these sum to ``score``); the other is a column (``score_term``, ``effect``).
         A row's ``path`` is its query path, ``key_path`` a column. Softmax-invariant terms
         (effect 0) are left out unless ``invariant``. ``top(k)`` is the ``k`` terms that most
         raise attention to the key.
@@ -75,7 +75,8 @@ class ScoreAttribution(Result):
         rows = [
             dict(name=t["name"], kind=t["kind"], depth=len(t["query_path"]) + len(t["key_path"]) - 2,
                  path=t["query_path"], value=t[by], head=self.head, key_path=t["key_path"],
-                 score_term=t["value"], effect=t["effect"], softmax_invariant=t["softmax_invariant"])
+                 **({"score_term": t["value"]} if by == "effect" else {"effect": t["effect"]}),
+                 softmax_invariant=t["softmax_invariant"])
             for t in self.terms if invariant or not t["softmax_invariant"]
         ]
         return Ranking(rows, total=self.score if by == "value" else None, shares=by == "value",
@@ -94,7 +95,7 @@ class ScoreAttribution(Result):
     def __str__(self) -> str:
         lines = [self.summary()]
         for r in self.top(8):
-            lines.append(f"  {r.name:<40} {r.kind:<15} {r['score_term']:+.4g}  effect {r['effect']:+.4g}")
+            lines.append(f"  {r.name:<40} {r.kind:<15} {r['score_term']:+.4g}  effect {r.value:+.4g}")
         return "\n".join(lines)
 
 
@@ -127,7 +128,8 @@ def attribute_scores(
     n = tokens.shape[1]
     for label, v in (("query", query), ("key", key)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not -n <= v < n:
-            raise PathexpandError(f"{label} must be a position in [0, {n}), got {v!r}")
+            raise PathexpandError(f"{label} must be a position in [0, {n}) (or counted from the end, "
+                                  f"in [-{n}, 0)), got {v!r}")
     query, key = int(query) % n, int(key) % n
     if weights.config.attention_dir == "causal" and key > query:
         raise PathexpandError(

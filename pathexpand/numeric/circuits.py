@@ -36,8 +36,8 @@ import torch
 
 from ..architecture import Architecture
 from ..errors import PathexpandError
-from ..names import REMAINDER, parse_node, parse_term_name
-from ..symbolic import ScoreTerm, Term
+from ..names import REMAINDER, parse_node, term_name
+from ..symbolic import ScoreTerm, Term, expand_logits, expand_scores
 from . import norm
 from .factored import Factored, _as_tensor
 from .forward import torch_dtype
@@ -62,8 +62,11 @@ def circuit(what, model, *, scope: str = "full", mlp: str = "linear", device=Non
     c = Circuits(as_weights(model), device=device, dtype=dtype)
     if isinstance(what, str) and what in ("OV", "QK"):
         return c.ov(scope) if what == "OV" else c.qk(scope)
-    if isinstance(what, str):
-        what = parse_term_name(what)
+    if not isinstance(what, (str, tuple, Term, ScoreTerm)):
+        raise PathexpandError(
+            "circuit takes 'OV', 'QK', a term name like 'L1H0∘L0H1', a Term or ScoreTerm, or a "
+            f"logit path tuple like ('embed', 'L0H1'); got {type(what).__name__}"
+        )
     return Factored(*c.term(what, scope=scope, mlp=mlp))
 
 
@@ -76,13 +79,19 @@ class Circuits:
     ``W_U``; raw forms under ``raw(name)``.
     """
 
-    def __init__(self, weights: Weights, *, device=None, dtype=None):
+    def __init__(self, weights: Weights, *, device=None, dtype=None, mlp_product: bool = False):
+        """``mlp_product``: a linearised MLP enters chains as one ``d_model × d_model`` factor
+        ``W_in W_out`` (made once per layer) instead of two through ``d_mlp``: the same matrix,
+        cheaper chains for metrics of the whole product (a null baseline, which replaces factors
+        one by one, keeps the two)."""
         self.weights = weights
+        self.mlp_product = mlp_product
         self.config = weights.config
         self.arch = Architecture.from_weights(weights)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = torch_dtype(dtype, weights)
         self._cache: dict[str, torch.Tensor] = {}
+        self._picked: dict[tuple, torch.Tensor] = {}
 
     # tensors ---------------------------------------------------------------------------------
     def _t(self, array) -> torch.Tensor:
@@ -157,21 +166,32 @@ class Circuits:
 
     # terms -------------------------------------------------------------------------------------
     def term(self, term, *, scope: str = "full", mlp: str = "linear") -> list[torch.Tensor]:
-        """Factors of a ``Term``, ``ScoreTerm`` or logit path tuple (validated against the model)."""
+        """Factors of a ``Term``, ``ScoreTerm``, logit path tuple or term name, validated by the
+        one rule for paths: it must be a term of this model's expansion (``expand_logits`` or
+        ``expand_scores``), which names what exists when it is not."""
         _check_scope(scope)
         _check_mlp(mlp)
-        if (isinstance(term, (Term, ScoreTerm)) and term.is_remainder) or term == (REMAINDER,):
+        if (isinstance(term, (Term, ScoreTerm)) and term.is_remainder) or term in ((REMAINDER,), REMAINDER):
             raise PathexpandError("the remainder term stands for many paths and has no single chain")
         if isinstance(term, ScoreTerm):
+            term = expand_scores(self.arch, term.head)[term.name]
+        elif isinstance(term, str):
+            try:
+                term = expand_logits(self.arch)[term]
+            except PathexpandError as exc:
+                raise type(exc)(f"{term!r} is neither 'OV', 'QK' nor a logit term of this model: "
+                                f"{exc}") from None
+        else:
+            path = tuple(term.path) if isinstance(term, Term) else tuple(term)
+            if not path:
+                raise PathexpandError("an empty path has no circuit; paths start at a source, e.g. ('embed',)")
+            term = expand_logits(self.arch)[term_name(path)]
+        if isinstance(term, ScoreTerm):
             layer, head = self.arch.check_head(term.head)
-            for n in term.query_path[1:] + term.key_path[1:]:
-                self.arch.check_node(n)
             q, k = term.query_path, term.key_path
             return self.score_chain(layer, head, (q[0], _nodes(q)), (k[0], _nodes(k)),
                                     scope=scope, mlp=mlp)
-        path = tuple(term.path) if isinstance(term, Term) else tuple(term)
-        for n in path[1:]:
-            self.arch.check_node(n)
+        path = term.path
         factors = self.logit_chain(path[0], _nodes(path), scope=scope, mlp=mlp)
         if factors is None:
             raise PathexpandError(f"{path[0]!r} has no {scope!r}-scope chain (b_U never enters "
@@ -185,11 +205,18 @@ class Circuits:
         leaves nothing (``b_U`` in residual scope)."""
         if source == "b_U":
             return [self.raw("b_U")[None]] if scope == "full" else None
-        factors, raw = self._source(source, scope)
-        factors += self._nodes(nodes, raw, mlp, _Axes(nodes))
+        rows, raw = self.rows(source, scope)
+        chain = ([] if rows is None else [rows]) + self.logit_tail(nodes, raw=raw, scope=scope, mlp=mlp)
+        return chain or [self._eye()]
+
+    def logit_tail(self, nodes, *, raw: bool, scope: str, mlp: str, lead: int = 0) -> list[torch.Tensor]:
+        """The factors after a source's rows: its nodes, then ``W_U`` (full scope); ``raw``: the
+        first reader reads the source as stored (it entered after a norm); batched heads take
+        broadcast axes after ``lead`` leading ones."""
+        out = self._nodes(nodes, raw, mlp, _Axes(nodes, lead))
         if scope == "full":
-            factors.append(self.raw("W_U") if raw and not nodes else self["W_U"])
-        return factors or [torch.eye(self.config.d_model, device=self.device, dtype=self.dtype)]
+            out.append(self.raw("W_U") if raw and not nodes else self["W_U"])
+        return out
 
     def score_chain(self, layer: int, head: int, query, key, *, scope: str, mlp: str) -> list[torch.Tensor]:
         """Factors of a score term of head ``(layer, head)``: query side, ``W_Q``, ``W_Kᵀ``,
@@ -205,11 +232,30 @@ class Circuits:
             return [self.raw(f"b_{side}")[layer, head][None]]                 # [1, d_head]
         if source == "b_U":
             raise PathexpandError("'b_U' cannot feed a query or key")
-        factors, raw = self._source(source, scope, qk=True)
-        factors += self._nodes(nodes, raw, mlp, axes)
+        rows, raw = self.rows(source, scope, qk=True)
+        head_rows = [] if rows is None else [rows]
+        return head_rows + self.side_tail(layer, head, side, nodes, raw=raw, mlp=mlp, axes=axes)
+
+    def side_tail(self, layer: int, head: int, side: str, nodes, *, raw: bool, mlp: str, axes) -> list[torch.Tensor]:
+        """One side of a score term after its source's rows: its nodes, then ``W_Q``/``W_K``."""
         reader = self.raw(f"W_{side}") if raw and not nodes else self[f"W_{side}"]
-        eye = [] if factors else [torch.eye(self.config.d_model, device=self.device, dtype=self.dtype)]
-        return eye + factors + [reader[layer, head]]
+        return self._nodes(nodes, raw, mlp, axes) + [reader[layer, head]]
+
+    def rows(self, source: str, scope: str, *, qk: bool = False) -> tuple[torch.Tensor | None, bool]:
+        """A source's row block in the residual stream ``[rows, d_model]`` (None: the identity, for
+        the embeddings in residual scope) and whether the next reader reads it raw."""
+        factors, raw = self._source(source, scope, qk=qk)
+        if not factors:
+            return None, raw
+        if len(factors) == 1:
+            return factors[0], raw
+        key = ("rows", source, scope, qk)
+        if key not in self._cache:
+            self._cache[key] = factors[0] @ factors[1]                       # a bias row through W_O/W_out
+        return self._cache[key], raw
+
+    def _eye(self) -> torch.Tensor:
+        return torch.eye(self.config.d_model, device=self.device, dtype=self.dtype)
 
     def _source(self, source: str, scope: str, *, qk: bool = False) -> tuple[list[torch.Tensor], bool]:
         """(factors, next reader raw?) of a source row block."""
@@ -235,6 +281,14 @@ class Circuits:
             return [stored[None]], True
         raise PathexpandError(f"source {source!r} cannot start a chain")
 
+    def _pick(self, name: str, raw: bool, layer: int, heads: torch.Tensor) -> torch.Tensor:
+        """``W[layer][heads]`` for an index tensor, made once: chains that share these heads
+        share the tensor itself (``Factored(memo=...)`` then shares its products)."""
+        key = (name, raw, layer, tuple(heads.tolist()))
+        if key not in self._picked:
+            self._picked[key] = (self.raw(name) if raw else self[name])[layer][heads]
+        return self._picked[key]
+
     def _nodes(self, nodes, raw: bool, mlp: str, axes: _Axes) -> list[torch.Tensor]:
         """Factors of the nodes after a source; the first reads raw when ``raw``."""
         out: list[torch.Tensor] = []
@@ -244,7 +298,8 @@ class Circuits:
                 V = (self.raw("W_V") if first_raw else self["W_V"])[layer]      # [H, d, e]
                 O = self["W_O"][layer]                                        # [H, e, d]
                 if isinstance(head, torch.Tensor):
-                    out += axes.place(V[head], O[head])
+                    out += axes.place(self._pick("W_V", first_raw, layer, head),
+                                      self._pick("W_O", False, layer, head))
                 else:
                     out += [V[head], O[head]]
             else:
@@ -254,7 +309,14 @@ class Circuits:
                         "gives; pass mlp='linear' to use the linearised W_in W_out (gates = 1), or "
                         "use pe.attribute for exact, data-frozen contributions"
                     )
-                out += [(self.raw("W_in") if first_raw else self["W_in"])[layer], self["W_out"][layer]]
+                W_in = (self.raw("W_in") if first_raw else self["W_in"])[layer]   # [d, d_mlp]
+                if self.mlp_product:
+                    key = ("mlp_product", layer, first_raw)
+                    if key not in self._cache:
+                        self._cache[key] = W_in @ self["W_out"][layer]         # [d, d]
+                    out.append(self._cache[key])
+                else:
+                    out += [W_in, self["W_out"][layer]]
         return out
 
 
@@ -268,11 +330,12 @@ def _nodes(path) -> list[tuple[str, int, int]]:
 
 
 class _Axes:
-    """Hands out broadcast axes, in order, to the batched heads (index tensors) of a chain."""
+    """Hands out broadcast axes, in order, to the batched heads (index tensors) of a chain, after
+    ``lead`` axes the caller uses itself (stacked sources)."""
 
-    def __init__(self, nodes):
-        self.n = sum(1 for _, _, h in nodes if isinstance(h, torch.Tensor))
-        self.next = 0
+    def __init__(self, nodes, lead: int = 0):
+        self.n = lead + sum(1 for _, _, h in nodes if isinstance(h, torch.Tensor))
+        self.next = lead
 
     def place(self, *ts: torch.Tensor) -> list[torch.Tensor]:
         """Each ``[k, r, c]`` of one head as ``[1, .., k, .., 1, r, c]`` on the next axis."""

@@ -69,6 +69,7 @@ class CompositionScores(Result):
     n_samples: int = 0
     seed: int = 0
     mask: np.ndarray = field(default=None, repr=False)  # [L, H, L, H] True where l1 < l2
+    model: str | None = None                            # the model's name, when it has one
 
     def __getitem__(self, kind: str) -> np.ndarray:
         """Raw scores ``[L1, H1, L2, H2]`` of one kind (``"k_composition"``, ...)."""
@@ -135,7 +136,8 @@ class CompositionScores(Result):
         if self.n_samples:
             notes.append(
                 f"null: Gaussian weights of the same shapes, mean {self._null_text()} "
-                f"({self.n_samples} samples, seed {self.seed}); E[score²] = 1/d exactly"
+                f"({self.n_samples} samples, seed {self.seed}); E[score²] = 1/d_model exactly "
+                "(1/(d_model − 1) for a LayerNorm model, whose factors are centred)"
             )
         return Ranking(rows, title="composition scores", value_label=label, notes=notes,
                        shares=False, of="pairs").sort_by("value")
@@ -201,7 +203,8 @@ def composition_scores(
             null_mean[k], null_std[k] = random_baseline(d, cfg.d_head, k, centred=centred,
                                                         n_samples=int(n_samples), seed=int(seed))
     return CompositionScores(kinds, raw, null_mean, null_std, baseline=baseline, zscore=bool(zscore),
-                             n_samples=int(n_samples) if sample else 0, seed=int(seed), mask=mask)
+                             n_samples=int(n_samples) if sample else 0, seed=int(seed), mask=mask,
+                             model=weights.name)
 
 
 def _left_gram(W_V: torch.Tensor, W_O: torch.Tensor) -> torch.Tensor:

@@ -58,7 +58,6 @@ from .weights import as_weights
 __all__ = [
     "DATA_KINDS",
     "METHODS",
-    "WEIGHT_KINDS",
     "HeadScores",
     "InductionCircuit",
     "copying_scores",
@@ -69,7 +68,6 @@ __all__ = [
 ]
 
 DATA_KINDS = ("previous_token", "induction", "duplicate_token")
-WEIGHT_KINDS = ("copying", "previous_token", "induction")
 METHODS = ("data", "weights")
 
 
@@ -81,8 +79,9 @@ class HeadScores(Result):
     ``method`` is ``"data"`` (attention on repeated random tokens; the baseline is the chance
     level of uniform attention) or ``"weights"`` (weights only; the baseline is the mean of the
     Gaussian null, ``spread`` its std, so ``z`` is defined). ``extra[kind]`` holds extra columns
-    (``positive_share`` for copying, ``previous_token_head`` for weight induction). NaN marks
-    heads where a statistic is undefined (induction in layer 0).
+    (``positive_share`` for copying, ``earlier_head`` for weight induction). NaN marks heads
+    where a statistic is undefined (induction in layer 0); rankings leave them out.
+    ``settings["model"]``: the model's name, when it has one.
     """
 
     method: str
@@ -130,6 +129,8 @@ class HeadScores(Result):
         for kd in kinds:
             z = self.z(kd) if kd in self.spread else None
             for (l, h), value in np.ndenumerate(self.scores[kd]):
+                if not math.isfinite(value):
+                    continue  # undefined for this head (induction in layer 0)
                 name = head_name(l, h)
                 extra: dict[str, Any] = {"baseline": float(self.baseline[kd][l, h])}
                 if z is not None:
@@ -137,7 +138,7 @@ class HeadScores(Result):
                 for col, arr in self.extra.get(kd, {}).items():
                     v = arr[l, h]
                     extra[col] = v.item() if hasattr(v, "item") else v
-                extra["below_baseline"] = bool(value < extra["baseline"]) if math.isfinite(value) else None
+                extra["below_baseline"] = bool(value < extra["baseline"])
                 rows.append(dict(name=name, kind=kd, depth=1, path=(name,), value=float(value), **extra))
         title = f"head scores from {self.method}" + (f": {kinds[0]}" if len(kinds) == 1 else "")
         notes = [f"{k}: {self.descriptions[k]}" for k in kinds if k in self.descriptions]
@@ -295,7 +296,7 @@ def _from_data(w, seq_len, n_samples, seed, batch_size, prefix, vocab, device, d
             "duplicate_token": "mean attention to the earlier copy of the token (second copy of r)",
         },
         settings=dict(seq_len=int(seq_len), n_samples=int(n_samples), seed=int(seed), prefix=list(prefix),
-                      vocab=None if vocab is None else list(vocab)),
+                      vocab=None if vocab is None else list(vocab), model=w.name),
     )
 
 
@@ -318,7 +319,8 @@ def _from_weights(w, *, n_samples: int, seed: int, device, dtype) -> HeadScores:
     for p in parts:
         for key in merged:
             merged[key].update(getattr(p, key))
-    return HeadScores("weights", settings={"n_samples": int(n_samples), "seed": int(seed)}, **merged)
+    return HeadScores("weights", settings={"n_samples": int(n_samples), "seed": int(seed), "model": w.name},
+                      **merged)
 
 
 def copying_scores(model, *, n_samples: int = 64, seed: int = 0, device=None, dtype=None) -> HeadScores:
@@ -335,7 +337,8 @@ def copying_scores(model, *, n_samples: int = 64, seed: int = 0, device=None, dt
     check_int("n_samples", n_samples, 2)
     ov = Circuits(w, device=device, dtype=dtype).ov("full")
     score, share = copying_statistics(ov.eigenvalues())
-    mean, std = _copying_null(cfg.d_vocab, cfg.d_model, cfg.d_head, n_samples, seed)
+    mean, std = _copying_null(cfg.d_vocab, cfg.d_model, cfg.d_head, n_samples, seed,
+                              norm.centres(cfg.normalization))
     shape = (cfg.n_layers, cfg.n_heads)
     return HeadScores(
         "weights",
@@ -343,16 +346,20 @@ def copying_scores(model, *, n_samples: int = 64, seed: int = 0, device=None, dt
         {"copying": np.full(shape, mean)},
         {"copying": np.full(shape, std)},
         {"copying": {"positive_share": share.double().cpu().numpy()}},
-        {"copying": "Re Σλ / Σ|λ| of W_E W_OV W_U; null: Gaussian weights of the same shapes"},
-        {"n_samples": int(n_samples), "seed": int(seed)},
+        {"copying": "Re Σλ / Σ|λ| of W_E W_OV W_U; null: Gaussian weights of the same shapes"
+                    + (", centred as the model's readers and writers" if norm.centres(cfg.normalization) else "")},
+        {"n_samples": int(n_samples), "seed": int(seed), "model": w.name},
     )
 
 
-def _copying_null(d_vocab: int, d_model: int, d_head: int, n: int, seed: int) -> tuple[float, float]:
+def _copying_null(d_vocab: int, d_model: int, d_head: int, n: int, seed: int,
+                  centred: bool = False) -> tuple[float, float]:
     """Copying score of Gaussian W_E, W_V, W_O, W_U, sampled in batches of bounded size.
 
     W_U W_E is drawn as a product A B (``_gaussian_wu_we_factors``) and the spectrum taken from
-    the ``d_head × d_head`` rotation (W_O A)(B W_V).
+    the ``d_head × d_head`` rotation (W_O A)(B W_V). ``centred``: as a LayerNorm model's circuit
+    reads them, ``C W_U`` and ``W_E C`` (``C`` centres over d_model), so the rotation is
+    (W_O C A)(B C W_V).
     """
     rng = np.random.default_rng(seed)
     step = max(1, 2**24 // (d_model * max(d_model, min(d_vocab, 4 * d_model))))
@@ -360,6 +367,9 @@ def _copying_null(d_vocab: int, d_model: int, d_head: int, n: int, seed: int) ->
     for start in range(0, n, step):
         b = min(step, n - start)
         A, B = _gaussian_wu_we_factors(rng, b, d_vocab, d_model)
+        if centred:
+            A = A - A.mean(-2, keepdims=True)      # C A: rows of W_U as a reader
+            B = B - B.mean(-1, keepdims=True)      # B C: columns of W_E as a writer
         V = rng.standard_normal((b, d_model, d_head))
         O = rng.standard_normal((b, d_head, d_model))
         rot = torch.as_tensor((O @ A) @ (B @ V))  # W_O (W_U W_E) W_V: same non-zero spectrum
@@ -457,9 +467,10 @@ def _induction(w, prev: HeadScores, *, seed: int, device, dtype) -> HeadScores:
         "weights", {"induction": values},
         {"induction": np.where(nan, np.nan, cs.null_mean["k_composition"])},
         {"induction": np.where(nan, np.nan, cs.null_std["k_composition"])},
-        {"induction": {"previous_token_head": partner}},
-        {"induction": "K-composition with the best earlier previous-token head; null: Gaussian "
-                      "factors (E[score²] = 1/d)"},
+        {"induction": {"earlier_head": partner}},
+        {"induction": "K-composition with the earlier head of the best weight previous-token "
+                      "score (a per-head statistic, not the induction pair: pe.induction_circuit "
+                      "names that); null: Gaussian factors"},
     )
 
 
@@ -498,9 +509,10 @@ class InductionCircuit(Result):
         return None
 
     def ranking(self) -> Ranking:
-        """The candidate pairs, value = K-composition z, the found pair first."""
+        """The candidate pairs, value = K-composition z against the null, the largest first."""
         rows = [dict(name=f"{c['earlier']} → {c['later']}.k", kind="k_composition", depth=2,
-                     path=(c["earlier"], c["later"]), value=c["z"], **c) for c in self.candidates]
+                     path=(c["earlier"], c["later"]), value=c["z"],
+                     **{k: v for k, v in c.items() if k != "z"}) for c in self.candidates]
         notes = [self.reason]
         return Ranking(rows, title="induction circuit candidates (K-composition z)", value_label="z",
                        notes=notes, shares=False, of="pairs").sort_by("value")
@@ -511,6 +523,7 @@ class InductionCircuit(Result):
     def __str__(self) -> str:
         return self.reason
 
+    @property
     def title(self) -> str:
         """A short title for a diagram: the pair and its K-composition, or "none found"."""
         if not self.found:
@@ -545,8 +558,10 @@ def induction_circuit(
     if cfg.n_layers < 2:
         return none("an induction circuit needs heads in two layers; this model has one")
     heads = detect_heads(w, device=device, dtype=dtype) if heads is None else heads
+    _check_given(heads, HeadScores, "heads", "pe.detect_heads(model)", w, (cfg.n_layers, cfg.n_heads))
     if heads.method != "data":
-        raise PathexpandError("induction_circuit needs head scores from data (detect_heads(model))")
+        raise PathexpandError("heads= must be head scores from data: pe.detect_heads(model), not "
+                              "method='weights'")
     ind, prev = heads["induction"], heads["previous_token"]
     later = [(float(ind[l, h]), head_name(l, h), l, h) for l in range(1, cfg.n_layers)
              for h in range(cfg.n_heads) if ind[l, h] >= min_score]
@@ -557,6 +572,12 @@ def induction_circuit(
                     f"chance {heads.baseline['induction'][0, 0]:.3f})")
     if composition is None:
         composition = composition_scores(w, "k_composition", device=device, dtype=dtype)
+    L, H = cfg.n_layers, cfg.n_heads
+    _check_given(composition, CompositionScores, "composition", 'pe.composition_scores(model, "k_composition")',
+                 w, (L, H, L, H))
+    if "k_composition" not in composition.kinds or not composition.n_samples:
+        raise PathexpandError("composition= must hold k_composition with its random null: "
+                              'pe.composition_scores(model, "k_composition") (baseline="random")')
     k = composition["k_composition"]
     null_mean = composition.null_mean["k_composition"]
     null_std = composition.null_std["k_composition"]
@@ -593,6 +614,20 @@ def induction_circuit(
 
 
 # helpers ------------------------------------------------------------------------------------------
+def _check_given(result, kind: type, name: str, how: str, w, shape: tuple) -> None:
+    """A result passed in for reuse must be of this model: right type, shape and (when both
+    have one) model name."""
+    if not isinstance(result, kind):
+        raise PathexpandError(f"{name}= must be {how}, got {type(result).__name__}")
+    got = result.shape
+    model = result.settings.get("model") if isinstance(result, HeadScores) else result.model
+    if tuple(got) != tuple(shape) or (model and w.name and model != w.name):
+        raise PathexpandError(
+            f"{name}= was computed on another model ({model or 'unnamed'}, shape {tuple(got)}); "
+            f"this one is {w.name or 'unnamed'} with shape {tuple(shape)}: pass {how} of it"
+        )
+
+
 def _need_heads(cfg) -> None:
     if cfg.n_layers == 0 or cfg.n_heads == 0 or cfg.d_head == 0:
         raise PathexpandError("this model has no attention heads to score")

@@ -6,8 +6,9 @@ e.g. ``("embed", "L0H1", "L1H0")`` → ``W_E W_OV^{0,1} W_OV^{1,0} W_U``; score 
 
 * ``frobenius`` — ‖M‖_F;
 * ``spectral`` — σ_max(M);
-* ``copying`` — the paper's Re Σλ / Σ|λ| over M's eigenvalues (square terms only: the full
-  OV circuit ``W_E ⋯ W_U``, embed×embed score terms, residual-scope terms; NaN otherwise),
+* ``copying`` — the paper's Re Σλ / Σ|λ| over M's eigenvalues, for terms that map a space to
+  itself (tokens to logits ``W_E ⋯ W_U``, embed×embed score terms, and in residual scope the
+  terms that start at the residual stream; NaN for bias rows and mixed token/position terms),
   with ``positive_share`` = Σ_{Re λ>0}|λ| / Σ|λ| — the same statistic as ``copying_scores``.
 
 Speed: terms whose paths pass the same layers are one ``Factored`` whose heads sit on
@@ -39,10 +40,11 @@ import torch
 
 from ..architecture import Architecture
 from ..errors import PathexpandError, check_int
+from ..names import REMAINDER, parse_node
 from ..ranking import Ranking, Row
 from ..symbolic import ScoreTerm, Term
 from ._progress import progress as track
-from .circuits import MLP_MODES, SCOPES, Circuits, _nodes
+from .circuits import MLP_MODES, SCOPES, Circuits, _Axes, _nodes
 from .factored import Factored
 from .weights import as_weights
 
@@ -50,6 +52,7 @@ __all__ = ["METRICS", "copying_statistics", "evaluate"]
 
 METRICS = ("frobenius", "spectral", "copying")
 MAX_TERMS = 2_000_000
+_MEMO_ELEMENTS = 2**26   # shared Grams kept per evaluate() call (512 MB in float64), then dropped
 
 
 def evaluate(
@@ -89,16 +92,18 @@ def evaluate(
     check_int("n_null", n_null, 1), check_int("batch_size", batch_size, 1), check_int("seed", seed, 0)
     arch = _check_arch(expansion, w)
     terms = _terms(expansion, positional, arch)
-    ev = _Evaluator(Circuits(w, device=device, dtype=dtype), metric, scope, mlp, baseline,
-                    int(n_null), int(seed))
+    stack = metric != "copying" and baseline is None  # norms: bias sources share one chain
+    ev = _Evaluator(Circuits(w, device=device, dtype=dtype, mlp_product=baseline is None), metric,
+                    scope, mlp, baseline, int(n_null), int(seed))
 
     rows: list[Row | None] = [None] * len(terms)
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, term in enumerate(terms):
-        if term.is_remainder or (scope == "residual" and _source(term) == "b_U"):
-            rows[i] = _row(term, math.nan, {})
+        if (term.is_remainder or (scope == "residual" and _source(term) == "b_U")
+                or (metric == "copying" and not _maps_a_space_to_itself(term, scope, w.config))):
+            rows[i] = _row(term, math.nan, {"positive_share": math.nan} if metric == "copying" else {})
         else:
-            groups[_signature(term)].append(i)
+            groups[_signature(term, stack)].append(i)
     chunks = [(sig, part) for sig, members in groups.items()
               for part in _chunks(sig, members, terms, int(batch_size) // (n_null if baseline else 1))]
     for sig, members in track(chunks, progress, f"evaluating {len(terms)} terms"):
@@ -122,38 +127,71 @@ def copying_statistics(lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return lam.real.sum(-1) / total, (mag * (lam.real > 0)).sum(-1) / total
 
 
+def _maps_a_space_to_itself(term, scope: str, config) -> bool:
+    """Whether a term's matrix maps one space to itself, so its eigenvalues mean copying: a logit
+    path from the tokens to the logits (``d_vocab_out = d_vocab``) or, in residual scope, from
+    the residual stream; a score term whose both sides start at the tokens (or, in residual
+    scope, at the residual stream). Bias rows, positions against tokens: no."""
+    ends = ("embed", "pos") if scope == "residual" else ("embed",)
+    if isinstance(term, ScoreTerm):
+        return term.query_path[0] in ends and term.key_path[0] in ends
+    return term.path[0] in ends and (scope == "residual" or config.d_vocab == config.d_vocab_out)
+
+
 # grouping -----------------------------------------------------------------------------------------
 def _source(term) -> str:
     return term.query_path[0] if isinstance(term, ScoreTerm) else term.path[0]
 
 
-def _shape_of(path) -> tuple:
-    """A path's source and, per node, its kind and layer (the heads are what a group varies)."""
-    return (path[0], tuple((k, l) for k, l, _ in _nodes(path)))
+_RAW_PARAMS = ("ln1.b", "ln2.b", "ln_final.b")
+
+
+def _class(source: str, stack: bool):
+    """How a side's source enters its group: alone (its name), or — for the norms — stacked on a
+    broadcast axis with the other bias rows that its first reader reads the same way
+    (``("rows", reads raw?)``), so a group's chain after the source is built (and its Grams
+    made) once for all of them."""
+    if not stack or source in ("embed", "pos", "b_U", REMAINDER):
+        return source
+    param = parse_node(source).param
+    if param in ("b_Q", "b_K"):  # the scored head's own biases skip W_Q/W_K: alone
+        return source
+    return ("rows", param in _RAW_PARAMS)
+
+
+def _shape_of(path, stack: bool) -> tuple:
+    """A path's source class and, per node, its kind and layer (the heads are what a group varies)."""
+    return (_class(path[0], stack), tuple((k, l) for k, l, _ in _nodes(path)))
 
 
 def _heads_of(path) -> list[int]:
     return [h for k, _, h in _nodes(path) if k == "head"]
 
 
-def _signature(term) -> tuple:
+def _signature(term, stack: bool = False) -> tuple:
     if isinstance(term, ScoreTerm):
-        return ("score", term.head, _shape_of(term.query_path), _shape_of(term.key_path))
-    return ("logit", _shape_of(term.path))
+        return ("score", term.head, _shape_of(term.query_path, stack), _shape_of(term.key_path, stack))
+    return ("logit", _shape_of(term.path, stack))
 
 
-def _coords(term) -> list[int]:
-    """The heads a term picks on its group's broadcast axes (query side first)."""
-    if isinstance(term, ScoreTerm):
-        return _heads_of(term.query_path) + _heads_of(term.key_path)
-    return _heads_of(term.path)
+def _sides(sig) -> list[tuple]:
+    """The ``_shape_of`` of each side of a signature (one for a logit path, query and key)."""
+    return [sig[1]] if sig[0] == "logit" else [sig[2], sig[3]]
+
+
+def _coords(term, sig) -> list:
+    """The term's place on its group's broadcast axes: its stacked sources (query side first),
+    then the heads it passes (query side first)."""
+    paths = [term.path] if sig[0] == "logit" else [term.query_path, term.key_path]
+    sources = [p[0] for p, (cls, _) in zip(paths, _sides(sig)) if isinstance(cls, tuple)]
+    return sources + [h for p in paths for h in _heads_of(p)]
 
 
 def _chunks(sig, members: list[int], terms, limit: int):
     """Members split so each chunk's grid of head combinations stays near ``limit`` terms."""
     if not members:
         return []
-    coords = [_coords(terms[i]) for i in members]
+    coords = [_coords(terms[i], sig) for i in members]
     n_axes = len(coords[0])
     if n_axes == 0:
         return [members]
@@ -176,14 +214,15 @@ class _Evaluator:
         self.baseline, self.n_null = baseline, n_null
         self.gen = torch.Generator().manual_seed(seed)
         self._reduced: dict[tuple, torch.Tensor] = {}
+        self._memo: dict = {}   # Grams of sub-chains shared among groups (Factored(memo=...))
+        self._memo_seen = self._memo_elements = 0
 
     def group(self, sig, terms) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Values (and extra columns) of ``terms``, which share ``sig``, in their order."""
-        coords = [_coords(t) for t in terms]
+        coords = [_coords(t, sig) for t in terms]
         axes = [sorted({c[a] for c in coords}) for a in range(len(coords[0]))]
         index = [{h: j for j, h in enumerate(ax)} for ax in axes]
-        heads = iter(torch.tensor(ax, device=self.c.device) for ax in axes)
-        factors = self._chain(sig, terms[0], heads)
+        factors = self._chain(sig, terms[0], axes)
         outer = self._outer(factors)
         value, extra = self._metric(factors, outer)
         if self.baseline == "random":
@@ -196,17 +235,50 @@ class _Evaluator:
         return (np.array([_at(value, p) for p in pick]),
                 {k: np.array([_at(v, p) for p in pick]) for k, v in extra.items()})
 
-    def _chain(self, sig, term, heads) -> list[torch.Tensor]:
-        """The group's factors: ``term``'s chain with each head replaced by the axis of heads."""
+    def _chain(self, sig, term, axes) -> list[torch.Tensor]:
+        """The group's factors: ``term``'s chain with each stacked source side replaced by its
+        stack of rows and each head by the axis of heads."""
+        c, n_axes = self.c, len(axes)
+        values = iter(axes)
+        stacked = [isinstance(cls, tuple) for cls, _ in _sides(sig)]
+        lead = sum(stacked)
+        rows = [self._stack(next(values), raw=cls[1], qk=sig[0] == "score", axis=sum(stacked[:i]),
+                            n_axes=n_axes) if is_stacked else None
+                for i, ((cls, _), is_stacked) in enumerate(zip(_sides(sig), stacked))]
+        heads = iter(torch.tensor(ax, device=c.device) for ax in values)
+
         def nodes(path):
             return [(k, l, next(heads) if k == "head" else h) for k, l, h in _nodes(path)]
 
-        if sig[0] == "score":
-            layer, head = self.c.arch.check_head(term.head)
-            q, k = term.query_path, term.key_path
-            return self.c.score_chain(layer, head, (q[0], nodes(q)), (k[0], nodes(k)),
-                                      scope=self.scope, mlp=self.mlp)
-        return self.c.logit_chain(term.path[0], nodes(term.path), scope=self.scope, mlp=self.mlp)
+        if sig[0] == "logit":
+            path = term.path
+            if rows[0] is None:
+                return c.logit_chain(path[0], nodes(path), scope=self.scope, mlp=self.mlp)
+            return [rows[0]] + c.logit_tail(nodes(path), raw=sig[1][0][1], scope=self.scope,
+                                            mlp=self.mlp, lead=lead)
+        layer, head = c.arch.check_head(term.head)
+        q, k = term.query_path, term.key_path
+        if lead == 0:
+            return c.score_chain(layer, head, (q[0], nodes(q)), (k[0], nodes(k)), scope=self.scope, mlp=self.mlp)
+        qn, kn = nodes(q), nodes(k)
+        ax = _Axes(qn + kn, lead)
+        sides = []
+        for side, path, pn, row, (cls, _) in (("Q", q, qn, rows[0], sig[2]), ("K", k, kn, rows[1], sig[3])):
+            if row is None:
+                sides.append(c._side(layer, head, side, path[0], pn, scope=self.scope, mlp=self.mlp, axes=ax))
+            else:
+                sides.append([row] + c.side_tail(layer, head, side, pn, raw=cls[1], mlp=self.mlp, axes=ax))
+        return sides[0] + [f.mT for f in reversed(sides[1])]
+
+    def _stack(self, sources, *, raw: bool, qk: bool, axis: int, n_axes: int) -> torch.Tensor:
+        """The one-row blocks of bias ``sources`` stacked on broadcast ``axis``: ``[.., n, .., 1, d]``."""
+        key = ("stack", tuple(sources), qk, axis, n_axes)
+        if key not in self._reduced:
+            rows = torch.stack([self.c.rows(s, self.scope, qk=qk)[0] for s in sources])   # [n, 1, d]
+            shape = [1] * n_axes
+            shape[axis] = len(sources)
+            self._reduced[key] = rows.reshape(*shape, *rows.shape[-2:])
+        return self._reduced[key]
 
     def _outer(self, factors) -> tuple[bool, bool]:
         """Whether the first/last factor is a vocabulary- or position-sized end (``W_E``,
@@ -231,8 +303,14 @@ class _Evaluator:
             f[0] = self._reduce("first", f[0])
         if outer[1]:
             f[-1] = self._reduce("last", f[-1])
-        M = Factored(*f)
+        M = Factored(*f, memo=self._memo)
         value = M.norm() if self.metric == "frobenius" else M.spectral_norm()
+        if len(self._memo) > self._memo_seen:      # count what this chain added, drop all past the cap
+            self._memo_elements += sum(g.numel() for _, g in list(self._memo.values())[self._memo_seen:])
+            self._memo_seen = len(self._memo)
+            if self._memo_elements > _MEMO_ELEMENTS:
+                self._memo.clear()
+                self._memo_seen = self._memo_elements = 0
         return _np(value), {}
 
     def _copying(self, factors, outer) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -374,7 +452,8 @@ def _notes(metric, scope, w, terms, baseline, n_null, seed) -> list[str]:
     if any(t.is_remainder for t in terms):
         notes.append("remainder: the sum of every cut path, not evaluated")
     if metric == "copying":
-        notes.append("copying = Re Σλ / Σ|λ|; NaN for non-square terms")
+        notes.append("copying = Re Σλ / Σ|λ|; NaN where the term does not map a space to itself "
+                     "(bias rows, tokens against positions)")
     if baseline == "random":
         notes.append(f"null: weight factors (not W_E/W_pos/W_U) replaced by Gaussian matrices of equal "
                      f"Frobenius norm, mean of {n_null} draws (seed {seed}); ratio = value / null")

@@ -74,9 +74,12 @@ def _shape_str(shape) -> str:
 class Factored:
     """The product ``F_1 F_2 ⋯ F_k`` of torch matrices, shape ``[..., m, n]``, kept factored.
 
-    ``Factored(*factors, device=None, dtype=None)``: each factor is ``[..., d_{i-1}, d_i]``
-    (numpy or torch; a ``Factored`` contributes its own factors). Leading axes broadcast.
-    ``dtype`` defaults to the factors' common floating dtype.
+    ``Factored(*factors, device=None, dtype=None, memo=None)``: each factor is
+    ``[..., d_{i-1}, d_i]`` (numpy or torch; a ``Factored`` contributes its own factors). Leading
+    axes broadcast. ``dtype`` defaults to the factors' common floating dtype. ``memo``: a dict
+    shared by many chains (the batched shared-prefix mode): the Gram of a sub-chain made of the
+    very same factor tensors is computed once for all of them (``evaluate`` ranks thousands of
+    terms that share their prefixes and suffixes this way).
 
     Views are properties (``.T``, ``.shape``, ``.factors``); anything that computes is a
     method (``.norm()``, ``.svd()``, ``.eigenvalues()``, ``.dense()``). ``@`` with a dense
@@ -86,7 +89,7 @@ class Factored:
 
     __array_ufunc__ = None  # make numpy defer `ndarray @ Factored` to __rmatmul__
 
-    def __init__(self, *factors: Any, device=None, dtype=None):
+    def __init__(self, *factors: Any, device=None, dtype=None, memo: dict | None = None):
         flat: list[Any] = []
         for f in factors:
             flat.extend(f.factors if isinstance(f, Factored) else [f])
@@ -127,6 +130,7 @@ class Factored:
         self._factors: tuple[torch.Tensor, ...] = tuple(ts)
         self._batch = torch.Size(batch)
         self._cache: dict = {}
+        self._memo = memo
 
     # views -------------------------------------------------------------------------------
     @property
@@ -336,7 +340,7 @@ class Factored:
         if "norm" not in self._cache:
             plan = self._norm_plan()
             if plan == "dense":
-                d = _chain(self._factors).to(torch.float64)
+                d = _chain(self._factors, self._memo).to(torch.float64)
                 val = torch.linalg.matrix_norm(d)
             else:
                 GL, GR = self._grams(plan)
@@ -354,7 +358,8 @@ class Factored:
         dims, k = self.dims, len(self._factors)
         batches = [f.shape[:-2] for f in self._factors]
         out_batch = _numel(self._batch)
-        best = ("dense", _chain_cost(dims, batches) + out_batch * dims[0] * dims[-1])
+        dense = _chain_cost(dims, batches) if self._memo is None else _memo_plan(self._factors, self._memo)[0]
+        best = ("dense", dense + out_batch * dims[0] * dims[-1])
         for j in range(k + 1):
             c = self._gram_cost(j) + out_batch * dims[j] * dims[j]
             if c < best[1]:
@@ -363,7 +368,11 @@ class Factored:
 
     def _gram_cost(self, j: int) -> int:
         left, right = self._gram_chains(j)
-        return sum(_chain_cost(*_dims_batches(ch)) for ch in (left, right) if ch)
+        cost = 0
+        for side, half, ch in (("L", self._factors[:j], left), ("R", self._factors[j:], right)):
+            if ch and not (self._memo is not None and _key(side, half) in self._memo):
+                cost += _chain_cost(*_dims_batches(ch))
+        return cost
 
     def _gram_chains(self, j: int):
         F = self._factors
@@ -376,10 +385,22 @@ class Factored:
         key = ("grams", j)
         if key not in self._cache:
             left, right = self._gram_chains(j)
-            GL = _sym(_chain(left).to(torch.float64)) if left else None
-            GR = _sym(_chain(right).to(torch.float64)) if right else None
+            GL = self._shared("L", self._factors[:j], left) if left else None
+            GR = self._shared("R", self._factors[j:], right) if right else None
             self._cache[key] = (GL, GR)
         return self._cache[key]
+
+    def _shared(self, side: str, half, chain) -> torch.Tensor:
+        """The Gram of one half, from ``memo`` when another chain with the same factor tensors
+        made it (the entry keeps those tensors alive, so their addresses stay theirs)."""
+        if self._memo is None:
+            return _sym(_chain(chain).to(torch.float64))
+        key = _key(side, half)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = (tuple(half), _sym(_chain(chain).to(torch.float64)))
+            self._memo[key] = hit
+        return hit[1]
 
     def singular_values(self) -> torch.Tensor:
         """Singular values ``[..., r]`` (descending; ``r`` the smallest chain size), from ``svd()``."""
@@ -546,21 +567,91 @@ def _chain_cost(dims, batches) -> int:
     return _plan(tuple(dims), tuple(tuple(b) for b in batches))[0]
 
 
-def _chain(factors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Product of the factors in the cheapest order (batch-aware matrix-chain DP)."""
+def _chain(factors: Sequence[torch.Tensor], memo: dict | None = None) -> torch.Tensor:
+    """Product of the factors in the cheapest order (batch-aware matrix-chain DP); with ``memo``,
+    sub-products another chain made of the same tensors are reused (and cost nothing)."""
     factors = list(factors)
     if len(factors) == 1:
         return factors[0]
-    dims, batches = _dims_batches(factors)
-    _, split = _plan(tuple(dims), tuple(tuple(b) for b in batches))
+    if memo is None:
+        dims, batches = _dims_batches(factors)
+        _, split = _plan(tuple(dims), tuple(tuple(b) for b in batches))
+    else:
+        _, split = _memo_plan(factors, memo)
 
     def mul(i: int, j: int) -> torch.Tensor:
         if i == j:
             return factors[i]
+        key = _key("P", factors[i:j + 1]) if memo is not None else None
+        if key is not None and key in memo:
+            return memo[key][1]
         s = split[i][j]
-        return mul(i, s) @ mul(s + 1, j)
+        out = _mm(mul(i, s), mul(s + 1, j))
+        if key is not None:
+            memo[key] = (tuple(factors[i:j + 1]), out)
+        return out
 
     return mul(0, len(factors) - 1)
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` with broadcast batch axes, never materialising a broadcast copy: axes only ``a``
+    has join its rows, axes only ``b`` has join its columns, shared axes stay the batch (torch's
+    ``@`` would expand the other operand along them: [H, H, 1, e] @ [1, H, e, d] copies H·e·d
+    per H)."""
+    nb = max(a.ndim, b.ndim) - 2
+    A = a.reshape((1,) * (nb + 2 - a.ndim) + tuple(a.shape))
+    B = b.reshape((1,) * (nb + 2 - b.ndim) + tuple(b.shape))
+    only_a = [i for i in range(nb) if A.shape[i] != 1 and B.shape[i] == 1]
+    only_b = [i for i in range(nb) if B.shape[i] != 1 and A.shape[i] == 1]
+    if not only_a and not only_b:
+        return a @ b
+    both = [i for i in range(nb) if A.shape[i] != 1 and B.shape[i] != 1]
+    ones = [i for i in range(nb) if A.shape[i] == 1 and B.shape[i] == 1]
+    m, k, n = A.shape[-2], A.shape[-1], B.shape[-1]
+    size = lambda T, axes: [T.shape[i] for i in axes]      # noqa: E731
+    nboth = _numel(size(A, both))
+    A2 = A.permute(*both, *only_a, *ones, *only_b, nb, nb + 1).reshape(nboth, -1, k)   # rows: only_a · m
+    B2 = B.permute(*both, *ones, *only_a, nb, *only_b, nb + 1).reshape(nboth, k, -1)   # cols: only_b · n
+    C = torch.bmm(A2, B2).reshape(*size(A, both), *size(A, only_a), m, *size(B, only_b), n)
+    order = both + only_a + ["m"] + only_b + ["n"]                                    # C's axes
+    C = C.permute(*[order.index(i) for i in range(nb) if i not in ones], order.index("m"), order.index("n"))
+    full = [A.shape[i] if A.shape[i] != 1 else B.shape[i] for i in range(nb)]
+    return C.reshape(*full, m, n)
+
+
+def _key(tag: str, factors) -> tuple:
+    """A memo key naming these very tensors (address, shape, strides, dtype) in order."""
+    return (tag,) + tuple((f.data_ptr(), tuple(f.shape), tuple(f.stride()), f.dtype) for f in factors)
+
+
+def _memo_plan(factors, memo: dict):
+    """``_plan`` where a sub-chain whose product is in ``memo`` costs nothing."""
+    dims, batches = _dims_batches(factors)
+    k = len(factors)
+    bs = [[()] * k for _ in range(k)]
+    for i in range(k):
+        acc = torch.Size(batches[i])
+        for j in range(i, k):
+            if j > i:
+                acc = torch.broadcast_shapes(acc, batches[j])
+            bs[i][j] = tuple(acc)
+    cost = [[0] * k for _ in range(k)]
+    split = [[0] * k for _ in range(k)]
+    for length in range(2, k + 1):
+        for i in range(k - length + 1):
+            j = i + length - 1
+            if _key("P", factors[i:j + 1]) in memo:
+                cost[i][j] = 0
+                continue
+            nb = _numel(bs[i][j])
+            best, arg = None, i
+            for s in range(i, j):
+                c = cost[i][s] + cost[s + 1][j] + nb * dims[i] * dims[s + 1] * dims[j + 1]
+                if best is None or c < best:
+                    best, arg = c, s
+            cost[i][j], split[i][j] = best, arg
+    return (cost[0][k - 1] if k else 0), split
 
 
 def _contract(GL: torch.Tensor, GR: torch.Tensor) -> torch.Tensor:

@@ -24,11 +24,9 @@ from __future__ import annotations
 import torch
 
 from ..errors import PathexpandError
+from .weights import NORMALIZATIONS as KINDS
 
 __all__ = ["KINDS", "apply", "centres", "fold", "read", "read_T", "reader", "sigma", "writer"]
-
-KINDS = (None, "LN", "LNPre")
-
 
 def _check(kind) -> None:
     if kind not in KINDS:

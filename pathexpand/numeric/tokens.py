@@ -30,6 +30,11 @@ def as_tokens(weights, tokens: Any) -> np.ndarray:
     """Token ids ``[batch, pos]`` (int64, or a read-only memory map for a token file)."""
     if isinstance(tokens, os.PathLike):
         a = load_token_file(tokens)
+    elif isinstance(tokens, str) and tokens.lower().endswith(".npy") and Path(tokens).is_file():
+        raise PathexpandError(
+            f"{tokens!r} is a string, which is text; it names a .npy file: pass "
+            f"pathlib.Path({tokens!r}) to read token ids from it"
+        )
     elif isinstance(tokens, str) or (
         isinstance(tokens, (list, tuple)) and tokens and all(isinstance(t, str) for t in tokens)
     ):

@@ -201,13 +201,13 @@ def _resolve(obj) -> tuple[Any, list, str]:
         if len(archs) != 1:
             raise PathexpandError("terms of different architectures cannot share one diagram")
         return path_graph(obj[0].arch), list(obj), f"{len(obj)} terms"
-    if isinstance(obj, (Architecture, Weights, str)):
-        G = path_graph(obj)
-        return G, [], str(arch_of(G))
-    raise PathexpandError(
-        "diagram takes a path graph (pe.path_graph), a Term or ScoreTerm, an Expansion, a list "
-        f"of Terms, an Architecture or a model; got {type(obj).__name__}"
-    )
+    if isinstance(obj, (list, tuple, dict, int, float, type(None))):
+        raise PathexpandError(
+            "diagram takes a path graph (pe.path_graph), a Term or ScoreTerm, an Expansion, a list "
+            f"of Terms, an Architecture or a model; got {type(obj).__name__}"
+        )
+    G = path_graph(obj)          # an Architecture, or a model through pe.load
+    return G, [], str(arch_of(G))
 
 
 def induction_highlight(arch: Architecture, prev: str, ind: str) -> list:
@@ -247,21 +247,19 @@ def default_circuit(model, *, circuit: InductionCircuit | None = None,
                     composition: CompositionScores | None = None):
     """``(graph, highlight, title, circuit)`` drawn when nothing is asked for — by ``pathexpand
     diagram``, the report and the demo alike: the induction circuit that
-    ``pe.induction_circuit`` names, or, when it finds none (or the model has heads in fewer
-    than two layers), the top 5 terms by ‖W‖_F under a title that says no circuit was found.
+    ``pe.induction_circuit`` names, or, when it finds none (a model with heads in fewer than
+    two layers has none), the top 5 terms by ‖W‖_F under a title that says no circuit was found.
     ``circuit``/``composition``: results already computed for the same model."""
     w = as_weights(model)
     arch = Architecture.from_weights(w)
-    if sum(1 for h in arch.n_heads if h) >= 2:
-        circuit = circuit if circuit is not None else induction_circuit(w, composition=composition)
-    if circuit is not None and circuit.found:
+    if circuit is None:
+        circuit = induction_circuit(w, composition=composition)
+    if circuit.found:
         comp = composition if composition is not None else composition_scores(w)
         highlight = induction_highlight(arch, circuit.previous_token_head, circuit.induction_head)
-        return path_graph(w, ranking=comp), highlight, circuit.title(), circuit
+        return path_graph(w, ranking=comp), highlight, circuit.title, circuit
     graph, highlight, title = top_terms(w, 5)
-    if circuit is not None:
-        title = f"{circuit.title()}; {title}"
-    return graph, highlight, title, circuit
+    return graph, highlight, f"{circuit.title}; {title}", circuit
 
 
 def diagram(

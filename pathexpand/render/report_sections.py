@@ -78,18 +78,17 @@ class Context:
         from .dot import default_circuit
 
         def make():
-            arch = self.arch
-            if sum(1 for h in arch.n_heads if h) < 2:
-                return default_circuit(self.weights)
             from ..numeric.detect import induction_circuit
 
+            if self.arch.n_layers < 2:  # none possible: no head scores or composition needed
+                return default_circuit(self.weights, circuit=induction_circuit(self.weights))
             ic = induction_circuit(self.weights, heads=self.detected(), composition=self.composition())
             return default_circuit(self.weights, circuit=ic, composition=self.composition())
 
         return self._once("circuit", make)
 
     def induction(self):
-        """The ``InductionCircuit`` (found or not), or None for a model that cannot have one."""
+        """The ``InductionCircuit`` (found or not)."""
         return self.circuit()[3]
 
 
@@ -192,7 +191,7 @@ def section_derivation(ctx: Context) -> str:
     ]
     if arch.n_layers > 1 and arch.heads:
         ic = ctx.induction()
-        if ic is not None and ic.found:
+        if ic.found:
             head, why = ic.induction_head, "the induction head"
         else:
             head, why = f"L{arch.n_layers - 1}H0", "a head of the last layer (no induction circuit found)"
@@ -211,15 +210,14 @@ def section_diagram(ctx: Context) -> str:
     from .dot import diagram
 
     graph, highlight, title, ic = ctx.circuit()
-    if ic is not None and ic.found:
+    if ic.found:
         prev, ind = ic.pair
         caption = (f"The induction circuit: the previous-token head {prev} writes into the key of "
                    f"the induction head {ind} (K-composition, labelled with its score), and {ind} "
                    "writes to the logits. Other reads are faded; labels on head → head edges are "
                    "composition scores.")
     else:
-        caption = ((ic.reason + ". " if ic is not None else "")
-                   + "Shown instead: the five terms with the largest ‖W‖_F.")
+        caption = ic.reason + ". Shown instead: the five terms with the largest ‖W‖_F."
     return diagram_figure(diagram(graph, highlight=highlight, max_edges=12, title=title), caption,
                           "diagram-")
 
@@ -350,7 +348,7 @@ def section_attribution(ctx: Context) -> str:
     res = attribute(w, ctx.tokens[None])
     heads, who = None, "each head"
     ic = ctx.induction()
-    if len(ctx.arch.heads) > 4 and ic is not None and ic.found:  # many heads: the pair only
+    if len(ctx.arch.heads) > 4 and ic.found:  # many heads: the pair only
         heads = list(ic.pair)
         who = f"the previous-token head {heads[0]} and the induction head {heads[1]}"
     elif len(ctx.arch.heads) > 16:
@@ -406,7 +404,7 @@ def _why_attend(ctx: Context) -> str:
     from ..numeric.forward import run_with_cache
 
     ic = ctx.induction()
-    if ic is None or not ic.found:
+    if not ic.found:
         return ""
     head = ic.induction_head
     l, h = ctx.arch.check_head(head)

@@ -17,15 +17,13 @@ from collections import defaultdict
 
 from ..architecture import Architecture, as_architecture
 from ..errors import UnknownHeadError
-from ..names import parse_node
+from ..names import composition_kind, parse_node
 from .expansion import Expansion, subsets
 from .paths import Source, check_max_depth, check_tail, iter_tails, score_sources, tail_polynomial
 from .terms import REMAINDER, ScoreTerm, parse_score_name, score_kind, score_name
 
 __all__ = ["ScoreExpansion", "expand_scores", "key_side_constant", "softmax_invariant"]
 
-_KIND_OF = {(False, False): "direct", (True, False): "q_composition",
-            (False, True): "k_composition", (True, True): "qk_composition"}
 # (kind, query depth range, key depth range): the order terms are listed in
 _KIND_ORDER = (
     ("direct", (0, 0), (0, 0)),
@@ -160,7 +158,7 @@ class ScoreExpansion(Expansion):
         total = 0
         for (qm, dq, _, qbias), cq in qb.items():
             for (km, dk, inv, kbias), ck in kb.items():
-                kind = _KIND_OF[(dq > 0, dk > 0)]
+                kind = composition_kind(dq > 0, dk > 0)
                 if "kind" in filters and filters["kind"] != kind:
                     continue
                 if "composition" in filters and filters["composition"] != kind:

@@ -124,4 +124,4 @@ def test_effect_is_the_term_minus_its_mean_over_the_other_keys(name):
         assert t["effect"] == pytest.approx(want, abs=1e-9 * max(1.0, abs(res.score)))
     # ranking by effect: the first term has the largest effect among non-invariant terms
     top = res.top(1)[0]
-    assert top["effect"] == max(t["effect"] for t in res.terms if not t["softmax_invariant"])
+    assert top.value == max(t["effect"] for t in res.terms if not t["softmax_invariant"])

@@ -126,7 +126,7 @@ def test_induction_is_k_composition_with_the_previous_token_head():
     st = detect_heads(w, method="weights", n_samples=100)
     ind = st["induction"]
     assert np.isnan(ind[0]).all()
-    assert st.extra["induction"]["previous_token_head"][1, 0] == "L0H0"
+    assert st.extra["induction"]["earlier_head"][1, 0] == "L0H0"
     cs = pe.composition_scores(w, "k_composition")
     assert ind[1, 0] == cs.score("L0H0", "L1H0", "k_composition") > 0.3
     assert ind[1, 1] == pytest.approx(0.0, abs=1e-12)
@@ -139,7 +139,9 @@ def test_detect_heads_from_weights_bundle():
     assert det.top(1, kind="previous_token")[0].name == "L0H0"
     assert det.top(1, kind="induction")[0].name == "L1H0"
     r = det.ranking()
-    assert {row.kind for row in r} == {"copying", "previous_token", "induction"}
+    # W_E = 0: every full OV circuit is zero, its copying score undefined (NaN) and left out
+    assert np.isnan(det["copying"]).all()
+    assert {row.kind for row in r} == {"previous_token", "induction"}
     assert "head scores from weights" in det.summary()
     assert "share" not in str(det.ranking("previous_token"))  # detector scores have no shares
 
@@ -169,7 +171,7 @@ def test_bundled_model_heads_found_from_weights_alone():
     z = det.z("previous_token")
     assert int(np.argmax(z[0])) == prev_h
     assert det.top(1, kind="induction")[0].name == f"L1H{ind_h}"
-    assert det.extra["induction"]["previous_token_head"][1, ind_h] == f"L0H{prev_h}"
+    assert det.extra["induction"]["earlier_head"][1, ind_h] == f"L0H{prev_h}"
     assert det.z("induction")[1, ind_h] > 3
 
 
@@ -189,7 +191,7 @@ def test_induction_circuit_on_the_bundled_models():
     none = induction_circuit("gelu-2l")
     assert not none.found and none.pair is None
     assert "no head of layer ≥ 1 attends like an induction head" in none.reason
-    assert none.title() == "no induction circuit found" and len(none.ranking()) == 0
+    assert none.title == "no induction circuit found" and len(none.ranking()) == 0
     one = induction_circuit("attn-only-1l")
     assert not one.found and "two layers" in one.reason
 
@@ -202,3 +204,19 @@ def test_induction_circuit_needs_composition_above_the_null():
     assert len(ic.candidates) >= 1
     with pytest.raises(PathexpandError, match="min_z must be a finite number"):
         induction_circuit("attn-only-2l", min_z=float("nan"))
+
+
+def test_induction_circuit_refuses_results_of_another_model():
+    """Results passed in for reuse are checked: type, shape, and the model they came from."""
+    with pytest.raises(PathexpandError, match="heads= was computed on another model .attn-only-2l"):
+        induction_circuit("gelu-2l", heads=detect_heads("attn-only-2l", n_samples=2))
+    with pytest.raises(PathexpandError, match="heads= was computed on another model"):
+        induction_circuit("attn-only-2l", heads=detect_heads("attn-only-1l", n_samples=2))
+    with pytest.raises(PathexpandError, match="heads= must be pe.detect_heads.model., got str"):
+        induction_circuit("attn-only-2l", heads="x")
+    with pytest.raises(PathexpandError, match="from data"):
+        induction_circuit("attn-only-2l", heads=detect_heads("attn-only-2l", method="weights"))
+    with pytest.raises(PathexpandError, match="its random null"):
+        induction_circuit("attn-only-2l", composition=pe.composition_scores("attn-only-2l", baseline=None))
+    with pytest.raises(PathexpandError, match="k_composition with its random null"):
+        induction_circuit("attn-only-2l", composition=pe.composition_scores("attn-only-2l", "q_composition"))
