@@ -16,9 +16,11 @@ that skip ``W_Q``/``W_K``; shortformer ``pos`` joins the query/key input after `
 
 **Normalization** (``numeric.norm``, the same algebra as ``fold_layernorm``): every matrix that
 reads a norm's output is its reader form ``C diag(w) W`` (``W_Q``, ``W_K``, ``W_V`` of ln1,
-``W_in`` of ln2, ``W_U`` of ln_final) and every matrix that writes the residual stream its
-writer form ``W C`` (``W_E``, standard ``W_pos``, ``W_O``, ``W_out`` and the written biases);
-the per-position ``1/σ`` is dropped (only data gives it). Matrices on the far side of a norm —
+``W_in`` of ln2, ``W_U`` of ln_final — the last as two factors, ``C diag(w)`` then ``W_U`` as
+stored, so no vocabulary-sized copy is made) and every matrix that writes the residual stream
+its writer form ``W C`` (``W_O``, ``W_out`` and the written biases; ``W_E`` and standard
+``W_pos`` enter as stored: a reader always follows them, whose ``C`` makes their centring a
+no-op); the per-position ``1/σ`` is dropped (only data gives it). Matrices on the far side of a norm —
 LayerNorm biases, shortformer positions — meet the raw reader. A product of reader and writer
 forms equals the same product of raw matrices whenever a reader sits between two writers (``C``
 is a projector), so full circuits are the model's own; standalone residual-scope matrices
@@ -121,17 +123,34 @@ class Circuits:
                 t = norm.reader(self.raw(name), kind, self._norm_w("ln1", 4), axis=-2)
             elif name == "W_in":
                 t = norm.reader(self.raw(name), kind, self._norm_w("ln2", 3), axis=-2)
-            elif name == "W_U":
-                t = norm.reader(self.raw(name), kind, self._norm_w("ln_final", 2), axis=-2)
-            elif name in ("W_E", "W_O", "W_out", "b_O", "b_out"):
+            elif name == "final":  # the unembedding's reader part C diag(w), d_model × d_model
+                eye = torch.eye(self.config.d_model, device=self.device, dtype=self.dtype)
+                t = norm.reader(eye, kind, self._norm_w("ln_final", 2), axis=-2)
+            elif name in ("W_O", "W_out", "b_O", "b_out"):
                 t = norm.writer(self.raw(name), kind)
-            elif name == "W_pos":
-                shortformer = self.config.positional == "shortformer"
-                t = self.raw(name) if shortformer else norm.writer(self.raw(name), kind)
+            elif name in ("W_E", "W_pos"):
+                t = self.raw(name)
             else:
                 raise PathexpandError(f"unknown circuit tensor {name!r}")
             self._cache[name] = t
         return self._cache[name]
+
+    def layer(self, name: str, layer: int) -> torch.Tensor:
+        """One layer's reader (``W_Q``, ``W_K``, ``W_V``) or writer (``W_O``) form ``[H, ·, ·]``,
+        made from that layer's parameter alone: no copy of every layer at once."""
+        t = self._t(self.weights[f"blocks.{layer}.attn.{name}"])
+        kind = self.config.normalization
+        if name == "W_O":
+            return norm.writer(t, kind)
+        w = self._t(self.weights[f"blocks.{layer}.ln1.w"])[:, None] if kind == "LN" else None
+        return norm.reader(t, kind, w, axis=-2)
+
+    def unembed(self, *, raw: bool = False) -> list[torch.Tensor]:
+        """The unembedding as a reader: ``[C diag(w), W_U]`` (``[W_U]`` without a norm, or
+        ``raw``: for what enters after ``ln_final``, its bias)."""
+        if raw or self.config.normalization is None:
+            return [self.raw("W_U")]
+        return [self["final"], self.raw("W_U")]
 
     def _norm_w(self, ln: str, ndim: int):
         """The norm's weight shaped to broadcast along the d_model axis (-2) of an
@@ -151,7 +170,7 @@ class Circuits:
         _check_scope(scope)
         self._need_heads()
         mid = (self["W_V"], self["W_O"])
-        return Factored(self["W_E"], *mid, self["W_U"]) if scope == "full" else Factored(*mid)
+        return Factored(self["W_E"], *mid, *self.unembed()) if scope == "full" else Factored(*mid)
 
     def qk(self, scope: str = "full") -> Factored:
         """Every head's QK circuit ``[L, H, ·, ·]``: ``W_E W_Q W_Kᵀ W_Eᵀ`` (full) or ``W_Q W_Kᵀ``."""
@@ -215,7 +234,7 @@ class Circuits:
         broadcast axes after ``lead`` leading ones."""
         out = self._nodes(nodes, raw, mlp, _Axes(nodes, lead))
         if scope == "full":
-            out.append(self.raw("W_U") if raw and not nodes else self["W_U"])
+            out += self.unembed(raw=raw and not nodes)
         return out
 
     def score_chain(self, layer: int, head: int, query, key, *, scope: str, mlp: str) -> list[torch.Tensor]:

@@ -192,7 +192,7 @@ def composition_scores(
         raise PathexpandError("this model has no attention heads to compose")
     L, H, d = cfg.n_layers, cfg.n_heads, cfg.d_model
     c = Circuits(weights, device=device, dtype=dtype)
-    raw = _all_pairs({name: c[name] for name in ("W_Q", "W_K", "W_V", "W_O")}, kinds)
+    raw = _all_pairs(c, L, H, kinds)
     mask = (np.arange(L)[:, None, None, None] < np.arange(L)[None, None, :, None]) & np.ones((L, H, L, H), bool)
     sample = baseline == "random" or zscore
     null_mean = {k: math.nan for k in kinds}
@@ -212,14 +212,15 @@ def _left_gram(W_V: torch.Tensor, W_O: torch.Tensor) -> torch.Tensor:
     return W_O.mT @ ((W_V.mT @ W_V) @ W_O)
 
 
-def _right_gram(W: dict, kind: str, layer: int) -> torch.Tensor:
+def _right_gram(c: Circuits, kind: str, layer: int) -> torch.Tensor:
     """M_2 = R Rᵀ for the later head's reading matrix R of ``kind``, ``[H, d_model, d_model]``."""
-    Q, K, V, O = (W[n][layer] for n in ("W_Q", "W_K", "W_V", "W_O"))
+    if kind == "v_composition":
+        V, O = c.layer("W_V", layer), c.layer("W_O", layer)
+        return V @ ((O @ O.mT) @ V.mT)  # R = W_V W_O
+    Q, K = c.layer("W_Q", layer), c.layer("W_K", layer)
     if kind == "q_composition":  # R = W_Q W_Kᵀ
         return Q @ ((K.mT @ K) @ Q.mT)
-    if kind == "k_composition":  # R = W_K W_Qᵀ
-        return K @ ((Q.mT @ Q) @ K.mT)
-    return V @ ((O @ O.mT) @ V.mT)  # R = W_V W_O
+    return K @ ((Q.mT @ Q) @ K.mT)  # k_composition: R = W_K W_Qᵀ
 
 
 def _packed(M: torch.Tensor, iu: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
@@ -228,30 +229,31 @@ def _packed(M: torch.Tensor, iu: torch.Tensor, weight: torch.Tensor | None) -> t
     return p * weight if weight is not None else p
 
 
-def _all_pairs(W: dict, kinds: tuple[str, ...]) -> dict[str, np.ndarray]:
+def _all_pairs(c: Circuits, L: int, H: int, kinds: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Raw scores ``[L, H, L, H]`` per kind: Σ M1∘M2 over packed upper triangles.
 
     The left Grams (earlier heads, shared by every kind) are formed once, packed with
     off-diagonal weight 2 and kept in float64 ``[(L-1)·H, d(d+1)/2]``; each later layer's
-    right Grams are then contracted against all earlier layers in one GEMM.
+    right Grams are then contracted against all earlier layers in one GEMM. The circuit
+    builder gives one layer's weights at a time (``Circuits.layer``).
     """
-    L, H, d, _ = W["W_V"].shape
+    d = c.config.d_model
     out = {k: np.zeros((L, H, L, H), dtype=np.float64) for k in kinds}
     if L < 2:
         return out
-    dev = W["W_V"].device
+    dev = c.device
     iu = torch.triu_indices(d, d, device=dev)
     weight = torch.where(iu[0] == iu[1], 1.0, 2.0).to(device=dev, dtype=torch.float64)
     left = torch.empty(((L - 1) * H, iu.shape[1]), dtype=torch.float64, device=dev)
     left_norm2 = torch.empty((L - 1) * H, dtype=torch.float64, device=dev)
     for l1 in range(L - 1):
-        M1 = _left_gram(W["W_V"][l1], W["W_O"][l1])
+        M1 = _left_gram(c.layer("W_V", l1), c.layer("W_O", l1))
         left_norm2[l1 * H : (l1 + 1) * H] = torch.diagonal(M1, dim1=-2, dim2=-1).to(torch.float64).sum(-1)
         left[l1 * H : (l1 + 1) * H] = _packed(M1, iu, weight)
         del M1
     for kind in kinds:
         for l2 in range(1, L):
-            M2 = _right_gram(W, kind, l2)
+            M2 = _right_gram(c, kind, l2)
             r2 = torch.diagonal(M2, dim1=-2, dim2=-1).to(torch.float64).sum(-1)  # [H] = ‖R‖²
             P2 = _packed(M2, iu, None)  # [H, P]
             del M2

@@ -283,11 +283,9 @@ class _Evaluator:
     def _outer(self, factors) -> tuple[bool, bool]:
         """Whether the first/last factor is a vocabulary- or position-sized end (``W_E``,
         ``W_pos``, ``W_U``, their transposes): fixed in the null, reduced once for the metric."""
-        ends = [self.c["W_E"], self.c["W_U"]]
+        ends = [self.c.raw("W_E"), self.c.raw("W_U")]
         if self.c.config.positional is not None:
-            ends += [self.c["W_pos"], self.c.raw("W_pos")]
-        if self.c.config.normalization is not None:
-            ends.append(self.c.raw("W_U"))
+            ends.append(self.c.raw("W_pos"))
 
         def is_end(t):
             return any(t.data_ptr() == e.data_ptr() and t.shape in (e.shape, e.mT.shape) for e in ends)
