@@ -21,9 +21,9 @@ def main(model: str = "attn-only-2l") -> None:
     print(f"{w.name}: {len(exp)} logit terms, sources {', '.join(exp.sources)}")
 
     norms = pe.evaluate(exp, w, metric="frobenius")
-    print("\ntop 5 terms by ‖W_E … W_U‖_F:")
+    print("\ntop 5 terms by ‖W_E … W_U‖_F (norms do not add up, so no shares):")
     for row in norms.top(5):
-        print(f"  {row.name:<12} {row.kind:<8} {row.value:8.1f}  ({row['share']:.1%} of the total)")
+        print(f"  {row.name:<12} {row.kind:<8} {row.value:8.1f}")
 
     copying = pe.evaluate(exp.filter(kind="head"), w, metric="copying")
     print("\nheads by copying score Re Σλ / Σ|λ| of W_E W_OV W_U (1 = pure copying):")

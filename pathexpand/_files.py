@@ -8,15 +8,24 @@ from pathlib import Path
 
 from .errors import PathexpandError
 
-__all__ = ["check_output_path", "write_atomic"]
+__all__ = ["WEIGHTS_SUFFIXES", "check_output_path", "write_atomic"]
+
+# where weights live: a derivation, a picture or a page never goes there (it would replace them)
+WEIGHTS_SUFFIXES = (".safetensors", ".npz", ".gguf", ".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 
 
-def check_output_path(path, example: str) -> Path:
-    """``path`` as a ``Path`` if it names a file (like ``example``) in a writable folder."""
+def check_output_path(path, example: str, *, weights: bool = False) -> Path:
+    """``path`` as a ``Path`` if it names a file (like ``example``) in a writable folder. Unless
+    ``weights`` (``pe.save``), a weights suffix is refused: text or a picture written there would
+    replace a model — most often the very file the command read."""
     try:
         out = Path(path).expanduser()
     except TypeError:
         raise PathexpandError(f"path must be a file path, got {type(path).__name__}") from None
+    if not weights and out.suffix.lower() in WEIGHTS_SUFFIXES:
+        raise PathexpandError(
+            f"refusing to write {str(out)!r}: {out.suffix} is a weights file; give a name like {example}"
+        )
     if out.is_dir():
         raise PathexpandError(f"{str(out)!r} is a directory; give a file name like {example}")
     folder = out.parent if str(out.parent) else Path(".")

@@ -82,11 +82,17 @@ class Architecture:
             positional = None
         if positional not in POSITIONAL:
             raise PathexpandError(
-                f"positional must be one of 'standard', 'shortformer', None; got {positional!r}"
+                f"positional must be 'standard', 'shortformer' or None (on the command line "
+                f"'none'); got {positional!r}"
             )
         for flag, value in (("mlp", mlp), ("layernorm", layernorm), ("biases", biases)):
             if not isinstance(value, bool):
                 raise PathexpandError(f"{flag} must be True or False, got {value!r}")
+        if n_layers and not any(heads) and not mlp:
+            raise PathexpandError(
+                f"a {n_layers}-layer model with no heads and no MLPs has nothing in its layers; "
+                "give at least one head (n_heads ≥ 1) or mlp=True, or n_layers=0 for the direct path"
+            )
         set_ = object.__setattr__
         set_(self, "n_layers", n_layers)
         set_(self, "n_heads", heads)

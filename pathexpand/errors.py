@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "check_int",
+    "check_number",
     "PathexpandError",
     "UnknownHeadError",
     "ShapeError",
@@ -52,6 +53,19 @@ def check_int(name: str, value, low: int = 0) -> int:
         kind = " (a positive int)" if low == 1 else ""
         raise PathexpandError(f"{name} must be an int >= {low}{kind}, got {value!r}")
     return int(value)
+
+
+def check_number(name: str, value, *, positive: bool = True):
+    """``value`` as a float if it is a finite real number (``> 0`` when ``positive``), bools
+    refused; else a ``PathexpandError`` saying what was expected."""
+    from numbers import Real
+    import math
+
+    ok = not isinstance(value, bool) and isinstance(value, Real) and math.isfinite(value)
+    if not ok or (positive and value <= 0):
+        want = "a finite number > 0" if positive else "a finite number"
+        raise PathexpandError(f"{name} must be {want}, got {value!r}")
+    return float(value)
 
 
 def require(module: str, extra: str, feature: str):

@@ -133,9 +133,13 @@ def parse_path_name(name: str) -> tuple[str, ...]:
         return ()
     parts = tuple(reversed(name.replace("@", COMPOSE).split(COMPOSE)))
     for p in parts:
-        node = parse_node(p.strip())
-        if node.kind not in ("head", "mlp"):
-            raise PathexpandError(f"{p!r} in {name!r} is not a head or MLP")
+        try:
+            kind = parse_node(p.strip()).kind
+        except PathexpandError:
+            kind = None
+        if kind not in ("head", "mlp"):
+            raise PathexpandError(f"{p!r} in {name!r} is not a head or MLP; a path name joins "
+                                  f"them latest first with '{COMPOSE}' (or '@'), like 'L1H0{COMPOSE}L0H1'")
     return tuple(p.strip() for p in parts)
 
 

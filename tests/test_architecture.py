@@ -30,7 +30,7 @@ def test_sources_follow_positional():
         ((2, (1,)), {}, "one head count per layer"),
         ((2, (1, -1)), {}, r"n_heads\[1\]"),
         ((2, 2.5), {}, "n_heads must be"),
-        ((2, 2), {"positional": "rotary"}, "positional must be one of"),
+        ((2, 2), {"positional": "rotary"}, "positional must be"),
         ((2, 2), {"mlp": "yes"}, "mlp must be True or False"),
         ((True, 2), {}, "n_layers"),
     ],
@@ -63,6 +63,10 @@ def test_frozen_and_hashable():
 
 @given(st.lists(st.integers(0, 5), min_size=0, max_size=5), st.booleans())
 def test_closed_form_counts(heads, mlp):
+    if heads and not any(heads) and not mlp:
+        with pytest.raises(PathexpandError, match="no heads and no MLPs"):
+            Architecture(len(heads), heads, mlp=mlp)
+        return
     arch = Architecture(len(heads), heads, mlp=mlp)
     assert arch.n_logit_paths() == math.prod((1 + h) * (2 if mlp else 1) for h in heads)
     for name in arch.heads:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import codecs
 from typing import Annotated
 
 import typer
 
-from ._app import DEFAULT_MODEL, app, fail, load_model, print_json
+from ._app import DEFAULT_MODEL, app, fail, load_model, print_json, prompt, read_text, read_tokens
 
 __all__ = ["attribute"]
 
@@ -26,18 +25,10 @@ Examples:
 """
 
 
-def _unescape(s: str) -> str:
-    """``\\n``, ``\\t`` and ``\\\\`` written on the command line become the characters."""
-    try:
-        return codecs.decode(s, "unicode_escape") if "\\" in s else s
-    except UnicodeDecodeError:
-        return s
-
-
 def _token(weights, text: str):
     """A token given on the command line: text when the model has a tokenizer, else an int id."""
     if weights.tokenizer is not None:
-        return _unescape(text)
+        return text
     try:
         return int(text)
     except ValueError:
@@ -49,14 +40,15 @@ def attribute(
     model: Annotated[str | None, typer.Argument(
         help=f"Bundled model name or weights file (.safetensors/.npz); default {DEFAULT_MODEL}.")] = None,
     text: Annotated[str | None, typer.Option(
-        help="Input text (escapes like \\n allowed); default: a short Python snippet.")] = None,
+        help="Input text (\\n, \\t, \\\\ read as newline, tab, backslash); default: a short "
+             "Python snippet.", callback=read_text)] = None,
     tokens: Annotated[str | None, typer.Option(
         help="Input as comma-separated token ids instead of --text.")] = None,
     target: Annotated[str | None, typer.Option(
         help="Explain this token's logit (one token of text; an int id without a tokenizer). "
-             "Default: the model's top prediction.")] = None,
+             "Default: the model's top prediction.", callback=read_text)] = None,
     diff: Annotated[tuple[str, str] | None, typer.Option(
-        help="Explain logit(A) − logit(B) instead.", metavar="A B")] = None,
+        help="Explain logit(A) − logit(B) instead.", metavar="A B", callback=read_text)] = None,
     position: Annotated[int, typer.Option(help="Position to explain (negative counts from the end).")] = -1,
     top: Annotated[int, typer.Option(help="Rows per table (paths, heads, edges).")] = 10,
     budget_seconds: Annotated[float, typer.Option(
@@ -73,10 +65,8 @@ def attribute(
         fail(f"--budget-seconds must be > 0, got {budget_seconds}")
     if target is not None and diff is not None:
         fail("give either --target or --diff, not both")
-    if text is not None and tokens is not None:
-        fail("give either --text or --tokens, not both")
     weights = load_model(model)
-    ids = _input(weights, text, tokens)
+    ids = prompt(weights, text, read_tokens(tokens), DEFAULT_TEXT)
     kw = {}
     if diff is not None:
         kw["diff"] = (_token(weights, diff[0]), _token(weights, diff[1]))
@@ -102,19 +92,6 @@ def attribute(
         console.print(table)
     for note in doc.get("notes", []):
         console.print(f"[dim]note: {note}[/dim]", soft_wrap=True)
-
-
-def _input(weights, text, tokens):
-    import numpy as np
-
-    if tokens is not None:
-        try:
-            return np.array([[int(t) for t in tokens.split(",") if t.strip()]], dtype=np.int64)
-        except ValueError:
-            fail(f"--tokens must be comma-separated integers, got {tokens!r}")
-    if weights.tokenizer is None:
-        fail("this model has no tokenizer: give the input as --tokens 1,2,3")
-    return _unescape(text if text is not None else DEFAULT_TEXT)
 
 
 def _run(weights, ids, position, top, kw, budget_seconds, *, progress: bool):
@@ -143,11 +120,10 @@ def _run(weights, ids, position, top, kw, budget_seconds, *, progress: bool):
         doc["paths"] = found.to_records()
         doc["certificate"] = found.certificate
         doc["complete"] = found.complete
-        doc.setdefault("notes", []).append(
-            f"paths found by certified search: no unlisted path exceeds |c| = {found.certificate:.3g}"
-            + ("" if found.complete else f" (stopped by {found.stopped_by})")
-        )
+        doc["certified"] = found.certified
+        doc.setdefault("notes", []).append(f"paths by branch and bound: {found.status()}")
     heads = res.ranking("node").top(top)
     edges = res.ranking("edge").top(top)
-    paths.title, heads.title, edges.title = "paths", "heads and MLPs", "edges"
+    heads.title, edges.title = "heads and MLPs", "edges"
+    paths.title = "paths" if res.paths is not None or doc["certified"] else "paths (NOT certified)"
     return doc, [paths.rich_table(), heads.rich_table(), edges.rich_table()]

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from ._app import DEFAULT_MODEL, app, fail, load_model
+from ._app import DEFAULT_MODEL, app, fail, load_model, prompt, read_text, read_tokens
 
 __all__ = ["demo", "DEMO_TEXT"]
 
@@ -24,8 +24,13 @@ DEMO_TEXT = "self.grumble_count = 0\nself.grumble_c"
 def demo(
     model: Annotated[str | None, typer.Argument(
         help=f"Bundled model name or weights file; default {DEFAULT_MODEL}.")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for the diagram and the HTML report.")] = Path("out"),
-    text: Annotated[str | None, typer.Option(help="Prompt to attribute (default: a repeated snippet).")] = None,
+    out: Annotated[Path, typer.Option(
+        "--output", "-o", "--out", help="Folder for the diagram and the HTML report.")] = Path("out"),
+    text: Annotated[str | None, typer.Option(
+        help="Prompt to attribute (\\n, \\t, \\\\ read as newline, tab, backslash); default: a "
+             "name begun again.", callback=read_text)] = None,
+    tokens: Annotated[str | None, typer.Option(
+        help="The prompt as comma-separated token ids instead of --text.")] = None,
     report: Annotated[bool, typer.Option(help="Also write the one-file HTML report.")] = True,
 ) -> None:
     """Derive, detect, rank, attribute and draw MODEL (the bundled default when omitted)."""
@@ -36,14 +41,19 @@ def demo(
     from ..symbolic import expand_logits
 
     console = Console()
+    if out.exists() and not out.is_dir():
+        fail(f"--output {str(out)!r} is a file; give a folder for the diagram and the report")
+    weights = load_model(model)                 # inputs first: nothing is printed or made before
+    text = prompt(weights, text, read_tokens(tokens), DEMO_TEXT if weights.tokenizer else None)
+    if text is None:
+        fail(f"{weights.name or 'this model'} has no tokenizer: give the prompt as token ids, "
+             "like --tokens 1,2,3")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         fail(f"cannot create output folder {str(out)!r}: {exc.strerror or exc}")
-    weights = load_model(model)
     name = weights.name or model or DEFAULT_MODEL
     arch = Architecture.from_weights(weights)
-    text = DEMO_TEXT if text is None else text
 
     def step(title: str, call: str) -> None:
         console.rule(f"[bold]{title}")

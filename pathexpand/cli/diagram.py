@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from ._app import DEFAULT_MODEL, app, fail, load_model
+from ._app import DEFAULT_MODEL, app, fail, load_model, prompt, read_text, read_tokens
 
 __all__ = ["diagram"]
 
@@ -53,17 +53,20 @@ def diagram(
         "--output", "-o", help="Output file; the format comes from the suffix: .svg .png .pdf .dot")
     ] = Path("circuit.svg"),
     term: Annotated[str | None, typer.Option(
-        help="Draw one term by name: 'L1H0∘L0H1', 'pos:L0H2', "
+        help="Draw one term by name: 'L1H0∘L0H1' (or 'L1H0@L0H1'), 'pos:L0H2', "
              "or with --scores 'q:direct · k:L0H0'.")
     ] = None,
     top: Annotated[int | None, typer.Option(
         help="Draw the K strongest terms (by ‖W‖_F), or with --text the K strongest paths.")
     ] = None,
     text: Annotated[str | None, typer.Option(
-        help="Attribute this prompt and draw its strongest paths (default 5).")] = None,
+        help="Attribute this prompt and draw its strongest paths (default 5); \\n, \\t, \\\\ "
+             "read as newline, tab, backslash.", callback=read_text)] = None,
+    tokens: Annotated[str | None, typer.Option(
+        help="The prompt as comma-separated token ids instead of --text.")] = None,
     target: Annotated[str | None, typer.Option(
-        help="With --text: the token whose logit is explained (default: the model's prediction).")
-    ] = None,
+        help="With --text: the token whose logit is explained (default: the model's prediction).",
+        callback=read_text)] = None,
     scores: Annotated[str | None, typer.Option(
         help="Terms of this head's attention score (e.g. L1H0) instead of the logits.")] = None,
     layout: Annotated[str, typer.Option(help="layers (bottom to top) or left-right.")] = "layers",
@@ -75,13 +78,15 @@ def diagram(
     from ..render.dot import LAYOUTS, check_writable, write
 
     path = check_writable(output)  # before any heavy work: fail fast, write nothing
-    if term is not None and (top is not None or text is not None):
-        fail("--term draws one term; do not combine it with --top or --text")
-    if text is not None and scores is not None:
+    ids = read_tokens(tokens)
+    given = text is not None or ids is not None
+    if term is not None and (top is not None or given):
+        fail("--term draws one term; do not combine it with --top, --text or --tokens")
+    if given and scores is not None:
         fail("--scores with --text is not supported; draw the prompt's logit paths (--text) "
              "or a head's score terms (--scores with --term or --top)")
-    if target is not None and text is None:
-        fail("--target goes with --text (the prompt whose logit it explains)")
+    if target is not None and not given:
+        fail("--target goes with --text or --tokens (the prompt whose logit it explains)")
     if top is not None and top < 1:
         fail(f"--top must be a positive number of terms, got {top}")
     if max_edges < 0:
@@ -96,8 +101,14 @@ def diagram(
     if scores is not None:
         arch.check_head(scores)
     name = weights.name or (model or DEFAULT_MODEL)
-    if text is not None:
-        graph, highlight, title = _attribution(weights, text, target, top or 5, name)
+    if given:
+        sample = prompt(weights, text, ids)
+        if target is not None and weights.tokenizer is None:
+            try:
+                target = int(target)
+            except ValueError:
+                fail(f"this model has no tokenizer: give --target as an integer id, got {target!r}")
+        graph, highlight, title = _attribution(weights, sample, target, top or 5, name)
     elif term is not None:
         graph, highlight, title = _one_term(weights, arch, term, scores, name)
     elif top is not None or scores is not None:
@@ -145,4 +156,6 @@ def _attribution(weights, text: str, target, k: int, model: str):
         res = attribute(weights, text, target=target, views=("node", "edge"))
         best = top_k_paths(weights, text, target=target, k=k)
     graph = path_graph(weights, ranking=res)
-    return graph, list(best.paths), f"{model}: top {len(best.paths)} paths of {res.target_label}"
+    what = (f"top {len(best.paths)} paths" if best.certified
+            else f"largest {len(best.paths)} paths found (not certified: search stopped)")
+    return graph, list(best.paths), f"{model}: {what} of {res.target_label}"

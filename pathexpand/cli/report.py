@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._app import DEFAULT_MODEL, app, load_model
+from ._app import DEFAULT_MODEL, app, load_model, prompt, read_text, read_tokens
 
 __all__ = ["report"]
 
@@ -32,8 +32,10 @@ def report(
         "--output", "-o", help="The HTML file to write (written whole or not at all).")
     ] = Path("report.html"),
     text: Annotated[str | None, typer.Option(
-        help="Sample text for the attribution sections (default: a repeated Python snippet).")
-    ] = None,
+        help="Sample text for the attribution sections (\\n, \\t, \\\\ read as newline, tab, "
+             "backslash); default: a repeated Python snippet.", callback=read_text)] = None,
+    tokens: Annotated[str | None, typer.Option(
+        help="The sample as comma-separated token ids instead of --text.")] = None,
     sections: Annotated[str | None, typer.Option(
         help="Comma-separated section ids to include (default all): card, derivation, diagram, "
              "terms, heads, composition, eigenvalues, attribution, order.")] = None,
@@ -45,6 +47,7 @@ def report(
     path = check_output(output)  # before any work: fail fast, write nothing
     chosen = None if sections is None else [s.strip() for s in sections.split(",") if s.strip()]
     weights = load_model(model)
-    page = make_report(weights, text=text, path=path, progress=True, sections=chosen)
+    sample = prompt(weights, text, read_tokens(tokens))
+    page = make_report(weights, text=sample, path=path, progress=True, sections=chosen)
     size = len(page.encode("utf-8"))
     typer.echo(f"wrote {path} ({size / 1024:.0f} kB, model {weights.name or model or DEFAULT_MODEL})")

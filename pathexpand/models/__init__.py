@@ -78,8 +78,12 @@ def _load_path_or_name(source, config=None):
                 f"{', '.join(bundled_names()) or 'none installed'})"
             )
         return read_file(path, config=config)
+    import difflib
+
+    close = difflib.get_close_matches(text, bundled_names(), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
     raise PathexpandError(
-        f"{text!r} is neither a bundled model nor an existing file; bundled models: "
+        f"{text!r} is neither a bundled model nor an existing file; {hint}bundled models: "
         f"{', '.join(bundled_names()) or 'none installed'}"
     )
 

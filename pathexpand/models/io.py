@@ -20,6 +20,7 @@ unpickled: convert them yourself with ``torch.load(path, weights_only=True)`` an
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import zipfile
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import check_output_path, write_atomic
 from ..errors import PathexpandError, WeightsFileError
 from ..numeric.weights import Config, Weights
 from .tokenizer import get_tokenizer
@@ -58,26 +60,29 @@ def save(weights: Weights, path, card: Mapping[str, Any] | None = None) -> Path:
         raise WeightsFileError(
             f"cannot save to {str(path)!r}: the suffix must be one of {list(SUFFIXES)}"
         )
+    path = check_output_path(path, "model.safetensors", weights=True)
     card_given = card is not None
     card = dict(card if card_given else weights.card or {})
     config_json = json.dumps(weights.config.to_dict())
     card_json = _dumps(card) if card else None
     arrays = {k: np.ascontiguousarray(v) for k, v in weights.state_dict().items()}
     if path.suffix == ".safetensors":
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
         metadata = {CONFIG_KEY: config_json}
         if card_json:
             metadata[CARD_KEY] = card_json
-        save_file(arrays, str(path), metadata=metadata)
+        payload = save(arrays, metadata=metadata)
     else:
         extra = {_NPZ_CONFIG: np.array(config_json)}
         if card_json:
             extra[_NPZ_CARD] = np.array(card_json)
-        with open(path, "wb") as fh:
-            np.savez(fh, **arrays, **extra)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays, **extra)
+        payload = buf.getvalue()
+    write_atomic(path, payload)     # whole or not at all; the usual permissions
     if card_given:
-        path.with_suffix(".json").write_text(_dumps(card, indent=2) + "\n", encoding="utf-8")
+        write_atomic(path.with_suffix(".json"), _dumps(card, indent=2) + "\n")
     return path
 
 
@@ -104,7 +109,7 @@ def read_file(path, *, name: str | None = None, card: Mapping[str, Any] | None =
             f"{str(path)!r}: unsupported file type {path.suffix or '(no suffix)'!r}; "
             f"weights files are {list(SUFFIXES)}"
         )
-    _refuse_pickle_bytes(path)
+    _check_magic(path)
     if path.suffix == ".safetensors":
         arrays, stored, file_card = _read_safetensors(path)
     else:
@@ -164,8 +169,42 @@ def file_shapes(path) -> dict[str, tuple[int, ...]]:
 
 
 # readers ------------------------------------------------------------------------------------
+_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+           "I8": "i1", "U8": "u1", "BOOL": "?"}
+
+
+def _read_bfloat16(path: Path, header: dict) -> dict[str, np.ndarray]:
+    """Every tensor of a file with bfloat16 tensors (numpy has no bfloat16): read from the byte
+    offsets in the header, bfloat16 widened exactly to float32 (its bits are float32's top 16)."""
+    n = struct.unpack("<Q", path.read_bytes()[:8])[0]
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n)
+    out = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        begin, end = (int(x) for x in info["data_offsets"])
+        raw = np.asarray(data[begin:end])
+        if info["dtype"] == "BF16":
+            a = (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
+        elif info["dtype"] in _DTYPES:
+            a = raw.view(_DTYPES[info["dtype"]])
+        else:
+            raise WeightsFileError(f"{str(path)!r}: tensor {key!r} has dtype {info['dtype']}, "
+                                   f"which pathexpand cannot read")
+        try:
+            out[key] = a.reshape(info["shape"])
+        except ValueError:
+            raise WeightsFileError(f"{str(path)!r}: tensor {key!r} does not fill its shape "
+                                   f"{info['shape']}") from None
+    return out
+
+
 def _read_safetensors(path: Path):
     header = _safetensors_header(path)
+    if any(isinstance(v, dict) and v.get("dtype") == "BF16" for v in header.values()):
+        metadata = header.get("__metadata__") or {}
+        return (_read_bfloat16(path, header), _json_meta(metadata.get(CONFIG_KEY), path, CONFIG_KEY),
+                _json_meta(metadata.get(CARD_KEY), path, CARD_KEY))
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -298,10 +337,25 @@ def _refuse_pickle_suffix(path: Path) -> None:
         )
 
 
-def _refuse_pickle_bytes(path: Path) -> None:
+def _check_magic(path: Path) -> None:
+    """The file's own format first (a safetensors header, a zip archive); only a file that is
+    not one is examined as a possible pickle, so a safetensors header length whose low bytes
+    happen to read 0x80 0x02 (640, 896, ... bytes) is never taken for pickle magic."""
     with open(path, "rb") as fh:
-        head = fh.read(2)
-    if len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        head = fh.read(4)
+    if path.suffix == ".safetensors":
+        try:
+            _safetensors_header(path)
+            return
+        except WeightsFileError:
+            _refuse_pickle_bytes(path, head)
+            raise
+    if head != b"PK\x03\x04":
+        _refuse_pickle_bytes(path, head)
+
+
+def _refuse_pickle_bytes(path: Path, head: bytes) -> None:
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         raise WeightsFileError(
             f"{str(path)!r} is a Python pickle (protocol {head[1]}) despite its {path.suffix} "
             "suffix; refused, never unpickled"

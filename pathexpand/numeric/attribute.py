@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import PathexpandError
+from ..errors import PathexpandError, check_int
 from ..names import parse_node, parse_term_name, path_info, term_name
 from ..ranking import Ranking, Result
 from ..symbolic import expand_logits
@@ -80,15 +80,18 @@ class Attribution(Result):
 
         The sum is over every path when paths were enumerated, else over the partition of
         all paths by their last step (``ends``: each source's direct path and each node's
-        edge into the logits). ``scale`` is, per prompt, the largest ``‖u‖₁ · |logit|`` the
-        target reads (a target is a linear function of logits, so no term of the model's
-        own computation is larger than this), and at least ``|output|``.
+        edge into the logits). The error is relative, per prompt, to the size of what was
+        summed: the largest of ``Σ |term| + Σ |constant|`` (terms that cancel to a near-zero
+        output are still large), ``|output|`` and ``‖u‖₁ · |logit|`` of the logits the target
+        reads (``scale``).
         """
         parts = self.path_values if self.path_values is not None else self.end_values
         total = parts.sum(0) + sum(self.constants.values())
         err = np.abs(total - self.output)
         err = err.reshape(err.shape[0], -1).max(-1)
-        return float((err / self.scale).max())
+        size = np.abs(parts).sum(0) + sum(np.abs(c) for c in self.constants.values())
+        size = size.reshape(size.shape[0], -1).max(-1)
+        return float((err / np.maximum(self.scale, size)).max())
 
     # headline numbers ----------------------------------------------------------------------
     def summarize(self, values: np.ndarray) -> np.ndarray:
@@ -160,9 +163,25 @@ class Attribution(Result):
             rows = [dict(name=f"{a} → {b}", kind=_edge_kind(a, b), path=(a, b), value=float(v),
                          depth=sum(parse_node(x).kind in ("head", "mlp") for x in (a, b)))
                     for (a, b), v in zip(self.edges, self.summarize(self.edge_values))]
-        return Ranking(rows, total=self.total, title=f"{view} contributions to {self.target_label}",
-                       value_label="contribution", notes=tuple(self.notes), of=f"{view}s",
-                       by_magnitude=True)
+        shares, notes = self._shares(view)
+        return Ranking(rows, total=self.total if shares else None, shares=shares,
+                       title=f"{view} contributions to {self.target_label}", value_label="contribution",
+                       notes=(*notes, *self.notes), of=f"{view}s", by_magnitude=True)
+
+    def _shares(self, view: str) -> tuple[bool, tuple[str, ...]]:
+        """A share column only where the parts add up to the whole: the paths (with the
+        constants) sum to the output; heads and edges overlap (a path passes several)."""
+        if view != "path":
+            return False, ("no share column: a path passes several heads and edges, so these "
+                           "overlap and do not add up to the output",)
+        if self.target_kind == "logits" or not self.total > 0:
+            why = ("the value is a root-mean-square over logits" if self.target_kind == "logits"
+                   else f"the output is {self.total:.4g}, and fractions of a negative or zero "
+                        "whole would flip sign")
+            return False, (f"no share column: {why}",)
+        const = sum(float(self.summarize(v[None])[0]) for v in self.constants.values())
+        return True, (f"share = contribution / output ({self.total:.4g}); the paths and the "
+                      f"constants ({const:+.4g}) sum to it exactly",)
 
     def rankings(self) -> tuple[Ranking, ...]:
         """Every view held, as rankings (what ``path_graph`` reads)."""
@@ -257,6 +276,7 @@ def attribute(
     """
     weights = as_weights(model)
     tokens = as_tokens(weights, tokens)
+    check_int("max_paths", max_paths, 0)
     B, n = tokens.shape
     chosen = views is not None
     views = _views(views)

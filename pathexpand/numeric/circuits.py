@@ -43,6 +43,7 @@ from ..symbolic import ScoreTerm, Term, expand_logits, expand_scores
 from . import norm
 from .factored import Factored, _as_tensor
 from .forward import torch_dtype
+from .tokens import torch_device
 from .weights import Weights, as_weights
 
 __all__ = ["SCOPES", "MLP_MODES", "Circuits", "circuit"]
@@ -90,7 +91,7 @@ class Circuits:
         self.mlp_product = mlp_product
         self.config = weights.config
         self.arch = Architecture.from_weights(weights)
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.device = torch_device(device)
         self.dtype = torch_dtype(dtype, weights)
         self._cache: dict[str, torch.Tensor] = {}
         self._picked: dict[tuple, torch.Tensor] = {}

@@ -340,14 +340,18 @@ def copying_scores(model, *, n_samples: int = 64, seed: int = 0, device=None, dt
     mean, std = _copying_null(cfg.d_vocab, cfg.d_model, cfg.d_head, n_samples, seed,
                               norm.centres(cfg.normalization))
     shape = (cfg.n_layers, cfg.n_heads)
+    score = score.double().cpu().numpy()                                   # [n_layers, n_heads]
+    zero = [f"L{l}H{h}" for l, h in zip(*np.nonzero(np.isnan(score)))]
+    why = (f"; NaN for {', '.join(zero)}: the circuit is zero, no eigenvalue to weigh" if zero else "")
     return HeadScores(
         "weights",
-        {"copying": score.double().cpu().numpy()},
+        {"copying": score},
         {"copying": np.full(shape, mean)},
         {"copying": np.full(shape, std)},
         {"copying": {"positive_share": share.double().cpu().numpy()}},
         {"copying": "Re Σλ / Σ|λ| of W_E W_OV W_U; null: Gaussian weights of the same shapes"
-                    + (", centred as the model's readers and writers" if norm.centres(cfg.normalization) else "")},
+                    + (", centred as the model's readers and writers" if norm.centres(cfg.normalization) else "")
+                    + why},
         {"n_samples": int(n_samples), "seed": int(seed), "model": w.name},
     )
 

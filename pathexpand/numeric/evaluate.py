@@ -116,7 +116,7 @@ def evaluate(
         f" — {w.name}" if w.name else "")
     return Ranking(rows, title=title, value_label=metric,
                    notes=_notes(metric, scope, w, terms, baseline, n_null, seed),
-                   shares=metric != "copying", of="score_terms" if scores else "paths").sort_by("value")
+                   shares=False, of="score_terms" if scores else "paths").sort_by("value")
 
 
 def copying_statistics(lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -407,6 +407,11 @@ def _terms(expansion, positional: bool, arch) -> list:
             f"this expansion has {n:.3g} terms; evaluate at most {MAX_TERMS:,} — pass "
             "max_depth= to expand_logits/expand_scores (deeper paths go to the remainder)"
         )
+    if isinstance(expansion, str):
+        raise PathexpandError(
+            f"evaluate takes an Expansion, not a string ({expansion!r}); expand first: "
+            "pe.evaluate(pe.expand_logits(model), model) or pe.expand_scores(model, 'L1H0')"
+        )
     try:
         terms = list(expansion)
     except TypeError:
@@ -451,7 +456,9 @@ def _notes(metric, scope, w, terms, baseline, n_null, seed) -> list[str]:
         notes.append("remainder: the sum of every cut path, not evaluated")
     if metric == "copying":
         notes.append("copying = Re Σλ / Σ|λ|; NaN where the term does not map a space to itself "
-                     "(bias rows, tokens against positions)")
+                     "(bias rows, tokens against positions) or is zero (no eigenvalue to weigh)")
+    else:
+        notes.append("no share column: norms of terms do not add up to the norm of their sum")
     if baseline == "random":
         notes.append(f"null: weight factors (not W_E/W_pos/W_U) replaced by Gaussian matrices of equal "
                      f"Frobenius norm, mean of {n_null} draws (seed {seed}); ratio = value / null")

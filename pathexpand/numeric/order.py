@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import PathexpandError
+from ..errors import PathexpandError, check_int
 from ..names import path_info
 from ..ranking import Ranking, Result
 from ._progress import progress as track
@@ -128,6 +128,7 @@ def order_importance(
 
     weights = as_weights(model)
     tokens = as_tokens(weights, tokens)
+    check_int("max_paths", max_paths, 0), check_int("batch_size", batch_size, 1)
     if tokens.shape[1] < 2:
         raise PathexpandError("order_importance needs at least 2 tokens per prompt (it predicts the next one)")
     sums = None

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import PathexpandError, check_int
 
-__all__ = ["as_tokens", "batches", "load_token_file", "to_tensor"]
+__all__ = ["as_tokens", "batches", "load_token_file", "to_tensor", "torch_device"]
 
 
 def as_tokens(weights, tokens: Any) -> np.ndarray:
@@ -114,7 +114,7 @@ def to_tensor(ids, config, device=None):
     ``[0, d_vocab)``, at most ``n_ctx`` positions."""
     import torch
 
-    t = torch.as_tensor(np.ascontiguousarray(ids, dtype=np.int64), device=device)
+    t = torch.as_tensor(np.ascontiguousarray(ids, dtype=np.int64), device=torch_device(device))
     n = t.shape[1]
     if n > config.n_ctx:
         raise PathexpandError(f"{n} tokens is longer than the model's context n_ctx={config.n_ctx}")
@@ -124,6 +124,27 @@ def to_tensor(ids, config, device=None):
             f"token id {int(t[bad][0])} is out of range; ids must be in [0, {config.d_vocab})"
         )
     return t
+
+
+def torch_device(device):
+    """``device`` (None: the CPU) as a ``torch.device`` this machine has, else a
+    ``PathexpandError`` naming what is available."""
+    import torch
+
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise PathexpandError(f"device must be like 'cpu' or 'cuda:0', got {device!r}") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (dev.index is not None and dev.index >= n):
+            have = "no CUDA device" if n == 0 else f"CUDA devices 0..{n - 1}"
+            raise PathexpandError(f"device {device!r} is not available here ({have}); use 'cpu'")
+    elif dev.type not in ("cpu", "mps", "xpu", "meta"):
+        raise PathexpandError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
+    return dev
 
 
 def batches(n: int, batch_size: int | None) -> list[tuple[int, int]]:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import PathexpandError, check_int
+from ..errors import PathexpandError, check_int, check_number
 from ..names import path_info
 from ..ranking import Ranking, Result
 from ._progress import progress_counter
@@ -58,8 +58,11 @@ class TopK(Result):
     """The ``k`` largest paths (by ``|contribution|``) with a proof about the rest.
 
     ``values`` are exact contributions (summed over prompts and target positions);
-    ``certificate`` bounds ``|contribution|`` of every unlisted path; ``complete`` says the
-    search finished, so the listed paths are the true top-k (``certificate ≤ |values[-1]|``).
+    ``certificate`` bounds ``|contribution|`` of every unlisted path; ``certified`` says the
+    listed paths are the true top-k (the search finished: ``certificate ≤ |values[-1]|``).
+    When a budget stopped the search first they are only the largest found, and every output
+    (``summary``, the ranking's title and notes, ``to_dict``) says so, with the bound beside the
+    k-th listed value.
     ``total`` is the sum over all paths (the target minus its constants ``b_U``,
     ``ln_final.b``); ``explained = Σ values / total``.
     """
@@ -87,20 +90,39 @@ class TopK(Result):
     def names(self) -> list[str]:
         return [path_info(p)[0] for p in self.paths]
 
+    @property
+    def certified(self) -> bool:
+        """True when the listed paths are proven to be the top k (the search finished)."""
+        return bool(self.complete)
+
+    def status(self) -> str:
+        """One line: certified, or not, with the bound beside the k-th listed value."""
+        kth = float(np.abs(self.values).min()) if len(self.values) else float("nan")
+        if self.certified:
+            return (f"certified top {len(self.paths)}: no unlisted path exceeds |c| = "
+                    f"{self.certificate:.3g} (k-th listed |c| = {kth:.3g})")
+        return (f"NOT certified: the search stopped ({self.stopped_by}) before it could prove "
+                f"these are the top {len(self.paths)}; an unlisted path may reach |c| = "
+                f"{self.certificate:.3g}, against a k-th listed |c| of {kth:.3g}")
+
     def ranking(self) -> Ranking:
-        """The listed paths as a ``Ranking`` (largest ``|value|`` first)."""
+        """The listed paths as a ``Ranking`` (largest ``|value|`` first); its title and notes say
+        whether they are certified."""
         rows = [dict(zip(("name", "kind", "depth"), path_info(p)), path=p, value=float(v))
                 for p, v in zip(self.paths, self.values)]
-        return Ranking(rows, total=self.total, title=f"top paths of {self.target_label}",
-                       value_label="contribution", notes=tuple(self.notes), by_magnitude=True)
+        title = (f"top paths of {self.target_label}" if self.certified
+                 else f"largest paths found (not certified) of {self.target_label}")
+        shares = self.total > 0
+        share_note = ("share = contribution / the sum over every path (the target minus its "
+                      "constants)" if shares else "no share column: the sum over every path is "
+                      f"{self.total:.4g}, and fractions of a negative or zero whole would flip sign")
+        return Ranking(rows, total=self.total if shares else None, shares=shares, title=title,
+                       value_label="contribution", notes=(self.status(), share_note, *self.notes),
+                       by_magnitude=True)
 
     def summary(self) -> str:
-        return (
-            f"top {len(self.paths)} paths of {self.target_label}: "
-            f"{'complete' if self.complete else 'incomplete (' + str(self.stopped_by) + ')'}, "
-            f"every unlisted path |c| ≤ {self.certificate:.3g}, explained {self.explained:.1%}, "
-            f"{self.visited} prefixes visited"
-        )
+        return (f"paths of {self.target_label}: {self.status()}; explained {self.explained:.1%}, "
+                f"{self.visited} prefixes visited")
 
     def to_dict(self) -> dict:
         return {
@@ -108,6 +130,8 @@ class TopK(Result):
             "paths": self.to_records(),
             "certificate": self.certificate,
             "complete": self.complete,
+            "certified": self.certified,
+            "status": self.status(),
             "explained": self.explained,
             "total": self.total,
             "output": self.output,
@@ -232,9 +256,10 @@ def top_k_paths(
     import torch
 
     check_int("k", k, 1)
-    for name, v in (("budget_nodes", budget_nodes), ("budget_seconds", budget_seconds)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
-            raise PathexpandError(f"{name} must be a positive number or None, got {v!r}")
+    if budget_nodes is not None:
+        check_int("budget_nodes", budget_nodes, 1)
+    if budget_seconds is not None:
+        check_number("budget_seconds", budget_seconds)
     weights = as_weights(model)
     tokens = as_tokens(weights, tokens)
     start = time.monotonic()

@@ -7,6 +7,7 @@ imported by the code that computes, never by this module.
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from collections.abc import Iterator, Mapping
@@ -88,6 +89,12 @@ class Config:
                 raise PathexpandError(f"config {name} must be positive, got 0")
         if self.n_layers and (self.n_heads == 0 or self.d_head == 0) and self.d_mlp is None:
             raise PathexpandError("a model with layers needs heads (n_heads, d_head > 0) or MLPs")
+        eps = self.eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating, np.integer)) \
+                or not math.isfinite(eps) or eps <= 0:
+            raise PathexpandError(f"config eps must be a finite number > 0 (LayerNorm's "
+                                  f"sqrt(var + eps)), got {eps!r}")
+        object.__setattr__(self, "eps", float(eps))
         if self.d_vocab_out is None:
             object.__setattr__(self, "d_vocab_out", self.d_vocab)
         if self.positional == "none":
@@ -185,6 +192,13 @@ class Weights:
             raise PathexpandError(f"config must be a pathexpand Config, got {type(config).__name__}")
         arrays = {str(k): to_numpy(v) for k, v in params.items()}
         _validate(arrays, config)
+        size = getattr(tokenizer, "d_vocab", None)
+        if size is not None and size > config.d_vocab:
+            raise PathexpandError(
+                f"the tokenizer {getattr(tokenizer, 'name', type(tokenizer).__name__)!r} makes ids "
+                f"up to {size - 1}, but this model's d_vocab is {config.d_vocab}: the card names "
+                "the wrong tokenizer (or none is needed)"
+            )
         dtype = np.result_type(*arrays.values())
         if dtype not in (np.float32, np.float64):
             dtype = np.dtype(np.float32)

@@ -43,7 +43,8 @@ def report(weights, *, text: str | None = None, path=None, progress: bool = Fals
            sections: Sequence[str] | None = None) -> str:
     """One self-contained HTML page about ``weights`` (see the module docstring); returns it.
 
-    ``weights``: ``Weights`` or anything ``pe.load`` takes (a bundled model name). ``text``:
+    ``weights``: ``Weights`` or anything ``pe.load`` takes (a bundled model name). ``text``
+    (text, or one prompt's token ids):
     the sample for the attribution sections (default: ``DEFAULT_TEXT`` with a tokenizer, else
     repeated random tokens). ``path``: also write the page there, atomically (checked before
     any work: an ``.html`` path in an existing, writable folder). ``progress``: a progress

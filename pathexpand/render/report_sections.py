@@ -100,8 +100,17 @@ def sample_tokens(weights, text: str | None) -> tuple[np.ndarray, list[str], str
     """
     cfg = weights.config
     tok = weights.tokenizer
-    if text is not None and not isinstance(text, str):
-        raise PathexpandError(f"text must be a string, got {type(text).__name__}")
+    if text is not None and not isinstance(text, str):   # token ids: one prompt
+        from ..numeric.tokens import as_tokens, to_tensor
+
+        ids = as_tokens(weights, text)
+        if ids.shape[0] != 1 or ids.shape[1] < 2:
+            raise PathexpandError(f"the sample must be one prompt of at least 2 tokens, got shape "
+                                  f"{list(ids.shape)}")
+        to_tensor(ids, cfg)                                   # ids in range, within n_ctx
+        ids = np.asarray(ids[0], dtype=np.int64)
+        labels = [tok.token_str(int(t)) if tok is not None else str(int(t)) for t in ids]
+        return ids, labels, None
     if text is None and tok is not None:
         ids = tok.encode(DEFAULT_TEXT)[-cfg.n_ctx:]
         text = tok.decode(ids)
@@ -392,10 +401,8 @@ def _top_k(ctx: Context) -> str:
     from ..numeric.topk import top_k_paths
 
     tk = top_k_paths(ctx.weights, ctx.tokens[None], k=TOP, budget_seconds=20.0)
-    status = "complete" if tk.complete else f"stopped by {tk.stopped_by}"
-    return (ranking_table(tk.ranking(), TOP)
-            + note(f"certified search, {status}: every unlisted path has |contribution| ≤ "
-                   f"{tk.certificate:.3g}; the listed ones explain {tk.explained:.1%}"))
+    return (ranking_table(tk.ranking(), TOP)     # its notes say whether the list is certified
+            + note(f"the listed paths explain {tk.explained:.1%}"))
 
 
 def _why_attend(ctx: Context) -> str:

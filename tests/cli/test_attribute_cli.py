@@ -96,7 +96,8 @@ def test_many_paths_use_the_certified_search(tmp_path, capsys):
     doc = _json(capsys, ["attribute", str(path), "--text", "abcd", "--target", "e", "--top", "3",
                          "--budget-seconds", "3", "--json"])
     assert doc["n_paths"] > 20_000 and len(doc["paths"]) == 3
-    assert "certificate" in doc and any("certified search" in n for n in doc["notes"])
+    assert "certificate" in doc and any("branch and bound" in n for n in doc["notes"])
+    assert doc["certified"] == doc["complete"]
     values = sorted((abs(r["value"]) for r in doc["paths"]), reverse=True)
     if doc["complete"]:
         assert doc["certificate"] <= values[-1] * (1 + 1e-4)

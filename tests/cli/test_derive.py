@@ -75,7 +75,7 @@ def test_twelve_by_twelve_is_summarised(capsys):
      "error: 'L7H0' is not in this 2-layer model; heads are L0H0…L1H3"),
     (["--heads", "4;2"], "error: --heads must be a head count like 4"),
     (["--layers", "2", "--heads", "4,2,1"], "error: n_heads has 3 entries"),
-    (["--positional", "rotary"], "error: positional must be one of"),
+    (["--positional", "rotary"], "error: positional must be"),
     (["--format", "pdf"], "error: --format must be one of text, latex, markdown, mathml; got 'pdf'"),
     (["--max-depth", "-1"], "error: max_depth must be None or a non-negative int"),
     (["--summarize-above", "-2"], "error: summarize_above must be a non-negative int"),

@@ -24,12 +24,12 @@ from pathexpand.models.tokenizer import ByteTokenizer
 from pathexpand.numeric.weights import Config, expected_shapes
 
 CONFIGS = {
-    "attn2": Config(n_layers=2, n_heads=3, d_model=8, d_head=4, d_vocab=11, n_ctx=6),
-    "shortformer": Config(n_layers=1, n_heads=2, d_model=8, d_head=4, d_vocab=11, n_ctx=6,
+    "attn2": Config(n_layers=2, n_heads=3, d_model=8, d_head=4, d_vocab=256, n_ctx=6),
+    "shortformer": Config(n_layers=1, n_heads=2, d_model=8, d_head=4, d_vocab=256, n_ctx=6,
                           positional="shortformer"),
-    "gpt2": Config(n_layers=2, n_heads=2, d_model=8, d_head=4, d_vocab=11, n_ctx=6, d_mlp=16,
+    "gpt2": Config(n_layers=2, n_heads=2, d_model=8, d_head=4, d_vocab=256, n_ctx=6, d_mlp=16,
                    act_fn="relu", normalization="LN", eps=1e-6),
-    "vocab_out_nopos": Config(n_layers=1, n_heads=2, d_model=8, d_head=4, d_vocab=11, n_ctx=5,
+    "vocab_out_nopos": Config(n_layers=1, n_heads=2, d_model=8, d_head=4, d_vocab=256, n_ctx=5,
                               positional=None, d_vocab_out=4, attention_dir="bidirectional"),
 }
 TL_NAMES = {"W_E": "embed.W_E", "W_pos": "pos_embed.W_pos", "W_U": "unembed.W_U", "b_U": "unembed.b_U"}
@@ -190,7 +190,7 @@ def test_load_bundled_by_name(bundled):
 
 
 def test_unknown_name_lists_bundled(bundled):
-    with pytest.raises(PathexpandError, match=r"'attn-only-9l' is neither a bundled model nor an existing file; bundled models: attn-only-2l, gpt2-tiny"):
+    with pytest.raises(PathexpandError, match=r"'attn-only-9l' is neither a bundled model nor an existing file; did you mean 'attn-only-2l'\? bundled models: attn-only-2l, gpt2-tiny"):
         pe.load("attn-only-9l")
     with pytest.raises(WeightsFileError, match=r"no such file: 'nothere/m.safetensors' \(and it is not a bundled model; bundled: attn-only-2l, gpt2-tiny\)"):
         pe.load("nothere/m.safetensors")

@@ -235,7 +235,7 @@ def test_bad_paths_fail_before_any_work(w2, tmp_path, monkeypatch, bad, match):
 
 
 @pytest.mark.parametrize("text, match", [("x" * 41, "n_ctx=40"), ("x", "at least 2 tokens"),
-                                         (b"bytes", "must be a string")])
+                                         (b"bytes", "must be integer ids"), (3.5, "must be integer ids")])
 def test_bad_text_writes_nothing(w2, tmp_path, text, match):
     out = tmp_path / "r.html"
     out.write_text("old")

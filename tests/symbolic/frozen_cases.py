@@ -28,10 +28,13 @@ def architectures(draw, max_layers=3, max_heads=2, max_total_heads=4):
     heads = draw(st.lists(st.integers(0, max_heads), min_size=n_layers, max_size=n_layers))
     if sum(heads) > max_total_heads:
         heads = [min(h, 1) for h in heads]
+    mlp = draw(st.booleans())
+    if n_layers and not any(heads) and not mlp:  # layers with nothing in them are refused
+        heads[0] = 1
     return Architecture(
         n_layers,
         heads,
-        mlp=draw(st.booleans()),
+        mlp=mlp,
         layernorm=draw(st.booleans()),
         positional=draw(st.sampled_from(["standard", "shortformer", None])),
         biases=draw(st.booleans()),

@@ -21,10 +21,14 @@ from pathexpand.symbolic import parse_score_name, parse_term_name
 @st.composite
 def architectures(draw, max_layers=3, max_heads=3):
     n = draw(st.integers(0, max_layers))
+    heads = draw(st.lists(st.integers(0, max_heads), min_size=n, max_size=n))
+    mlp = draw(st.booleans())
+    if n and not any(heads) and not mlp:  # layers with nothing in them are refused
+        heads[0] = 1
     return Architecture(
         n,
-        draw(st.lists(st.integers(0, max_heads), min_size=n, max_size=n)),
-        mlp=draw(st.booleans()),
+        heads,
+        mlp=mlp,
         layernorm=draw(st.booleans()),
         positional=draw(st.sampled_from(["standard", "shortformer", None])),
         biases=draw(st.booleans()),
