@@ -16,12 +16,31 @@ from .names import head_name, mlp_name, parse_node
 
 __all__ = ["Architecture", "POSITIONAL", "as_architecture"]
 
-POSITIONAL = ("standard", "shortformer", None)
+POSITIONAL = ("standard", "shortformer", "rotary", None)
+NORMALIZATIONS = (None, "LN", "RMS")
 
 
 def _count(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise PathexpandError(f"{what} must be a non-negative int, got {value!r}")
+    return value
+
+
+def _kv_heads(value, heads: tuple[int, ...]) -> int | None:
+    """``n_kv_heads`` checked against the head counts; ``None`` when every query head has its own
+    key/value head (ordinary attention)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PathexpandError(f"n_kv_heads must be None or a positive int, got {value!r}")
+    bad = [h for h in heads if h and h % value]
+    if bad:
+        raise PathexpandError(
+            f"n_kv_heads={value} must divide every layer's head count (groups of equal size); "
+            f"it does not divide {bad[0]}"
+        )
+    if all(h in (0, value) for h in heads):
+        return None  # one key/value head per query head: nothing is shared
     return value
 
 
@@ -31,7 +50,14 @@ class Architecture:
 
     ``n_heads`` is one int for every layer or one int per layer. ``positional`` is
     ``"standard"`` (``W_pos`` added to the residual stream), ``"shortformer"`` (added only to
-    each head's query and key inputs) or ``None``.
+    each head's query and key inputs), ``"rotary"`` (queries and keys rotated by position;
+    nothing positional in the residual stream) or ``None``. ``normalization`` is ``None``,
+    ``"LN"`` (LayerNorm; ``layernorm=True`` says the same) or ``"RMS"`` (RMSNorm: no centring,
+    no bias). ``gated_mlp``: MLPs ``(act(x W_gate) ⊙ x W_in + b_in) W_out``; ``parallel_attn_mlp``:
+    each layer's MLP reads the same stream as its heads. ``n_kv_heads``: grouped-query attention,
+    ``n_kv_heads`` key/value heads per layer shared by groups of query heads (query head ``h``
+    of a layer with ``H`` heads uses key/value head ``h // (H / n_kv_heads)``); names and counts
+    stay per query head. ``None`` (or one key/value head per query head): ordinary attention.
 
     >>> Architecture(2, 4).heads
     ('L0H0', 'L0H1', 'L0H2', 'L0H3', 'L1H0', 'L1H1', 'L1H2', 'L1H3')
@@ -42,9 +68,12 @@ class Architecture:
     n_layers: int
     n_heads: tuple[int, ...]
     mlp: bool = False
-    layernorm: bool = False
+    normalization: str | None = None
     positional: str | None = "standard"
     biases: bool = False
+    gated_mlp: bool = False
+    parallel_attn_mlp: bool = False
+    n_kv_heads: int | None = None
 
     def __init__(
         self,
@@ -55,6 +84,10 @@ class Architecture:
         layernorm: bool = False,
         positional: str | None = "standard",
         biases: bool = False,
+        normalization: str | None = None,
+        gated_mlp: bool = False,
+        parallel_attn_mlp: bool = False,
+        n_kv_heads: int | None = None,
     ):
         n_layers = _count(n_layers, "n_layers")
         if isinstance(n_heads, int) and not isinstance(n_heads, bool):
@@ -82,12 +115,27 @@ class Architecture:
             positional = None
         if positional not in POSITIONAL:
             raise PathexpandError(
-                f"positional must be 'standard', 'shortformer' or None (on the command line "
-                f"'none'); got {positional!r}"
+                f"positional must be 'standard', 'shortformer', 'rotary' or None (on the command "
+                f"line 'none'); got {positional!r}"
             )
-        for flag, value in (("mlp", mlp), ("layernorm", layernorm), ("biases", biases)):
+        for flag, value in (("mlp", mlp), ("layernorm", layernorm), ("biases", biases),
+                            ("gated_mlp", gated_mlp), ("parallel_attn_mlp", parallel_attn_mlp)):
             if not isinstance(value, bool):
                 raise PathexpandError(f"{flag} must be True or False, got {value!r}")
+        if normalization not in NORMALIZATIONS:
+            raise PathexpandError(
+                f"normalization must be None, 'LN' or 'RMS', got {normalization!r}"
+            )
+        if layernorm and normalization not in (None, "LN"):
+            raise PathexpandError(
+                f"layernorm=True says normalization='LN'; it contradicts normalization={normalization!r}"
+            )
+        normalization = "LN" if layernorm else normalization
+        if (gated_mlp or parallel_attn_mlp) and not mlp:
+            raise PathexpandError(
+                f"{'gated_mlp' if gated_mlp else 'parallel_attn_mlp'}=True needs MLPs (mlp=True)"
+            )
+        n_kv_heads = _kv_heads(n_kv_heads, heads)
         if n_layers and not any(heads) and not mlp:
             raise PathexpandError(
                 f"a {n_layers}-layer model with no heads and no MLPs has nothing in its layers; "
@@ -97,9 +145,32 @@ class Architecture:
         set_(self, "n_layers", n_layers)
         set_(self, "n_heads", heads)
         set_(self, "mlp", mlp)
-        set_(self, "layernorm", layernorm)
+        set_(self, "normalization", normalization)
         set_(self, "positional", positional)
         set_(self, "biases", biases)
+        set_(self, "gated_mlp", gated_mlp)
+        set_(self, "parallel_attn_mlp", parallel_attn_mlp)
+        set_(self, "n_kv_heads", n_kv_heads)
+
+    @property
+    def grouped(self) -> bool:
+        """True with grouped-query (or multi-query) attention: key/value heads are shared."""
+        return self.n_kv_heads is not None
+
+    def kv_group(self, layer: int) -> int:
+        """Query heads per key/value head in ``layer`` (1 without grouped-query attention)."""
+        self._check_layer(layer)
+        return self.n_heads[layer] // self.n_kv_heads if self.grouped else 1
+
+    @property
+    def layernorm(self) -> bool:
+        """True for LayerNorm (centring, with a bias); RMSNorm is ``normalization == "RMS"``."""
+        return self.normalization == "LN"
+
+    @property
+    def normed(self) -> bool:
+        """True when a norm (LayerNorm or RMSNorm) reads the residual stream."""
+        return self.normalization is not None
 
     @classmethod
     def from_weights(cls, weights) -> Architecture:
@@ -111,9 +182,12 @@ class Architecture:
             cfg.n_layers,
             cfg.n_heads,
             mlp=cfg.d_mlp is not None,
-            layernorm=cfg.normalization is not None,
+            normalization={"LNPre": "LN", "RMSPre": "RMS"}.get(cfg.normalization, cfg.normalization),
             positional=cfg.positional,
             biases=weights.has_biases(),
+            gated_mlp=cfg.gated_mlp,
+            parallel_attn_mlp=cfg.parallel_attn_mlp,
+            n_kv_heads=None if cfg.n_key_value_heads is None else int(cfg.n_key_value_heads),
         )
 
     # names ---------------------------------------------------------------------------
@@ -187,21 +261,34 @@ class Architecture:
         return name
 
     # closed-form counts ------------------------------------------------------------------
+    def _choices(self, h: int) -> int:
+        """Ways a path crosses one layer with ``h`` heads: skip it or take one node of each
+        stage (``(1 + H)·2`` with sequential MLPs; ``1 + H + 1`` with parallel ones)."""
+        if self.parallel_attn_mlp:
+            return 1 + h + 1
+        return (1 + h) * (2 if self.mlp else 1)
+
     def n_logit_paths(self, source: str = "embed") -> int:
-        """Paths from one source to the logits: ``Π_l (1 + H_l)``, times ``2^L`` with MLPs."""
-        per_layer = [(1 + h) * (2 if self.mlp else 1) for h in self.n_heads]
-        return math.prod(per_layer)
+        """Paths from one source to the logits: ``Π_l (1 + H_l)``, times ``2^L`` with MLPs
+        (``Π_l (2 + H_l)`` with parallel attention and MLP)."""
+        return math.prod(self._choices(h) for h in self.n_heads)
 
     def n_score_pairs(self, head: str) -> int:
-        """(query path, key path) pairs per pair of sources: ``(Π_{l'<l} (1 + H_l'))²``."""
+        """(query path, key path) pairs per pair of sources: ``(Π_{l'<l} c_l')²``, ``c_l`` the
+        choices per layer (``1 + H_l``; ``(1 + H_l)·2`` with MLPs, ``2 + H_l`` parallel)."""
         layer, _ = self.check_head(head)
-        one_side = math.prod((1 + h) * (2 if self.mlp else 1) for h in self.n_heads[:layer])
+        one_side = math.prod(self._choices(h) for h in self.n_heads[:layer])
         return one_side * one_side
 
     def __str__(self) -> str:
         extras = [
             name
-            for name, on in (("MLP", self.mlp), ("LayerNorm", self.layernorm), ("biases", self.biases))
+            for name, on in (("gated MLP" if self.gated_mlp else "MLP", self.mlp),
+                             ("parallel attention and MLP", self.parallel_attn_mlp),
+                             ("LayerNorm", self.layernorm), ("RMSNorm", self.normalization == "RMS"),
+                             (f"grouped-query attention ({self.n_kv_heads} key/value "
+                              f"head{'' if self.n_kv_heads == 1 else 's'} per layer)", self.grouped),
+                             ("biases", self.biases))
             if on
         ]
         heads = (

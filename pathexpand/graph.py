@@ -7,15 +7,19 @@ the pairs (path into ``L{l}H{h}.q``, path into ``L{l}H{h}.k``) of ``expand_score
 
 **Nodes** (``kind`` as ``names.parse_node`` says):
 
-- ``source``: ``embed``, ``pos`` (standard or shortformer positions); ``bias``: every bias
-  source of ``expand_logits``/``expand_scores`` (``L0H2.b_V``, ``L0.b_O``, ``MLP0.b_in``,
-  ``L1.ln1.b``, ``L1H0.b_Q``, ``b_U``, ...) when the architecture has biases;
+- ``source``: ``embed``, ``pos`` (standard or shortformer positions; rotary positions turn
+  queries and keys inside each head and are no node); ``bias``: every bias source of
+  ``expand_logits``/``expand_scores`` (``L0H2.b_V``, ``L0.b_O``, ``MLP0.b_in``, ``L1.ln1.b``,
+  ``L1H0.b_Q``, ``b_U``, ...) when the architecture has biases (LayerNorm biases only with
+  LayerNorm: RMSNorm has none);
 - ``head``: ``L{l}H{h}``; ``mlp``: ``MLP{l}``;
 - ``sink``: each head's inputs ``L{l}H{h}.q``, ``.k``, ``.v``; ``logits``: the unembedding.
 
 Node attributes are scalars only (GraphML-safe); an attribute that does not apply is left
 out, never ``None``: ``stage`` (every node: layer l's attention is stage ``2l``, its MLP
-``2l+1``, the unembedding ``2L``; a source's stage is the first stage that can read it),
+``2l+1`` — ``2l`` with parallel attention and MLP, where the MLP reads the layer's input and
+no head → MLP edge exists inside a layer —, the unembedding ``2L``; a source's stage is the
+first stage that can read it),
 ``layer`` (heads, MLPs, sinks, per-layer biases), ``head`` (heads, sinks, per-head biases),
 ``channel`` (sinks: ``q``/``k``/``v``), ``param`` (bias sources: ``b_V``, ``b_O``, ...).
 
@@ -54,7 +58,9 @@ Weights: an exact edge or node ``contribution`` (attribution) sets its ``|contri
 elsewhere paths, applied last, win over composition scores.
 
 Graph attributes record the architecture (``n_layers``, ``n_heads`` as ``"4,4"``, ``mlp``,
-``layernorm``, ``positional``, ``biases``); ``arch_of(G)`` reads it back. Export with
+``normalization`` (``"LN"``, ``"RMS"`` or ``"none"``), ``positional``, ``biases``, ``gated_mlp``,
+``parallel_attn_mlp``, ``n_kv_heads`` (``0`` for none); ``layernorm`` too, for older readers);
+``arch_of(G)`` reads it back, also from older graphs that carry ``layernorm`` only. Export with
 ``nx.write_graphml``/``to_json`` and re-import with ``read_graphml``/``from_json``.
 
 >>> G = path_graph(Architecture(2, 2, positional=None))
@@ -169,30 +175,45 @@ def _rankings(obj) -> list[Ranking]:
 
 
 def _arch_attrs(arch: Architecture) -> dict:
+    """Scalars only (GraphML-safe): ``None`` is written ``"none"`` (``0`` for ``n_kv_heads``)."""
     return {
         "n_layers": arch.n_layers,
         "n_heads": ",".join(map(str, arch.n_heads)),
         "mlp": arch.mlp,
+        "normalization": arch.normalization or "none",
         "layernorm": arch.layernorm,
         "positional": arch.positional or "none",
         "biases": arch.biases,
+        "gated_mlp": arch.gated_mlp,
+        "parallel_attn_mlp": arch.parallel_attn_mlp,
+        "n_kv_heads": arch.n_kv_heads or 0,
     }
 
 
 def arch_of(G) -> Architecture:
-    """The ``Architecture`` a path graph was built from (read from its graph attributes)."""
+    """The ``Architecture`` a path graph was built from (read from its graph attributes; a graph
+    written before RMSNorm, gated and parallel MLPs and grouped-query attention carries only
+    ``layernorm``, and reads as LayerNorm or none, ungated, sequential, one key/value head per
+    query head)."""
     try:
         g = G.graph
         heads = tuple(int(h) for h in str(g["n_heads"]).split(",") if h != "")
+        if "normalization" in g:
+            norm = None if g["normalization"] == "none" else str(g["normalization"])
+        else:
+            norm = "LN" if _bool(g["layernorm"]) else None
         return Architecture(
-            int(g["n_layers"]), heads, mlp=_bool(g["mlp"]), layernorm=_bool(g["layernorm"]),
+            int(g["n_layers"]), heads, mlp=_bool(g["mlp"]), normalization=norm,
             positional=None if g["positional"] == "none" else g["positional"],
             biases=_bool(g["biases"]),
+            gated_mlp=_bool(g.get("gated_mlp", False)),
+            parallel_attn_mlp=_bool(g.get("parallel_attn_mlp", False)),
+            n_kv_heads=int(g.get("n_kv_heads", 0)) or None,
         )
     except (KeyError, ValueError, TypeError, AttributeError):
         raise PathexpandError(
             "this graph does not carry an architecture (graph attributes n_layers, n_heads, "
-            "mlp, layernorm, positional, biases); build it with pe.path_graph"
+            "mlp, normalization or layernorm, positional, biases); build it with pe.path_graph"
         ) from None
 
 
@@ -230,7 +251,7 @@ def _add_nodes(G: nx.MultiDiGraph, arch: Architecture) -> list[_Writer]:
     final = 2 * L
     writers: list[_Writer] = [_Writer("embed", 0)]
     G.add_node("embed", **_node_attrs("embed", 0))
-    if arch.positional is not None:
+    if arch.positional in ("standard", "shortformer"):  # rotary: inside the heads, no source
         G.add_node("pos", **_node_attrs("pos", 0))
         if arch.positional == "standard":
             writers.append(_Writer("pos", 0))
@@ -245,16 +266,18 @@ def _add_nodes(G: nx.MultiDiGraph, arch: Architecture) -> list[_Writer]:
     if arch.biases:
         for l in range(L):
             heads = arch.heads_in_layer(l)
-            if arch.layernorm and heads:
+            # parallel: the attention's b_V, b_O enter after the whole layer, its MLP reads x_l
+            attn_out = 2 * l + 2 if arch.parallel_attn_mlp else 2 * l + 1
+            if arch.layernorm and heads:  # only LayerNorm has a bias (RMSNorm has none)
                 bias(f"L{l}.ln1.b", 2 * l, [f"{h}.{c}" for h in heads for c in CHANNELS])
             for h in heads:
                 bias(f"{h}.b_Q", 2 * l, [f"{h}.q"])
                 bias(f"{h}.b_K", 2 * l, [f"{h}.k"])
-                bias(f"{h}.b_V", 2 * l + 1)
-            bias(f"L{l}.b_O", 2 * l + 1)
+                bias(f"{h}.b_V", attn_out)
+            bias(f"L{l}.b_O", attn_out)
             if arch.mlp:
                 if arch.layernorm:
-                    bias(f"L{l}.ln2.b", 2 * l + 1, [mlp_name(l)])
+                    bias(f"L{l}.ln2.b", _mlp_stage(arch, l), [mlp_name(l)])
                 bias(f"{mlp_name(l)}.b_in", 2 * l + 2)
                 bias(f"{mlp_name(l)}.b_out", 2 * l + 2)
         if arch.layernorm:
@@ -268,10 +291,17 @@ def _add_nodes(G: nx.MultiDiGraph, arch: Architecture) -> list[_Writer]:
             G.add_node(name, **_node_attrs(name, 2 * l))
             writers.append(_Writer(name, 2 * l + 1))
         if arch.mlp:
-            G.add_node(mlp_name(l), **_node_attrs(mlp_name(l), 2 * l + 1))
+            G.add_node(mlp_name(l), **_node_attrs(mlp_name(l), _mlp_stage(arch, l)))
             writers.append(_Writer(mlp_name(l), 2 * l + 2))
     G.add_node("logits", **_node_attrs("logits", final))
     return writers
+
+
+def _mlp_stage(arch: Architecture, layer: int) -> int:
+    """The stage at which MLP ``layer`` reads: ``2l+1`` after the heads, ``2l`` beside them with
+    parallel attention and MLP (so it reads no head of its own layer, whose writes enter at
+    ``2l+1``)."""
+    return 2 * layer if arch.parallel_attn_mlp else 2 * layer + 1
 
 
 def _readers(arch: Architecture) -> list[tuple[str, int, str]]:
@@ -281,7 +311,7 @@ def _readers(arch: Architecture) -> list[tuple[str, int, str]]:
         for h in arch.heads_in_layer(l):
             out.extend((f"{h}.{c}", 2 * l, c) for c in CHANNELS)
         if arch.mlp:
-            out.append((mlp_name(l), 2 * l + 1, "in"))
+            out.append((mlp_name(l), _mlp_stage(arch, l), "in"))
     out.append(("logits", 2 * arch.n_layers, "out"))
     return out
 

@@ -30,7 +30,7 @@ def test_sources_follow_positional():
         ((2, (1,)), {}, "one head count per layer"),
         ((2, (1, -1)), {}, r"n_heads\[1\]"),
         ((2, 2.5), {}, "n_heads must be"),
-        ((2, 2), {"positional": "rotary"}, "positional must be"),
+        ((2, 2), {"positional": "alibi"}, "positional must be"),
         ((2, 2), {"mlp": "yes"}, "mlp must be True or False"),
         ((True, 2), {}, "n_layers"),
     ],
@@ -73,3 +73,75 @@ def test_closed_form_counts(heads, mlp):
         l, _ = arch.check_head(name)
         side = math.prod((1 + h) * (2 if mlp else 1) for h in heads[:l])
         assert arch.n_score_pairs(name) == side**2
+
+
+# modern blocks -------------------------------------------------------------------------------
+def test_normalization_and_the_layernorm_shorthand():
+    assert Architecture(1, 1, layernorm=True) == Architecture(1, 1, normalization="LN")
+    rms = Architecture(1, 1, normalization="RMS")
+    assert (rms.layernorm, rms.normed, rms.normalization) == (False, True, "RMS")
+    assert (Architecture(1, 1).layernorm, Architecture(1, 1).normed) == (False, False)
+    assert "RMSNorm" in str(rms) and "LayerNorm" not in str(rms)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"normalization": "BN"}, "normalization must be None, 'LN' or 'RMS'"),
+        ({"layernorm": True, "normalization": "RMS"}, "contradicts normalization='RMS'"),
+        ({"gated_mlp": True}, r"gated_mlp=True needs MLPs \(mlp=True\)"),
+        ({"parallel_attn_mlp": True}, r"parallel_attn_mlp=True needs MLPs"),
+        ({"mlp": True, "gated_mlp": 1}, "gated_mlp must be True or False"),
+        ({"n_kv_heads": 3}, "n_kv_heads=3 must divide every layer's head count"),
+        ({"n_kv_heads": 0}, "n_kv_heads must be None or a positive int"),
+        ({"n_kv_heads": True}, "n_kv_heads must be None or a positive int"),
+    ],
+)
+def test_bad_modern_arguments(kwargs, match):
+    with pytest.raises(PathexpandError, match=match):
+        Architecture(2, 4, **kwargs)
+
+
+def test_rotary_has_no_positional_source():
+    arch = Architecture(2, 2, positional="rotary")
+    assert arch.sources == ("embed",) and "rotary positions" in str(arch)
+
+
+def test_grouped_query_attention():
+    arch = Architecture(2, (4, 2), n_kv_heads=2)
+    assert arch.grouped and arch.kv_group(0) == 2 and arch.kv_group(1) == 1
+    assert "grouped-query attention (2 key/value heads per layer)" in str(arch)
+    # one key/value head per query head is ordinary attention: the same architecture
+    assert Architecture(2, 4, n_kv_heads=4) == Architecture(2, 4)
+    assert Architecture(2, 4).kv_group(1) == 1
+    # names and counts stay per query head
+    assert arch.heads == Architecture(2, (4, 2)).heads
+    assert arch.n_logit_paths() == Architecture(2, (4, 2)).n_logit_paths()
+
+
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=5))
+def test_closed_form_counts_parallel(heads):
+    arch = Architecture(len(heads), heads, mlp=True, parallel_attn_mlp=True)
+    assert arch.n_logit_paths() == math.prod(2 + h for h in heads)
+    for name in arch.heads:
+        l, _ = arch.check_head(name)
+        assert arch.n_score_pairs(name) == math.prod(2 + h for h in heads[:l]) ** 2
+    # gating changes no count
+    assert Architecture(len(heads), heads, mlp=True, gated_mlp=True).n_logit_paths() == math.prod(
+        2 * (1 + h) for h in heads)
+
+
+def test_from_weights_reads_modern_blocks():
+    import numpy as np
+
+    import pathexpand as pe
+    from pathexpand.numeric.weights import Config, expected_shapes
+
+    cfg = Config(n_layers=2, n_heads=4, d_model=8, d_head=4, d_vocab=7, n_ctx=5, d_mlp=6,
+                 act_fn="silu", normalization="RMS", positional="rotary", n_key_value_heads=2,
+                 gated_mlp=True, parallel_attn_mlp=True)
+    rng = np.random.default_rng(0)
+    w = pe.Weights({k: rng.normal(size=s) for k, s in expected_shapes(cfg).items()}, cfg)
+    arch = Architecture.from_weights(w)
+    assert arch == Architecture(2, 4, mlp=True, normalization="RMS", positional="rotary", biases=True,
+                                n_kv_heads=2, gated_mlp=True, parallel_attn_mlp=True)

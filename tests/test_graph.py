@@ -64,9 +64,11 @@ def architectures(draw):
         n_layers,
         heads,
         mlp=mlp,
-        layernorm=draw(st.booleans()),
-        positional=draw(st.sampled_from(["standard", "shortformer", None])),
+        normalization=draw(st.sampled_from([None, "LN", "RMS"])),
+        positional=draw(st.sampled_from(["standard", "shortformer", "rotary", None])),
         biases=draw(st.booleans()),
+        gated_mlp=mlp and draw(st.booleans()),
+        parallel_attn_mlp=mlp and draw(st.booleans()),
     )
 
 
@@ -175,6 +177,51 @@ def test_who_reads_what():
     standard = pe.path_graph(ARCH(1, 1))
     assert {v for _, v in standard.out_edges("pos")} == {"L0H0.q", "L0H0.k", "L0H0.v", "logits"}
     assert "pos" not in pe.path_graph(ARCH(1, 1, positional=None))
+
+
+def test_parallel_layers_have_no_head_to_mlp_read_inside_a_layer():
+    arch = ARCH(2, 2, mlp=True, parallel_attn_mlp=True, layernorm=True, biases=True)
+    G = pe.path_graph(arch)
+    assert G.nodes["MLP0"]["stage"] == 0 and G.nodes["L0H0"]["stage"] == 0
+    for h in arch.heads_in_layer(0):
+        assert not G.has_edge(h, "MLP0") and G.has_edge(h, "MLP1")
+    assert not G.has_edge("L0H0.b_V", "MLP0") and not G.has_edge("L0.b_O", "MLP0")
+    assert {v for _, v in G.out_edges("L0.ln2.b")} == {"MLP0"}
+    assert G.has_edge("MLP0", "L1H0.k") and not G.has_edge("MLP0", "MLP0")
+    # the sequential model does read its heads in its MLP
+    assert pe.path_graph(ARCH(2, 2, mlp=True)).has_edge("L0H0", "MLP0")
+    assert not any(p[1:3] in (("L0H0", "MLP0"), ("L0H1", "MLP0"), ("L1H0", "MLP1"))
+                   for p in pe.paths(G))
+
+
+def test_rotary_rms_gated_nodes():
+    arch = ARCH(2, 2, mlp=True, normalization="RMS", positional="rotary", biases=True, gated_mlp=True,
+                n_kv_heads=1)
+    G = pe.path_graph(arch)
+    assert "pos" not in G                                           # rotary: no positional source
+    assert not [n for n in G if ".ln" in n or n == "ln_final.b"]    # RMSNorm has no bias
+    assert arch_of(G) == arch
+    for key in ("normalization", "gated_mlp", "parallel_attn_mlp", "n_kv_heads"):
+        assert isinstance(G.graph[key], (str, int, bool))
+    assert (G.graph["normalization"], G.graph["layernorm"], G.graph["n_kv_heads"]) == ("RMS", False, 1)
+
+
+def test_arch_of_reads_graphs_written_before_modern_blocks():
+    G = pe.path_graph(ARCH(2, 2, mlp=True, layernorm=True))
+    for key in ("normalization", "gated_mlp", "parallel_attn_mlp", "n_kv_heads"):
+        del G.graph[key]
+    assert arch_of(G) == ARCH(2, 2, mlp=True, layernorm=True)
+    G.graph["layernorm"] = "False"                                   # GraphML strings
+    assert arch_of(G) == ARCH(2, 2, mlp=True)
+
+
+def test_modern_graph_round_trips_through_graphml(tmp_path):
+    arch = ARCH(2, (2, 4), mlp=True, normalization="RMS", positional="rotary", gated_mlp=True,
+                parallel_attn_mlp=True, n_kv_heads=2, biases=True)
+    G = pe.path_graph(arch)
+    write_graphml(G, tmp_path / "m.graphml")
+    assert arch_of(read_graphml(tmp_path / "m.graphml")) == arch
+    assert arch_of(from_json(to_json(G))) == arch
 
 
 def test_path_graph_takes_weights_expansions_and_terms():

@@ -296,7 +296,7 @@ def test_17_warnings_and_suggestions_read_as_one_line(tmp_path, capsys):
     assert err.startswith("warning: raw.npz stores no config") and "warnings.warn" not in err
     code, _, err = run(["rank", "attn-only-2"], capsys)
     assert code == 2 and "did you mean 'attn-only-2l'?" in err
-    code, _, err = run(["derive", "--positional", "rotary"], capsys)
+    code, _, err = run(["derive", "--positional", "alibi"], capsys)
     assert code == 2 and "'none'" in err and "None" not in err.replace("or None (on", "")
     w = pe.load("attn-only-2l")                                   # an all-zero head: NaN, and why
     sd = {k: np.array(v) for k, v in w.state_dict().items()}

@@ -1,7 +1,9 @@
 """``pathexpand derive``: the path expansion of an architecture, derived step by step.
 
 No weights needed: ``--layers 2 --heads 4`` (or ``--heads 4,2`` per layer) describes the
-model; ``--model NAME|FILE`` reads the architecture of loaded weights instead. ``--scores
+model, with ``--mlp``, ``--norm ln|rms`` (``--layernorm`` = ``--norm ln``), ``--gated``,
+``--parallel``, ``--kv-heads N``, ``--positional standard|shortformer|rotary|none`` and
+``--biases``; ``--model NAME|FILE`` reads the architecture of loaded weights instead. ``--scores
 L1H0`` expands that head's attention scores; ``--examples`` renders the worked examples of
 ``docs/derivations.md``.
 """
@@ -17,9 +19,10 @@ from .._files import check_output_path, write_atomic
 from ..errors import PathexpandError
 from ._app import app, load_model
 
-__all__ = ["derive", "examples", "examples_document", "parse_heads", "render"]
+__all__ = ["derive", "examples", "examples_document", "parse_heads", "parse_norm", "render"]
 
 FORMATS = ("text", "latex", "markdown", "mathml")
+NORMS = {"ln": "LN", "rms": "RMS"}
 EXAMPLES_COMMAND = "pathexpand derive --examples --format markdown --output docs/derivations.md"
 
 
@@ -32,6 +35,25 @@ def parse_heads(text: str) -> int | tuple[int, ...]:
         )
     counts = tuple(int(p) for p in parts)
     return counts[0] if len(counts) == 1 else counts
+
+
+def parse_norm(norm: str | None, layernorm: bool) -> str | None:
+    """``--norm ln|rms`` (and the ``--layernorm`` shorthand) → ``Architecture.normalization``."""
+    if norm is not None and norm.lower() not in NORMS:
+        raise PathexpandError(f"--norm must be ln (LayerNorm) or rms (RMSNorm); got {norm!r}")
+    chosen = None if norm is None else NORMS[norm.lower()]
+    if layernorm and chosen not in (None, "LN"):
+        raise PathexpandError(f"--layernorm means --norm ln; it contradicts --norm {norm}")
+    return "LN" if layernorm else chosen
+
+
+def _check_mlp_flags(mlp: bool, gated: bool, parallel: bool) -> None:
+    for flag, on in (("--gated", gated), ("--parallel", parallel)):
+        if on and not mlp:
+            raise PathexpandError(
+                f"{flag} describes the MLPs; add --mlp (without MLPs there is nothing to "
+                + ("gate)" if flag == "--gated" else "run in parallel with the heads)")
+            )
 
 
 def render(expansion, fmt: str, summarize_above: int) -> str:
@@ -57,6 +79,10 @@ def examples() -> list[tuple]:
          "L2H0", None),
         ("Positions, biases, frozen LayerNorm and MLPs",
          Architecture(2, 1, mlp=True, layernorm=True, biases=True, positional="shortformer"),
+         "L1H0", None),
+        ("Modern blocks: RMSNorm, rotary positions, grouped-query attention, gated parallel MLPs",
+         Architecture(2, 4, mlp=True, normalization="RMS", positional="rotary", gated_mlp=True,
+                      parallel_attn_mlp=True, n_kv_heads=2),
          "L1H0", None),
         ("GPT-2-small's shape, depth-limited: counted, summarised, with a remainder",
          Architecture(12, 12), "L11H0", 2),
@@ -96,6 +122,8 @@ Examples:
   pathexpand derive --model attn-only-2l --format latex -o paths.tex
 
   pathexpand derive --layers 12 --heads 12 --max-depth 2 # counted and summarised, with a remainder
+
+  pathexpand derive --layers 2 --heads 4 --mlp --norm rms --gated --parallel --positional rotary --scores L1H0
 """
 
 
@@ -106,9 +134,21 @@ def derive(
         str | None, typer.Option("--heads", help="Heads per layer: 4, or one count per layer: 4,2 (default 4).")
     ] = None,
     mlp: Annotated[bool, typer.Option("--mlp", help="Give every layer an MLP (frozen gates).")] = False,
-    layernorm: Annotated[bool, typer.Option("--layernorm", help="Pre-LayerNorm (frozen scales).")] = False,
+    layernorm: Annotated[bool, typer.Option("--layernorm", help="Pre-LayerNorm (frozen scales); same as --norm ln.")] = False,
+    norm: Annotated[
+        str | None, typer.Option("--norm", help="Pre-norm: ln (LayerNorm) | rms (RMSNorm, no centring, no bias).")
+    ] = None,
+    gated: Annotated[
+        bool, typer.Option("--gated", help="Gated MLPs (act(x W_gate) ⊙ x W_in) W_out, e.g. SwiGLU; needs --mlp.")
+    ] = False,
+    parallel: Annotated[
+        bool, typer.Option("--parallel", help="Attention and MLP read the same stream (GPT-NeoX, GPT-J); needs --mlp.")
+    ] = False,
+    kv_heads: Annotated[
+        int | None, typer.Option("--kv-heads", help="Grouped-query attention: N key/value heads per layer.")
+    ] = None,
     positional: Annotated[
-        str, typer.Option("--positional", help="standard | shortformer | none.")
+        str, typer.Option("--positional", help="standard | shortformer | rotary | none.")
     ] = "standard",
     biases: Annotated[bool, typer.Option("--biases", help="Include every bias as a source.")] = False,
     model: Annotated[
@@ -139,29 +179,39 @@ def derive(
         raise PathexpandError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     if output is not None:
         output = check_output_path(output, "derivation.md")  # before any work: write nothing
+    flags = [f for f, on in (("--mlp", mlp), ("--layernorm", layernorm), ("--norm", norm is not None),
+                             ("--gated", gated), ("--parallel", parallel),
+                             ("--kv-heads", kv_heads is not None), ("--biases", biases),
+                             ("--positional", positional != "standard")) if on]
     if worked:
         given = [name for name, v in (("--layers", layers), ("--heads", heads), ("--model", model),
                                       ("--scores", scores), ("--max-depth", max_depth)) if v is not None]
-        if given or mlp or layernorm or biases or positional != "standard":
-            raise PathexpandError(
-                "--examples renders fixed architectures; drop " + ", ".join(
-                    given + [f for f, on in (("--mlp", mlp), ("--layernorm", layernorm), ("--biases", biases),
-                                             ("--positional", positional != "standard")) if on])
-            )
+        if given or flags:
+            raise PathexpandError("--examples renders fixed architectures; drop " + ", ".join(given + flags))
         text = examples_document(fmt, summarize_above)
     else:
         if model is not None:
             if layers is not None or heads is not None:
                 raise PathexpandError("give either --model or --layers/--heads, not both")
+            if flags:
+                raise PathexpandError(
+                    f"--model reads the architecture from the weights; drop {', '.join(flags)}"
+                )
             arch = Architecture.from_weights(load_model(model))
         else:
+            _check_mlp_flags(mlp, gated, parallel)
+            if kv_heads is not None and kv_heads < 1:
+                raise PathexpandError(f"--kv-heads must be a positive number of key/value heads; got {kv_heads}")
             arch = Architecture(
                 2 if layers is None else layers,
                 parse_heads("4" if heads is None else heads),
                 mlp=mlp,
-                layernorm=layernorm,
+                normalization=parse_norm(norm, layernorm),
                 positional=None if positional == "none" else positional,
                 biases=biases,
+                gated_mlp=gated,
+                parallel_attn_mlp=parallel,
+                n_kv_heads=kv_heads,
             )
         exp = (expand_logits(arch, max_depth=max_depth) if scores is None
                else expand_scores(arch, scores, max_depth=max_depth))

@@ -22,6 +22,8 @@ Examples:
   pathexpand rank --scores L0H0 --positional        # W_pos W_QK W_posᵀ terms only
 
   pathexpand rank --scope residual --json           # W_OV products without W_E/W_U
+
+  pathexpand rank MODEL --scores L1H0 --offset -1   # rotary model: W_Q R̃_Δ W_Kᵀ at Δ = j − i = −1
 """
 
 # beyond this many logit terms the expansion is cut at depth 2 unless --max-depth says otherwise
@@ -44,6 +46,9 @@ def rank(
         help="Only terms whose sources are all `pos` (positional structure, e.g. previous-token).")] = False,
     baseline: Annotated[str | None, typer.Option(
         help="random: add each term's null (Gaussian weights of equal norms) and value/null.")] = None,
+    offset: Annotated[int | None, typer.Option(
+        help="Rotary models, with --scores: the key's position minus the query's (−1: the previous "
+             "token); the score terms are W_Q R̃_Δ W_Kᵀ at that offset.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Write JSON instead of a table.")] = False,
 ) -> None:
     """Rank MODEL's path terms by a data-free metric of their virtual weight matrices."""
@@ -59,13 +64,14 @@ def rank(
         fail(f"--scope must be full or residual; got {scope!r}")
     if baseline not in (None, "random"):
         fail(f"--baseline must be random (or omitted); got {baseline!r}")
-    ranking = _ranking(model, metric, scope, scores, max_depth, positional, baseline, progress=not as_json)
+    ranking = _ranking(model, metric, scope, scores, max_depth, positional, baseline, offset,
+                       progress=not as_json)
     shown = ranking[:top] if top else ranking
     if as_json:
         import json
 
         doc = json.loads(ranking.to_json())
-        doc.update(model=model or DEFAULT_MODEL, metric=metric, scope=scope, head=scores,
+        doc.update(model=model or DEFAULT_MODEL, metric=metric, scope=scope, head=scores, offset=offset,
                    n_terms=len(ranking), rows=doc["rows"][: top or None])
         print_json(doc)
         return
@@ -77,13 +83,22 @@ def rank(
         console.print(f"[dim]{top} of {len(ranking)} terms shown; --top 0 for all[/dim]")
 
 
-def _ranking(model, metric, scope, head, max_depth, positional, baseline, *, progress: bool):
+def _ranking(model, metric, scope, head, max_depth, positional, baseline, offset=None, *, progress: bool):
     from ..architecture import Architecture
     from ..numeric.evaluate import evaluate
     from ..symbolic import expand_logits, expand_scores
 
     weights = load_model(model)
     arch = Architecture.from_weights(weights)
+    rotary = weights.config.positional == "rotary"
+    if offset is not None and not (rotary and head is not None):
+        fail("--offset is for the score terms (--scores HEAD) of a rotary model; "
+             f"this {'ranking has no score terms' if rotary else f'model has positional={weights.config.positional!r}'}")
+    if rotary and head is not None and offset is None:
+        fail(f"{arch.check_head(head)[0] and head} reads rotated queries and keys: its score terms depend on "
+             "the offset between key and query; pass --offset (e.g. --offset -1 for the previous token)")
+    if rotary and positional:
+        fail("--positional picks W_pos terms; a rotary model has no W_pos (positions rotate queries and keys)")
     if head is not None:
         arch.check_head(head)
         exp = expand_scores(arch, head, max_depth=max_depth)
@@ -95,7 +110,7 @@ def _ranking(model, metric, scope, head, max_depth, positional, baseline, *, pro
 
     show = progress and Console(stderr=True).is_terminal
     ranking = evaluate(exp, weights, metric, scope=scope, positional=positional, baseline=baseline,
-                       progress=show)
+                       offset=offset, progress=show)
     name = weights.name or model or DEFAULT_MODEL
     ranking.title = f"{ranking.title.split(' — ')[0]} — {name}"
     return ranking

@@ -1,10 +1,13 @@
 """Loaders: every source of weights becomes one validated ``Weights`` in DESIGN.md names.
 
 ``load(source)`` takes a bundled model name (``"attn-only-2l"``), a path to a
-``.safetensors``/``.npz`` file (DESIGN.md or TransformerLens names), a TransformerLens
-``HookedTransformer``, a Hugging Face ``GPT2LMHeadModel`` or a ``Weights``. Model objects are
-recognised by class name, so neither ``transformer_lens`` nor ``transformers`` is imported
-unless the object is one of theirs. Nothing is ever unpickled.
+``.safetensors``/``.npz`` file (DESIGN.md or TransformerLens names), a Hugging Face checkpoint
+folder (``config.json`` + ``model.safetensors``), a llama.cpp ``.gguf``
+file (read through ``transformers``, see ``models.gguf``), a TransformerLens
+``HookedTransformer``, a Hugging Face causal LM (GPT-2, Llama, Mistral, Qwen2, Gemma,
+GPT-NeoX/Pythia, GPT-J: ``models.hf.FAMILIES``) or a ``Weights``. Model objects are recognised
+by class name, so neither ``transformer_lens`` nor ``transformers`` is imported unless the
+object is one of theirs. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from .io import file_shapes, read_card, read_file, save
 __all__ = [
     "BUNDLED_DIR",
     "bundled_names",
+    "from_gguf",
     "from_hf",
+    "from_hf_folder",
     "from_transformer_lens",
     "list_models",
     "load",
@@ -60,8 +65,8 @@ def _load(source, config=None):
         return from_hf(source)
     raise PathexpandError(
         f"cannot load a model from {type(source).__name__!r}; pass a bundled model name "
-        f"({', '.join(bundled_names()) or 'none installed'}), a .safetensors/.npz path, a "
-        "TransformerLens HookedTransformer, a Hugging Face GPT2LMHeadModel or a Weights"
+        f"({', '.join(bundled_names()) or 'none installed'}), a .safetensors/.npz/.gguf path, a "
+        "TransformerLens HookedTransformer, a Hugging Face causal LM or a Weights"
     )
 
 
@@ -77,6 +82,24 @@ def _load_path_or_name(source, config=None):
                 f"no such file: {text!r} (and it is not a bundled model; bundled: "
                 f"{', '.join(bundled_names()) or 'none installed'})"
             )
+        if path.is_dir() and (path / "config.json").is_file():
+            if config:
+                raise PathexpandError(
+                    f"config overrides ({', '.join(sorted(config))}) do not apply to a Hugging Face "
+                    "checkpoint folder: it carries its own config.json"
+                )
+            from .hf import from_hf_folder
+
+            return from_hf_folder(path)
+        if path.suffix.lower() == ".gguf":
+            if config:
+                raise PathexpandError(
+                    f"config overrides ({', '.join(sorted(config))}) do not apply to a .gguf file: "
+                    "it carries its own config"
+                )
+            from .gguf import from_gguf
+
+            return from_gguf(path)
         return read_file(path, config=config)
     import difflib
 
@@ -89,7 +112,8 @@ def _load_path_or_name(source, config=None):
 
 
 def _model_kind(obj) -> str | None:
-    """'lens' for a TransformerLens HookedTransformer, 'hf' for a Hugging Face model, else None."""
+    """'lens' for a TransformerLens HookedTransformer, 'hf' for any Hugging Face
+    ``PreTrainedModel`` (``from_hf`` maps the families it knows, refuses the rest), else None."""
     for cls in type(obj).__mro__:
         module = cls.__module__ or ""
         if cls.__name__ == "HookedTransformer" and module.startswith("transformer_lens"):
@@ -106,11 +130,27 @@ def from_transformer_lens(model) -> Weights:
     return convert(model)
 
 
-def from_hf(model) -> Weights:
-    """``Weights`` from a Hugging Face ``GPT2LMHeadModel`` (see ``models.hf``)."""
+def from_hf(model, *, tokenizer=None) -> Weights:
+    """``Weights`` from a Hugging Face causal LM (families in ``models.hf.FAMILIES``), keeping
+    ``tokenizer`` (a Hugging Face tokenizer) if given."""
     from .hf import from_hf as convert
 
-    return convert(model)
+    return convert(model, tokenizer=tokenizer)
+
+
+def from_hf_folder(path) -> Weights:
+    """``Weights`` from a Hugging Face checkpoint folder (``config.json`` + ``*.safetensors``;
+    see ``models.hf.from_hf_folder``)."""
+    from .hf import from_hf_folder as convert
+
+    return convert(path)
+
+
+def from_gguf(path) -> Weights:
+    """``Weights`` from a llama.cpp ``.gguf`` file (see ``models.gguf``)."""
+    from .gguf import from_gguf as convert
+
+    return convert(path)
 
 
 def bundled_names() -> list[str]:

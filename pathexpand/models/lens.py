@@ -1,10 +1,11 @@
 """TransformerLens ``HookedTransformer`` → ``Weights`` (its names and shapes are already ours).
 
-Only the config needs reading: which positional embedding, which normalisation, which
-activation, and whether the model uses a feature the path expansion cannot express
-(rotary or ALiBi positions, grouped-query attention, parallel attention + MLP, gated or
-SoLU MLPs, RMSNorm, local attention, ...). Those raise ``UnsupportedArchitecture`` naming
-the feature, before anything is built.
+Only the config needs reading: which positional embedding (standard, shortformer, rotary
+with its dims, base and pairing), which normalisation (LayerNorm or RMSNorm), which
+activation, grouped-query heads, gated MLPs and parallel blocks, and whether the model uses
+a feature the path expansion cannot express (ALiBi, local attention, soft caps, SoLU,
+mixtures of experts, ...). Those raise ``UnsupportedArchitecture`` naming the feature,
+before anything is built.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from ..numeric.weights import ACT_FNS, Weights
 
 __all__ = ["config_from_transformer_lens", "from_transformer_lens"]
 
-_POSITIONAL = {"standard": "standard", "shortformer": "shortformer"}
-_NORMALIZATION = {None: None, "LN": "LN", "LNPre": "LNPre"}
+_POSITIONAL = {"standard": "standard", "shortformer": "shortformer", "rotary": "rotary"}
+_NORMALIZATION = {None: None, "LN": "LN", "LNPre": "LNPre", "RMS": "RMS", "RMSPre": "RMSPre"}
 
 
 def _enabled(value) -> bool:
@@ -30,18 +31,14 @@ def _enabled(value) -> bool:
 
 # (config attribute, test on its value, feature name); the first that fires is reported
 _UNSUPPORTED = (
-    ("positional_embedding_type", lambda v: v == "rotary", "rotary positional embeddings"),
     ("positional_embedding_type", lambda v: v == "alibi", "ALiBi attention biases"),
     ("positional_embedding_type", lambda v: v == "relative_positional_bias", "relative positional biases"),
     ("positional_embedding_type", lambda v: v not in _POSITIONAL, "this positional embedding type"),
-    ("n_key_value_heads", lambda v: v is not None, "grouped-query attention (n_key_value_heads)"),
-    ("parallel_attn_mlp", bool, "parallel attention and MLP (parallel_attn_mlp)"),
-    ("gated_mlp", bool, "gated MLPs (gated_mlp)"),
     ("num_experts", lambda v: bool(v), "mixture-of-experts MLPs (num_experts)"),
-    ("normalization_type", lambda v: v in ("RMS", "RMSPre"), "RMSNorm"),
-    ("normalization_type", lambda v: v not in _NORMALIZATION and v not in ("RMS", "RMSPre"),
-     "this normalization_type"),
-    ("final_rms", bool, "RMSNorm (final_rms)"),
+    ("normalization_type", lambda v: v not in _NORMALIZATION, "this normalization_type"),
+    ("use_NTK_by_parts_rope", bool, "rescaled rotary frequencies (use_NTK_by_parts_rope)"),
+    ("rotary_adjacent_pairs", lambda v: v not in (True, False), "this rotary pairing"),
+    ("final_rms", bool, "an RMSNorm final norm after LayerNorm blocks (final_rms)"),
     ("use_local_attn", bool, "local attention (use_local_attn / attn_types)"),
     ("attn_types", lambda v: v is not None and any(t != "global" for t in v),
      "local attention (use_local_attn / attn_types)"),
@@ -56,8 +53,9 @@ _UNSUPPORTED = (
     ("use_attention_sinks", bool, "attention sinks (use_attention_sinks)"),
     ("attn_scores_soft_cap", _enabled, "soft-capped attention scores (attn_scores_soft_cap)"),
     ("output_logits_soft_cap", _enabled, "soft-capped logits (output_logits_soft_cap)"),
-    ("rotary_dim", lambda v: v is not None and v != 0, "rotary positional embeddings"),
 )
+# TransformerLens activation names that are ours under another name (the same tanh formula)
+_ACT_ALIASES = {"gelu_pytorch_tanh": "gelu_new"}
 _POST_NORM = ("Olmo2ForCausalLM", "Olmo3ForCausalLM", "OlmoeForCausalLM")
 
 
@@ -67,13 +65,13 @@ def config_from_transformer_lens(cfg: Any) -> dict:
         if not hasattr(cfg, attr):
             continue
         value = getattr(cfg, attr)
-        if attr == "rotary_dim" and getattr(cfg, "positional_embedding_type", None) != "rotary":
+        if attr == "final_rms" and getattr(cfg, "normalization_type", None) in ("RMS", "RMSPre"):
             continue
         if test(value):
             raise UnsupportedArchitecture(
                 f"{feature} is not supported (TransformerLens config {attr}={value!r}); "
-                "pathexpand expands attention with standard, shortformer or no positions, "
-                "LayerNorm or no normalisation, and relu/gelu/gelu_new MLPs"
+                "pathexpand expands attention with standard, shortformer, rotary or no positions, "
+                "LayerNorm, RMSNorm or no normalisation, and plain or gated MLPs"
             )
     if getattr(cfg, "original_architecture", None) in _POST_NORM:
         raise UnsupportedArchitecture(
@@ -85,13 +83,14 @@ def config_from_transformer_lens(cfg: Any) -> dict:
             f"an attention scale of 1/{scale} (not 1/sqrt(d_head)=1/{math.sqrt(cfg.d_head):.4g}) is not supported"
         )
     attn_only = bool(getattr(cfg, "attn_only", False))
-    act_fn = None if attn_only else cfg.act_fn
+    act_fn = None if attn_only else _ACT_ALIASES.get(cfg.act_fn, cfg.act_fn)
     if not attn_only and act_fn not in ACT_FNS:
         raise UnsupportedArchitecture(
             f"MLP activation {act_fn!r} is not supported (TransformerLens config act_fn); "
             f"use one of {list(ACT_FNS)}"
         )
     d_vocab_out = getattr(cfg, "d_vocab_out", -1)
+    rotary = cfg.positional_embedding_type == "rotary"
     return {
         "n_layers": cfg.n_layers,
         "n_heads": cfg.n_heads,
@@ -106,6 +105,12 @@ def config_from_transformer_lens(cfg: Any) -> dict:
         "attention_dir": getattr(cfg, "attention_dir", "causal"),
         "d_vocab_out": d_vocab_out if d_vocab_out and d_vocab_out > 0 else cfg.d_vocab,
         "eps": float(cfg.eps),
+        "n_key_value_heads": getattr(cfg, "n_key_value_heads", None) or cfg.n_heads,
+        "rotary_dim": (getattr(cfg, "rotary_dim", None) or cfg.d_head) if rotary else None,
+        "rotary_base": float(getattr(cfg, "rotary_base", 10000)) if rotary else 10000.0,
+        "rotary_adjacent_pairs": bool(getattr(cfg, "rotary_adjacent_pairs", False)) and rotary,
+        "gated_mlp": bool(getattr(cfg, "gated_mlp", False)) and not attn_only,
+        "parallel_attn_mlp": bool(getattr(cfg, "parallel_attn_mlp", False)) and not attn_only,
     }
 
 

@@ -339,7 +339,6 @@ def _attribute_chunk_inner(fz: Frozen, tgt: Target, views) -> dict:
     c = fz.config
     sources = fz.sources()
     fields = {s.name: fz.source_field(s.name) for s in sources if s.entry is None}
-    entry_of = {s.entry: s.name for s in sources if s.entry is not None}
     logits_val = tgt.of_logits(None, fz)                                   # [b, K]
     out["output"] = _np(logits_val)
     out["constants"] = {
@@ -358,7 +357,7 @@ def _attribute_chunk_inner(fz: Frozen, tgt: Target, views) -> dict:
     for st in fz.stages:
         buf[:, starts[st.index]: starts[st.index + 1]] = fz.node_outputs(st.index).movedim(0, 1)
         O.append(buf[:, starts[st.index]: starts[st.index + 1]].movedim(1, 0))  # [k, b, n, d] view
-    ln_parts = [fz.ln_bias_outputs(st.index) if st.index in entry_of else None for st in fz.stages]
+    ln_parts = {s.name: fz.ln_bias_outputs(s.name) for s in sources if s.entry is not None}
     # ends: each source's direct path and each node's edge into the logits
     ends, end_vals = [], []
     for s in sources:
@@ -386,8 +385,8 @@ def _attribute_chunk_inner(fz: Frozen, tgt: Target, views) -> dict:
                         v = torch.einsum("Kjbnd,bnd->jbK", g, fields[s.name])
                         rows.extend(((s.name, nd), v[i]) for i, nd in enumerate(st.nodes))
                     elif s.entry == st.index:
-                        v = torch.einsum("Kbnd,jbnd->jbK", G, ln_parts[st.index])
-                        rows.extend(((s.name, nd), v[i]) for i, nd in enumerate(st.nodes))
+                        v = torch.einsum("Kbnd,jbnd->jbK", G, ln_parts[s.name])
+                        rows.extend(((s.name, nd), v[i]) for i, nd in enumerate(s.readers))
                 i_end = int(starts[st.index])
                 if i_end:
                     K, j = g.shape[0], g.shape[1]

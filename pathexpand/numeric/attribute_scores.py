@@ -114,7 +114,8 @@ def attribute_scores(
     Earlier attention (and LN scales, MLP gates) frozen, the query input at position
     ``query`` is ``Σ_paths ln1(f_path)[query] W_Q`` + ``b_Q`` (+ ``ln1.b W_Q``, + shortformer
     ``W_pos[query] W_Q``), the key input likewise, and the score is the sum over every pair
-    of ``q_path · k_path / √d_head``, exactly. Terms are the ``ScoreTerm``s of
+    of ``q_path · k_path / √d_head``, exactly. With rotary positions each side is rotated at
+    its position before the product (``R_p`` is linear, so the split stays exact). Terms are the ``ScoreTerm``s of
     ``expand_scores(arch, head)`` (kinds and softmax invariance from there). One prompt.
     """
     import torch
@@ -169,14 +170,17 @@ def attribute_scores(
 
 def _score_side(fz: Frozen, layer: int, h: int, side: str, positions: slice) -> dict:
     """Each path's contribution to the head's query (``side="q"``) or key input at
-    ``positions``, projected: ``{path: [n_positions, d_head]}`` (paths into stage ``attn``
-    of ``layer``; bias paths broadcast over positions)."""
+    ``positions``, projected (and rotated, with rotary positions): ``{path: [n_positions,
+    d_head]}`` (paths into the heads of ``layer``; bias paths broadcast over positions)."""
+    import torch
+
     a = f"blocks.{layer}.attn"
     W = fz.p[a + (".W_Q" if side == "q" else ".W_K")][h]                  # [d, e]
-    stop = next(st.index for st in fz.stages if st.kind == "attn" and st.layer == layer)
+    stop = next(st.index for st in fz.stages if st.has_heads and st.layer == layer)
     out = {}
     ln = f"blocks.{layer}.ln1"
-    n = len(range(*positions.indices(fz.patterns.shape[-1])))
+    where = range(*positions.indices(fz.patterns.shape[-1]))
+    n = len(where)
     for path, f in fz.iter_paths(stop=stop):
         out[path] = fz.ln(f, ln)[0, positions] @ W
     if fz.config.positional == "shortformer":
@@ -186,4 +190,9 @@ def _score_side(fz: Frozen, layer: int, h: int, side: str, positions: slice) -> 
             out[(f"L{layer}.ln1.b",)] = (fz.p[ln + ".b"] @ W).expand(n, -1)
         b = "b_Q" if side == "q" else "b_K"
         out[(f"L{layer}H{h}.{b}",)] = fz.p[f"{a}.{b}"][h].expand(n, -1)
+    if fz.config.positional == "rotary":   # each part rotated at its own position: R_p is linear
+        from . import rotary
+
+        stacked = rotary.rotate(torch.stack(list(out.values())), fz.config, list(where))
+        out = dict(zip(out, stacked.unbind(0)))
     return out

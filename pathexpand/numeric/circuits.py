@@ -30,10 +30,20 @@ scores on a processed model are ours.
 
 ``scope="residual"`` drops the token/positional embedding at the start (the identity for the
 direct path) and ``W_U`` at the end (``b_U`` has no residual part and gives no chain).
+
+**Modern blocks.** RMSNorm readers are ``diag(w) W`` and writers stay raw (no centring). Under
+grouped-query attention every head's ``W_K``/``W_V`` is its key/value head's (``Weights.stacked``).
+A gated MLP linearised freezes its gate ``act(x W_gate)`` at 1, leaving ``W_in W_out`` as for a
+plain MLP. With **rotary positions** a score term is ``X_q W_Q R̃_Δ W_Kᵀ X_kᵀ``: the relative
+rotation ``R̃_Δ`` (``numeric.rotary.relative``) of the offset ``Δ = j − i`` sits between the
+query and key sides, so every QK circuit takes an ``offset`` (``Circuits(..., offset=Δ)``;
+``Δ = −1``: a key one token back). Summaries over offsets are the callers' (e.g.
+``composition_scores`` averages the nearest ``rotary.SUMMARY_OFFSETS``).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..architecture import Architecture
@@ -53,16 +63,18 @@ MLP_MODES = ("linear", "refuse")
 _RAW_SOURCES = ("ln1.b", "ln2.b", "ln_final.b")  # enter after a norm: meet raw readers
 
 
-def circuit(what, model, *, scope: str = "full", mlp: str = "linear", device=None, dtype=None) -> Factored:
+def circuit(what, model, *, scope: str = "full", mlp: str = "linear", offset: int | None = None,
+            device=None, dtype=None) -> Factored:
     """A data-free circuit as a ``Factored`` chain (exact factors, nothing vocabulary-sized built).
 
     ``what``: ``"OV"`` (every head's ``W_E W_V W_O W_U``, ``[n_layers, n_heads, d_vocab,
     d_vocab_out]``; residual scope ``W_V W_O``), ``"QK"`` (every head's ``W_E W_Q W_Kᵀ W_Eᵀ``;
     residual scope ``W_Q W_Kᵀ``), a ``Term``, a ``ScoreTerm``, a logit path tuple
     (``("embed", "L0H1", "L1H0")``) or a term name (``"L1H0∘L0H1"``, ``"pos:L1H0"``).
-    ``model`` is anything ``pe.load`` takes.
+    ``model`` is anything ``pe.load`` takes. ``offset``: the key's position minus the query's,
+    ``Δ = j − i``, for QK circuits and score terms of a rotary model (``W_Q R̃_Δ W_Kᵀ``).
     """
-    c = Circuits(as_weights(model), device=device, dtype=dtype)
+    c = Circuits(as_weights(model), offset=offset, device=device, dtype=dtype)
     if isinstance(what, str) and what in ("OV", "QK"):
         return c.ov(scope) if what == "OV" else c.qk(scope)
     if not isinstance(what, (str, tuple, Term, ScoreTerm)):
@@ -82,11 +94,22 @@ class Circuits:
     ``W_U``; raw forms under ``raw(name)``.
     """
 
-    def __init__(self, weights: Weights, *, device=None, dtype=None, mlp_product: bool = False):
+    def __init__(self, weights: Weights, *, offset: int | None = None, device=None, dtype=None,
+                 mlp_product: bool = False):
         """``mlp_product``: a linearised MLP enters chains as one ``d_model × d_model`` factor
         ``W_in W_out`` (made once per layer) instead of two through ``d_mlp``: the same matrix,
         cheaper chains for metrics of the whole product (a null baseline, which replaces factors
-        one by one, keeps the two)."""
+        one by one, keeps the two). ``offset``: ``Δ = j − i`` for the QK side of a rotary model."""
+        self.rotary = weights.config.positional == "rotary"
+        if offset is not None:
+            if not self.rotary:
+                raise PathexpandError(
+                    f"offset={offset!r} is for rotary models, whose QK circuit depends on j − i; this "
+                    f"model has positional={weights.config.positional!r}"
+                )
+            if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)):
+                raise PathexpandError(f"offset must be an int (key position − query position), got {offset!r}")
+        self.offset = None if offset is None else int(offset)
         self.weights = weights
         self.mlp_product = mlp_product
         self.config = weights.config
@@ -143,8 +166,28 @@ class Circuits:
         kind = self.config.normalization
         if name == "W_O":
             return norm.writer(t, kind)
-        w = self._t(self.weights[f"blocks.{layer}.ln1.w"])[:, None] if kind == "LN" else None
+        if name in ("W_K", "W_V") and self.config.n_kv_groups > 1:
+            t = t.repeat_interleave(self.config.n_kv_groups, 0)           # per query head
+        w = self._t(self.weights[f"blocks.{layer}.ln1.w"])[:, None] if kind in ("LN", "RMS") else None
         return norm.reader(t, kind, w, axis=-2)
+
+    def rotation(self) -> list[torch.Tensor]:
+        """``[R̃_Δ]`` (``[d_head, d_head]``) to put between a score's query and key sides; ``[]``
+        without rotary positions. A rotary model needs ``offset``."""
+        if not self.rotary:
+            return []
+        if self.offset is None:
+            raise PathexpandError(
+                "this model has rotary positions: its QK circuits depend on the offset j − i "
+                "between key and query; pass offset= (e.g. offset=-1 for the previous token, 0 for "
+                "the same position)"
+            )
+        if "rotation" not in self._cache:
+            from . import rotary
+
+            self._cache["rotation"] = rotary.relative(self.config, [self.offset], dtype=self.dtype,
+                                                      device=self.device)[0]
+        return [self._cache["rotation"]]
 
     def unembed(self, *, raw: bool = False) -> list[torch.Tensor]:
         """The unembedding as a reader: ``[C diag(w), W_U]`` (``[W_U]`` without a norm, or
@@ -155,8 +198,8 @@ class Circuits:
 
     def _norm_w(self, ln: str, ndim: int):
         """The norm's weight shaped to broadcast along the d_model axis (-2) of an
-        ``ndim``-dimensional stacked reader; None without ``LN`` weights."""
-        if self.config.normalization != "LN":
+        ``ndim``-dimensional stacked reader; None without norm weights (no norm, or folded)."""
+        if self.config.normalization not in ("LN", "RMS"):
             return None
         if ln == "ln_final":
             w = self._t(self.weights["ln_final.w"])
@@ -174,10 +217,11 @@ class Circuits:
         return Factored(self["W_E"], *mid, *self.unembed()) if scope == "full" else Factored(*mid)
 
     def qk(self, scope: str = "full") -> Factored:
-        """Every head's QK circuit ``[L, H, ·, ·]``: ``W_E W_Q W_Kᵀ W_Eᵀ`` (full) or ``W_Q W_Kᵀ``."""
+        """Every head's QK circuit ``[L, H, ·, ·]``: ``W_E W_Q W_Kᵀ W_Eᵀ`` (full) or ``W_Q W_Kᵀ``
+        (rotary: ``W_Q R̃_Δ W_Kᵀ`` at the ``offset`` Δ)."""
         _check_scope(scope)
         self._need_heads()
-        mid = (self["W_Q"], self["W_K"].mT)
+        mid = (self["W_Q"], *self.rotation(), self["W_K"].mT)
         return Factored(self["W_E"], *mid, self["W_E"].mT) if scope == "full" else Factored(*mid)
 
     def _need_heads(self) -> None:
@@ -239,13 +283,13 @@ class Circuits:
         return out
 
     def score_chain(self, layer: int, head: int, query, key, *, scope: str, mlp: str) -> list[torch.Tensor]:
-        """Factors of a score term of head ``(layer, head)``: query side, ``W_Q``, ``W_Kᵀ``,
-        key side transposed. ``query``/``key`` are ``(source, nodes)`` as ``logit_chain`` takes
+        """Factors of a score term of head ``(layer, head)``: query side, ``W_Q``, (``R̃_Δ``,)
+        ``W_Kᵀ``, key side transposed. ``query``/``key`` are ``(source, nodes)`` as ``logit_chain`` takes
         (batched heads: the query side's axes first, then the key side's)."""
         axes = _Axes(list(query[1]) + list(key[1]))
         q = self._side(layer, head, "Q", *query, scope=scope, mlp=mlp, axes=axes)
         k = self._side(layer, head, "K", *key, scope=scope, mlp=mlp, axes=axes)
-        return q + [f.mT for f in reversed(k)]
+        return q + self.rotation() + [f.mT for f in reversed(k)]
 
     def _side(self, layer: int, head: int, side: str, source: str, nodes, *, scope, mlp, axes):
         if source == f"L{layer}H{head}.b_{side}":

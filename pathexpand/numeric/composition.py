@@ -25,6 +25,15 @@ side that reads ``L``'s output, E[tr(M_1 M_2)] = tr(M_1) tr(M_2)/d given the res
 d_head or kind: the mean score is ≈ 1/√d (a little below, by Jensen; 0.036 for GPT-2 small).
 The mean and spread are sampled (``n_samples`` draws, ``seed``) so the baseline and z-scores
 match the statistic's real null, not only its second moment.
+
+**Rotary positions.** A rotary head reads ``R = W_Q R̃_Δ W_Kᵀ`` (``numeric.rotary``): Q- and
+K-composition depend on the offset ``Δ = j − i`` between key and query. The score of a pair is
+then the **mean over offsets** ``Δ = 0, −1, …, −(m−1)`` of the per-offset score (``offsets=``;
+default the nearest ``m = min(16, n_ctx)`` keys, ``rotary.summary_offsets``). V-composition has
+no rotation. As ``rotary_base → ∞`` every pair of dims but the first stops turning
+(``θ_0 = 1`` for every base), so on heads that leave the first pair unused the scores become
+the unrotated ones.
+A rotation keeps a Gaussian factor Gaussian, so the null is unchanged.
 """
 
 from __future__ import annotations
@@ -70,6 +79,7 @@ class CompositionScores(Result):
     seed: int = 0
     mask: np.ndarray = field(default=None, repr=False)  # [L, H, L, H] True where l1 < l2
     model: str | None = None                            # the model's name, when it has one
+    offsets: tuple[int, ...] | None = None              # rotary: Q/K scores averaged over these
 
     def __getitem__(self, kind: str) -> np.ndarray:
         """Raw scores ``[L1, H1, L2, H2]`` of one kind (``"k_composition"``, ...)."""
@@ -133,6 +143,11 @@ class CompositionScores(Result):
                                  value=float(val[l1, h1, l2, h2]), **extra))
         label = "z" if self.zscore else ("score − null" if self.baseline == "random" else "score")
         notes = []
+        if self.offsets is not None:
+            notes.append(
+                f"rotary positions: Q- and K-composition read W_Q R̃_Δ W_Kᵀ; each score is the mean "
+                f"over offsets Δ = {self.offsets[0]} … {self.offsets[-1]} ({len(self.offsets)} offsets)"
+            )
         if self.n_samples:
             notes.append(
                 f"null: Gaussian weights of the same shapes, mean {self._null_text()} "
@@ -165,6 +180,7 @@ def composition_scores(
     zscore: bool = False,
     seed: int = 0,
     n_samples: int = 200,
+    offsets=None,
     device=None,
     dtype=None,
 ) -> CompositionScores:
@@ -176,6 +192,8 @@ def composition_scores(
     scores, as TransformerLens); the ``[L1, H1, L2, H2]`` arrays are the raw scores either way;
     ``zscore=True`` ranks by (score − mean)/std and samples the null too. Heavy algebra runs in
     torch on ``device`` in ``dtype`` (default: the weights' dtype); contractions in float64.
+    ``offsets`` (rotary models only): the offsets ``Δ = j − i`` whose Q/K-composition scores are
+    averaged (an int ``Δ`` for one offset; default ``rotary.summary_offsets``).
     """
     weights = as_weights(model)
     cfg = weights.config
@@ -192,7 +210,8 @@ def composition_scores(
         raise PathexpandError("this model has no attention heads to compose")
     L, H, d = cfg.n_layers, cfg.n_heads, cfg.d_model
     c = Circuits(weights, device=device, dtype=dtype)
-    raw = _all_pairs(c, L, H, kinds)
+    offs = _offsets(weights.config, offsets)
+    raw = _all_pairs(c, L, H, kinds, offs)
     mask = (np.arange(L)[:, None, None, None] < np.arange(L)[None, None, :, None]) & np.ones((L, H, L, H), bool)
     sample = baseline == "random" or zscore
     null_mean = {k: math.nan for k in kinds}
@@ -204,7 +223,28 @@ def composition_scores(
                                                         n_samples=int(n_samples), seed=int(seed))
     return CompositionScores(kinds, raw, null_mean, null_std, baseline=baseline, zscore=bool(zscore),
                              n_samples=int(n_samples) if sample else 0, seed=int(seed), mask=mask,
-                             model=weights.name)
+                             model=weights.name, offsets=None if offs == [None] else tuple(offs))
+
+
+def _offsets(cfg, offsets) -> list:
+    """The offsets Q/K-composition is averaged over: ``[None]`` without rotary positions."""
+    if cfg.positional != "rotary":
+        if offsets is not None:
+            raise PathexpandError(f"offsets= is for rotary models; this model has positional={cfg.positional!r}")
+        return [None]
+    from . import rotary
+
+    if offsets is None:
+        return rotary.summary_offsets(cfg)
+    if isinstance(offsets, (int, np.integer)) and not isinstance(offsets, bool):
+        return [int(offsets)]
+    try:
+        out = [int(o) for o in offsets if not isinstance(o, bool)]
+    except (TypeError, ValueError):
+        out = []
+    if not out or len(out) != len(list(offsets)):
+        raise PathexpandError(f"offsets must be an int or a non-empty list of ints (Δ = j − i), got {offsets!r}")
+    return out
 
 
 def _left_gram(W_V: torch.Tensor, W_O: torch.Tensor) -> torch.Tensor:
@@ -212,12 +252,18 @@ def _left_gram(W_V: torch.Tensor, W_O: torch.Tensor) -> torch.Tensor:
     return W_O.mT @ ((W_V.mT @ W_V) @ W_O)
 
 
-def _right_gram(c: Circuits, kind: str, layer: int) -> torch.Tensor:
-    """M_2 = R Rᵀ for the later head's reading matrix R of ``kind``, ``[H, d_model, d_model]``."""
+def _right_gram(c: Circuits, kind: str, layer: int, offset: int | None = None) -> torch.Tensor:
+    """M_2 = R Rᵀ for the later head's reading matrix R of ``kind``, ``[H, d_model, d_model]``
+    (rotary: ``R = W_Q R̃_Δ W_Kᵀ`` at ``offset`` Δ, or its transpose for K-composition)."""
     if kind == "v_composition":
         V, O = c.layer("W_V", layer), c.layer("W_O", layer)
         return V @ ((O @ O.mT) @ V.mT)  # R = W_V W_O
     Q, K = c.layer("W_Q", layer), c.layer("W_K", layer)
+    if offset is not None:
+        from . import rotary
+
+        Rot = rotary.relative(c.config, [offset], dtype=Q.dtype, device=Q.device)[0]   # [e, e]
+        Q = Q @ Rot                                                   # W_Q R̃_Δ: R̃ is orthogonal
     if kind == "q_composition":  # R = W_Q W_Kᵀ
         return Q @ ((K.mT @ K) @ Q.mT)
     return K @ ((Q.mT @ Q) @ K.mT)  # k_composition: R = W_K W_Qᵀ
@@ -229,8 +275,9 @@ def _packed(M: torch.Tensor, iu: torch.Tensor, weight: torch.Tensor | None) -> t
     return p * weight if weight is not None else p
 
 
-def _all_pairs(c: Circuits, L: int, H: int, kinds: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Raw scores ``[L, H, L, H]`` per kind: Σ M1∘M2 over packed upper triangles.
+def _all_pairs(c: Circuits, L: int, H: int, kinds: tuple[str, ...], offsets=(None,)) -> dict[str, np.ndarray]:
+    """Raw scores ``[L, H, L, H]`` per kind: Σ M1∘M2 over packed upper triangles (Q/K kinds:
+    the mean over ``offsets`` of the per-offset score).
 
     The left Grams (earlier heads, shared by every kind) are formed once, packed with
     off-diagonal weight 2 and kept in float64 ``[(L-1)·H, d(d+1)/2]``; each later layer's
@@ -252,15 +299,19 @@ def _all_pairs(c: Circuits, L: int, H: int, kinds: tuple[str, ...]) -> dict[str,
         left[l1 * H : (l1 + 1) * H] = _packed(M1, iu, weight)
         del M1
     for kind in kinds:
+        offs = [None] if kind == "v_composition" else list(offsets)
         for l2 in range(1, L):
-            M2 = _right_gram(c, kind, l2)
-            r2 = torch.diagonal(M2, dim1=-2, dim2=-1).to(torch.float64).sum(-1)  # [H] = ‖R‖²
-            P2 = _packed(M2, iu, None)  # [H, P]
-            del M2
-            cross = left[: l2 * H] @ P2.T  # [l2·H, H] = ‖L R‖² for every earlier head
-            denom = left_norm2[: l2 * H, None] * r2[None, :]
-            score = torch.where(denom > 0, (cross.clamp_min(0) / denom).sqrt(), torch.zeros_like(cross))
-            out[kind][:l2, :, l2, :] = score.reshape(l2, H, H).cpu().numpy()
+            total = 0.0
+            for off in offs:
+                M2 = _right_gram(c, kind, l2, off)
+                r2 = torch.diagonal(M2, dim1=-2, dim2=-1).to(torch.float64).sum(-1)  # [H] = ‖R‖²
+                P2 = _packed(M2, iu, None)  # [H, P]
+                del M2
+                cross = left[: l2 * H] @ P2.T  # [l2·H, H] = ‖L R‖² for every earlier head
+                denom = left_norm2[: l2 * H, None] * r2[None, :]
+                total = total + torch.where(denom > 0, (cross.clamp_min(0) / denom).sqrt(),
+                                            torch.zeros_like(cross))
+            out[kind][:l2, :, l2, :] = (total / len(offs)).reshape(l2, H, H).cpu().numpy()
     return out
 
 

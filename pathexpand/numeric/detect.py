@@ -142,6 +142,7 @@ class HeadScores(Result):
                 rows.append(dict(name=name, kind=kd, depth=1, path=(name,), value=float(value), **extra))
         title = f"head scores from {self.method}" + (f": {kinds[0]}" if len(kinds) == 1 else "")
         notes = [f"{k}: {self.descriptions[k]}" for k in kinds if k in self.descriptions]
+        notes += self.settings.get("notes", [])
         return Ranking(rows, title=title, value_label="score", notes=notes, shares=False,
                        of="heads").sort_by("value")
 
@@ -319,8 +320,13 @@ def _from_weights(w, *, n_samples: int, seed: int, device, dtype) -> HeadScores:
     for p in parts:
         for key in merged:
             merged[key].update(getattr(p, key))
-    return HeadScores("weights", settings={"n_samples": int(n_samples), "seed": int(seed), "model": w.name},
-                      **merged)
+    settings = {"n_samples": int(n_samples), "seed": int(seed), "model": w.name}
+    if w.W_pos is None:
+        settings["notes"] = [
+            f"previous_token and induction from weights read W_pos; this model has "
+            f"{'rotary positions (a rotation of queries and keys, no W_pos)' if cfg.positional == 'rotary' else 'no positional embedding'}"
+            ": none computed, use method='data'"]
+    return HeadScores("weights", settings=settings, **merged)
 
 
 def copying_scores(model, *, n_samples: int = 64, seed: int = 0, device=None, dtype=None) -> HeadScores:

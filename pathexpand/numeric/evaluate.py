@@ -67,6 +67,7 @@ def evaluate(
     n_null: int = 16,
     seed: int = 0,
     batch_size: int = 2048,
+    offset: int | None = None,
     progress: bool = False,
     device=None,
     dtype=None,
@@ -78,7 +79,9 @@ def evaluate(
     (no ``W_E``/``W_pos``/``W_U``). ``positional=True`` keeps only the terms whose every source is
     ``pos``: for scores ``(W_pos ⋯) W_QK (W_pos ⋯)ᵀ``, ``n_ctx × n_ctx`` positional attention
     structure (previous-token heads show here). ``batch_size`` bounds the terms evaluated at
-    once. Rows are sorted by value, largest first.
+    once. ``offset``: for score terms of a rotary model, the key position minus the query
+    position ``Δ = j − i`` their rotation ``R̃_Δ`` is taken at. Rows are sorted by value, largest
+    first.
     """
     w = as_weights(model)
     if metric not in METRICS:
@@ -93,7 +96,7 @@ def evaluate(
     arch = _check_arch(expansion, w)
     terms = _terms(expansion, positional, arch)
     stack = metric != "copying" and baseline is None  # norms: bias sources share one chain
-    ev = _Evaluator(Circuits(w, device=device, dtype=dtype, mlp_product=baseline is None), metric,
+    ev = _Evaluator(Circuits(w, offset=offset, device=device, dtype=dtype, mlp_product=baseline is None), metric,
                     scope, mlp, baseline, int(n_null), int(seed))
 
     rows: list[Row | None] = [None] * len(terms)
@@ -115,7 +118,7 @@ def evaluate(
     title = f"{metric} of {'logit' if target == 'logits' else target} terms" + (
         f" — {w.name}" if w.name else "")
     return Ranking(rows, title=title, value_label=metric,
-                   notes=_notes(metric, scope, w, terms, baseline, n_null, seed),
+                   notes=_notes(metric, scope, w, terms, baseline, n_null, seed, offset),
                    shares=False, of="score_terms" if scores else "paths").sort_by("value")
 
 
@@ -268,7 +271,7 @@ class _Evaluator:
                 sides.append(c._side(layer, head, side, path[0], pn, scope=self.scope, mlp=self.mlp, axes=ax))
             else:
                 sides.append([row] + c.side_tail(layer, head, side, pn, raw=cls[1], mlp=self.mlp, axes=ax))
-        return sides[0] + [f.mT for f in reversed(sides[1])]
+        return sides[0] + c.rotation() + [f.mT for f in reversed(sides[1])]
 
     def _stack(self, sources, *, raw: bool, qk: bool, axis: int, n_axes: int) -> torch.Tensor:
         """The one-row blocks of bias ``sources`` stacked on broadcast ``axis``: ``[.., n, .., 1, d]``."""
@@ -284,7 +287,7 @@ class _Evaluator:
         """Whether the first/last factor is a vocabulary- or position-sized end (``W_E``,
         ``W_pos``, ``W_U``, their transposes): fixed in the null, reduced once for the metric."""
         ends = [self.c.raw("W_E"), self.c.raw("W_U")]
-        if self.c.config.positional is not None:
+        if self.c.weights.W_pos is not None:
             ends.append(self.c.raw("W_pos"))
 
         def is_end(t):
@@ -389,7 +392,7 @@ def _check_arch(expansion, w) -> Architecture:
     ea = getattr(expansion, "arch", None)
     if ea is None:
         return aw
-    fields = ("n_layers", "n_heads", "mlp", "layernorm", "positional")
+    fields = ("n_layers", "n_heads", "mlp", "normalization", "positional", "gated_mlp", "parallel_attn_mlp")
     diff = [f for f in fields if getattr(ea, f) != getattr(aw, f)]
     if diff:
         raise PathexpandError(
@@ -441,17 +444,23 @@ def _terms(expansion, positional: bool, arch) -> list:
     return terms
 
 
-def _notes(metric, scope, w, terms, baseline, n_null, seed) -> list[str]:
+def _notes(metric, scope, w, terms, baseline, n_null, seed, offset=None) -> list[str]:
     notes = []
+    cfg = w.config
     if scope == "residual":
         notes.append("scope residual: W_E/W_pos and W_U dropped (residual stream to residual stream)")
     if any(isinstance(t, ScoreTerm) for t in terms):
-        notes.append("score terms: X_q W_Q W_Kᵀ X_kᵀ before the 1/√d_head scale; path = query side")
+        qk = f"W_Q R̃_Δ W_Kᵀ (rotary, offset Δ = j − i = {offset})" if offset is not None else "W_Q W_Kᵀ"
+        notes.append(f"score terms: X_q {qk} X_kᵀ before the 1/√d_head scale; path = query side")
     if any(any(str(n).startswith("MLP") for n in t.nodes) for t in terms):
-        notes.append("MLP paths: linearised MLP W_in W_out (gates frozen at 1, data-free)")
-    if w.config.normalization is not None:
+        notes.append("MLP paths: linearised MLP W_in diag(g) W_out with the gate g = act(x W_gate) frozen "
+                     "at 1 (data-free)" if cfg.gated_mlp else
+                     "MLP paths: linearised MLP W_in W_out (gates frozen at 1, data-free)")
+    if cfg.normalization in ("LN", "LNPre"):
         notes.append("LayerNorm: readers C diag(w) W, writers W C; the per-position 1/σ is omitted "
                      "(data-free)")
+    elif cfg.normalization in ("RMS", "RMSPre"):
+        notes.append("RMSNorm: readers diag(w) W (no centring); the per-position 1/rms is omitted (data-free)")
     if any(t.is_remainder for t in terms):
         notes.append("remainder: the sum of every cut path, not evaluated")
     if metric == "copying":

@@ -1,9 +1,10 @@
 """Weight processing as TransformerLens does it; each step keeps the model's function.
 
 - ``fold_layernorm``: ``LN(x) W + b_W = LNPre(x) (diag(w) W) + (b W + b_W)`` for every reader
-  of a LayerNorm (``W_Q/W_K/W_V`` of ln1, ``W_in`` of ln2, ``W_U`` of ln_final); the model
-  then has ``normalization="LNPre"``. Readers are centred over ``d_model`` too (their input
-  has zero mean), as TL's ``fold_layer_norm(center_weights=True)``.
+  of a LayerNorm (``W_Q/W_K/W_V`` of ln1, ``W_in`` (and ``W_gate``) of ln2, ``W_U`` of
+  ln_final); the model then has ``normalization="LNPre"``. Readers are centred over ``d_model``
+  too (their input has zero mean), as TL's ``fold_layer_norm(center_weights=True)``. RMSNorm
+  folds the same way without centring or bias, to ``"RMSPre"``.
 - ``center_writing_weights``: ``W ← W - mean_{d_model}(W)`` for everything that writes to
   the residual stream (``W_E``, ``W_pos``, ``W_O``, ``b_O``, ``W_out``, ``b_out``): exact only
   when every reader is a LayerNorm, which removes the mean anyway.
@@ -36,20 +37,27 @@ __all__ = [
 
 
 def fold_layernorm(weights: Weights, *, center_weights: bool = True) -> Weights:
-    """Fold every LayerNorm's ``w`` and ``b`` into the weights that read it; → ``"LNPre"``.
+    """Fold every norm's ``w`` (and LayerNorm's ``b``) into the weights that read it; →
+    ``"LNPre"`` (RMSNorm: ``"RMSPre"``).
 
-    ``W' = w[:, None] · W`` and ``b' = b_W + b W`` for ``W_Q/W_K/W_V`` (ln1), ``W_in`` (ln2) and
-    ``W_U`` (ln_final); with ``center_weights`` the folded ``W'`` are centred over ``d_model``.
-    A model already in ``"LNPre"`` form is returned unchanged.
+    ``W' = w[:, None] · W`` and ``b' = b_W + b W`` for ``W_Q/W_K/W_V`` (ln1), ``W_in``/``W_gate``
+    (ln2) and ``W_U`` (ln_final); with ``center_weights`` the folded ``W'`` of a LayerNorm are
+    centred over ``d_model`` (RMSNorm does not centre). A folded model is returned unchanged.
     """
     weights = as_weights(weights)
     c = weights.config
-    if c.normalization == "LNPre":
+    if c.normalization in ("LNPre", "RMSPre"):
         return weights
-    if c.normalization != "LN":
+    if c.normalization not in ("LN", "RMS"):
         raise PathexpandError(
-            f"fold_layernorm needs a model with LayerNorm (normalization='LN'); this one has "
+            f"fold_layernorm needs a model with a norm (normalization='LN' or 'RMS'); this one has "
             f"normalization={c.normalization!r}"
+        )
+    rms = c.normalization == "RMS"
+    if c.gated_mlp and not rms:
+        raise PathexpandError(
+            "cannot fold ln2 of a gated MLP with LayerNorm: its bias b would need a gate bias "
+            "b W_gate inside act(·), which the gated MLP does not have"
         )
     if c.positional == "shortformer":
         raise PathexpandError(
@@ -62,8 +70,8 @@ def fold_layernorm(weights: Weights, *, center_weights: bool = True) -> Weights:
     def fold(W, b_W, name, axis):
         """Fold LayerNorm ``name`` into ``W`` (its d_model axis is ``axis``) and bias ``b_W``."""
         t = torch.from_numpy
-        W_new, b_new = norm.fold(t(W), t(b_W), t(p[name + ".w"]), t(p[name + ".b"]), axis=axis,
-                                 center=center_weights)
+        W_new, b_new = norm.fold(t(W), t(b_W), t(p[name + ".w"]), None if rms else t(p[name + ".b"]),
+                                 axis=axis, center=center_weights and not rms)
         return W_new.numpy(), b_new.numpy()
 
     for l in range(c.n_layers):
@@ -72,11 +80,15 @@ def fold_layernorm(weights: Weights, *, center_weights: bool = True) -> Weights:
             for x in "QKV":   # W_x [H, d_model, d_head], b_x [H, d_head]
                 W, b = p[f"{a}.W_{x}"], p[f"{a}.b_{x}"]
                 new[f"{a}.W_{x}"], new[f"{a}.b_{x}"] = fold(W, b, f"blocks.{l}.ln1", axis=1)
-        if c.d_mlp is not None:  # W_in [d_model, d_mlp]
+        if c.d_mlp is not None and c.gated_mlp:   # RMS: no bias moves; b_in is after the gate
+            zero = np.zeros(c.d_mlp)
+            new[f"{m}.W_in"] = fold(p[f"{m}.W_in"], zero, f"blocks.{l}.ln2", axis=0)[0]
+            new[f"{m}.W_gate"] = fold(p[f"{m}.W_gate"], zero, f"blocks.{l}.ln2", axis=0)[0]
+        elif c.d_mlp is not None:  # W_in [d_model, d_mlp]
             W, b = p[f"{m}.W_in"], p[f"{m}.b_in"]
             new[f"{m}.W_in"], new[f"{m}.b_in"] = fold(W, b, f"blocks.{l}.ln2", axis=0)
     new["W_U"], new["b_U"] = fold(p["W_U"], p["b_U"], "ln_final", axis=0)
-    return _replace(weights, new, dtype, normalization="LNPre")
+    return _replace(weights, new, dtype, normalization="RMSPre" if rms else "LNPre")
 
 
 def center_writing_weights(weights: Weights) -> Weights:
@@ -122,7 +134,8 @@ def fold_value_biases(weights: Weights) -> Weights:
     new = {}
     for l in range(c.n_layers):
         a = f"blocks.{l}.attn"
-        new[f"{a}.b_O"] = p[f"{a}.b_O"] + np.einsum("he,hed->d", p[f"{a}.b_V"], p[f"{a}.W_O"])
+        b_V = np.repeat(p[f"{a}.b_V"], c.n_kv_groups, axis=0)       # per query head [H, e]
+        new[f"{a}.b_O"] = p[f"{a}.b_O"] + np.einsum("he,hed->d", b_V, p[f"{a}.W_O"])
         new[f"{a}.b_V"] = np.zeros_like(p[f"{a}.b_V"])
     return _replace(weights, new, dtype)
 
@@ -137,14 +150,17 @@ def process_weights(
 ) -> Weights:
     """All four steps in TransformerLens's order (``load_and_process_state_dict``).
 
-    Steps that do not apply to the model are skipped as TL skips them: no LayerNorm folding
-    or writing-weight centring without LayerNorm (nor folding of a shortformer model's LN).
+    Steps that do not apply to the model are skipped as TL skips them: no norm folding without
+    a norm (nor of a shortformer model's LN, nor of LayerNorm before a gated MLP), no
+    writing-weight centring without LayerNorm.
     """
     weights = as_weights(weights)
     c = weights.config
     w = weights
     has_ln = c.normalization in ("LN", "LNPre")
-    if fold_ln and c.normalization == "LN" and c.positional != "shortformer":
+    if fold_ln and c.positional != "shortformer" and (
+        c.normalization == "RMS" or (c.normalization == "LN" and not c.gated_mlp)
+    ):
         w = fold_layernorm(w)
     if center_writing and has_ln:
         w = center_writing_weights(w)

@@ -6,7 +6,10 @@ with ``A^h = softmax_causal((ln1(x) W_Q^h + b_Q^h)(ln1(x) W_K^h + b_K^h)ᵀ / �
 ``x += act(ln2(x) W_in + b_in) W_out + b_out``; ``logits = ln_final(x) W_U + b_U`` (DESIGN.md §2,
 the computation of TransformerLens's ``HookedTransformer``). With ``positional="shortformer"``
 ``W_pos`` never enters the residual stream: it is added after ``ln1`` to each head's query and
-key inputs only.
+key inputs only. The modern blocks (DESIGN.md "Modern blocks"): ``positional="rotary"`` rotates
+queries and keys (``numeric.rotary``) and has no ``W_pos``; grouped-query heads read key/value
+head ``h // n_kv_groups``; a gated MLP is ``(act(h W_gate) ⊙ h W_in + b_in) W_out + b_out``;
+parallel blocks add ``attn(ln1(x)) + mlp(ln2(x))`` to the same ``x``.
 
 Three callers run these same modules: ``pe.forward``/``pe.run_with_cache`` (a ``Transformer``
 whose parameters share the ``Weights``' memory, under ``torch.no_grad``), freezing
@@ -27,7 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import PathexpandError
-from . import norm
+from . import norm, rotary
 from .tokens import as_tokens, to_tensor
 from .weights import Config, Weights, as_weights
 
@@ -51,17 +54,15 @@ def _param(*shape: int, device=None) -> nn.Parameter:
 
 
 class Norm(nn.Module):
-    """LayerNorm ``C x / σ · w + b`` (``LNPre``: without ``w``, ``b``; ``None``: the identity);
-    the math is ``numeric.norm.apply``."""
+    """LayerNorm ``C x / σ · w + b`` or RMSNorm ``x / σ · w`` (``*Pre``: without ``w``, ``b``;
+    ``None``: the identity); the math is ``numeric.norm.apply``."""
 
     def __init__(self, config: Config, name: str, device=None):
         super().__init__()
         self.kind, self.eps, self.name = config.normalization, config.eps, name
-        if self.kind == "LN":
-            self.w = _param(config.d_model, device=device)
-            self.b = _param(config.d_model, device=device)
-        else:
-            self.w = self.b = None
+        has = self.kind is not None
+        self.w = _param(config.d_model, device=device) if has and norm.has_weight(self.kind) else None
+        self.b = _param(config.d_model, device=device) if has and norm.has_bias(self.kind) else None
 
     def forward(self, x, rec: Recorder | None = None):
         y, s = norm.apply(x, self.kind, self.w, self.b, self.eps)     # [batch, pos, d_model]
@@ -71,24 +72,33 @@ class Norm(nn.Module):
 
 
 class Attention(nn.Module):
-    """``Σ_h A^h (h W_V^h + b_V^h) W_O^h + b_O`` for ``h = ln1(x)``; queries and keys read
-    ``h + W_pos`` with shortformer positions."""
+    """``Σ_h A^h (h W_V^{g(h)} + b_V^{g(h)}) W_O^h + b_O`` for ``h = ln1(x)``, ``g(h)`` the
+    key/value head of query head ``h``; queries and keys read ``h + W_pos`` with shortformer
+    positions and are rotated with rotary ones."""
 
     def __init__(self, config: Config, device=None):
         super().__init__()
-        H, d, e = config.n_heads, config.d_model, config.d_head
-        self.W_Q, self.W_K, self.W_V = (_param(H, d, e, device=device) for _ in range(3))
+        H, G, d, e = config.n_heads, config.n_key_value_heads, config.d_model, config.d_head
+        self.W_Q = _param(H, d, e, device=device)
+        self.W_K, self.W_V = _param(G, d, e, device=device), _param(G, d, e, device=device)
         self.W_O = _param(H, e, d, device=device)
-        self.b_Q, self.b_K, self.b_V = (_param(H, e, device=device) for _ in range(3))
+        self.b_Q = _param(H, e, device=device)
+        self.b_K, self.b_V = _param(G, e, device=device), _param(G, e, device=device)
         self.b_O = _param(d, device=device)
         self.causal = config.attention_dir == "causal"
         self.scale = 1.0 / math.sqrt(e)
+        self.groups = config.n_kv_groups
+        self.config = config
 
     def forward(self, h, qk_pos=None, rec: Recorder | None = None):
         qk_in = h if qk_pos is None else h + qk_pos
         q = torch.einsum("bpd,hde->bhpe", qk_in, self.W_Q) + self.b_Q[:, None, :]   # [b, H, q, e]
-        k = torch.einsum("bpd,hde->bhpe", qk_in, self.W_K) + self.b_K[:, None, :]   # [b, H, k, e]
-        v = torch.einsum("bpd,hde->bhpe", h, self.W_V) + self.b_V[:, None, :]       # [b, H, k, e]
+        k = torch.einsum("bpd,hde->bhpe", qk_in, self.W_K) + self.b_K[:, None, :]   # [b, G, k, e]
+        v = torch.einsum("bpd,hde->bhpe", h, self.W_V) + self.b_V[:, None, :]       # [b, G, k, e]
+        if self.groups > 1:   # each key/value head serves n_kv_groups query heads
+            k, v = k.repeat_interleave(self.groups, 1), v.repeat_interleave(self.groups, 1)
+        if self.config.positional == "rotary":
+            q, k = rotary.rotate(q, self.config), rotary.rotate(k, self.config)
         if rec is None:   # same math, fused: softmax_causal(q kᵀ / √d_head) v
             z = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         else:
@@ -104,26 +114,35 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    """``act(h W_in + b_in) W_out + b_out`` for ``h = ln2(x)``."""
+    """``act(h W_in + b_in) W_out + b_out`` for ``h = ln2(x)``; gated:
+    ``(act(h W_gate) ⊙ h W_in + b_in) W_out + b_out`` (TransformerLens's ``GatedMLP``)."""
 
     def __init__(self, config: Config, device=None):
         super().__init__()
         d, m = config.d_model, config.d_mlp
         self.W_in, self.b_in = _param(d, m, device=device), _param(m, device=device)
+        self.W_gate = _param(d, m, device=device) if config.gated_mlp else None
         self.W_out, self.b_out = _param(m, d, device=device), _param(d, device=device)
         self.act = ACTIVATIONS[config.act_fn]
 
     def forward(self, h, rec: Recorder | None = None):
-        pre = h @ self.W_in + self.b_in                                  # [batch, pos, d_mlp]
-        post = self.act(pre)
+        if self.W_gate is None:
+            pre = h @ self.W_in + self.b_in                              # [batch, pos, d_mlp]
+            post = self.act(pre)
+        else:
+            pre = h @ self.W_gate                                        # [batch, pos, d_mlp]
+            post = self.act(pre) * (h @ self.W_in) + self.b_in
+        out = post @ self.W_out + self.b_out                             # [batch, pos, d_model]
         if rec is not None:
             rec.add("mlp_pre", pre)
             rec.add("mlp_post", post)
-        return post @ self.W_out + self.b_out                            # [batch, pos, d_model]
+            rec.add("mlp_out", out)
+        return out
 
 
 class Block(nn.Module):
-    """``x += attn(ln1(x))``, then ``x += mlp(ln2(x))`` (each part only where the model has it)."""
+    """``x += attn(ln1(x))``, then ``x += mlp(ln2(x))`` (each part only where the model has it);
+    parallel: ``x += attn(ln1(x)) + mlp(ln2(x))``."""
 
     def __init__(self, config: Config, layer: int, device=None):
         super().__init__()
@@ -137,6 +156,8 @@ class Block(nn.Module):
         if rec is not None:
             rec.add("resid_pre", x)
         h = self.ln1(x, rec)
+        if self.config.parallel_attn_mlp:   # both read x: no head → MLP path inside the layer
+            return x + self.attn(h, qk_pos, rec) + self.mlp(self.ln2(x, rec), rec)
         if self.attn is not None:
             x = x + self.attn(h, qk_pos, rec)                            # [batch, pos, d_model]
         elif rec is not None:  # an MLP-only layer: record empty attention
@@ -165,7 +186,8 @@ class Transformer(nn.Module):
             raise PathexpandError(f"config must be a pathexpand Config, got {type(config).__name__}")
         self.config = c = config
         self.W_E = _param(c.d_vocab, c.d_model, device=device)
-        self.W_pos = _param(c.n_ctx, c.d_model, device=device) if c.positional is not None else None
+        self.W_pos = (_param(c.n_ctx, c.d_model, device=device)
+                      if c.positional in ("standard", "shortformer") else None)
         self.blocks = nn.ModuleList(Block(c, l, device) for l in range(c.n_layers))
         self.ln_final = Norm(c, "ln_final", device)
         self.W_U = _param(c.d_model, c.d_vocab_out, device=device)
@@ -211,7 +233,7 @@ class Transformer(nn.Module):
 
 def init_parameters(model: Transformer, std: float | None = None) -> Transformer:
     """Initialise like TransformerLens, in parameter order: weights ``~ N(0, std)``
-    (``std = 0.8/√d_model``), biases 0, LayerNorm weights 1."""
+    (``std = 0.8/√d_model``), biases 0, norm weights 1."""
     std = 0.8 / math.sqrt(model.config.d_model) if std is None else std
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -235,6 +257,7 @@ ACTIVATIONS = {
     "relu": lambda x: x.clamp_min(0),
     "gelu": nn.functional.gelu,  # exact erf form
     "gelu_new": _gelu_new,
+    "silu": nn.functional.silu,  # x σ(x), SwiGLU's gate
 }
 
 
@@ -300,11 +323,13 @@ class Cache:
     - ``resid_pre`` ``[batch, n_layers + 1, pos, d_model]``: ``resid_pre[:, l]`` enters layer
       ``l``; ``resid_pre[:, n_layers]`` is the final residual before ``ln_final``
     - ``resid_mid`` ``[batch, n_layers, pos, d_model]`` after attention, before the MLP
-      (None without MLPs)
+      (None without MLPs, and for parallel blocks, whose MLP reads ``resid_pre``)
     - ``ln_scale``  ``{"blocks.{l}.ln1", "blocks.{l}.ln2", "ln_final"}`` → ``[batch, pos]``,
       ``σ = sqrt(var(x) + eps)`` (TransformerLens's ``hook_scale``); empty without a norm
     - ``mlp_pre``, ``mlp_post`` ``[batch, n_layers, pos, d_mlp]``: ``x W_in + b_in`` and
-      ``act(mlp_pre)`` (None without MLPs)
+      ``act(mlp_pre)``; gated: ``x W_gate`` and ``act(mlp_pre) ⊙ x W_in + b_in``
+      (TransformerLens's ``hook_pre``, ``hook_post``; None without MLPs)
+    - ``mlp_out``   ``[batch, n_layers, pos, d_model]``: what each MLP adds to the stream
     - ``z``         ``[batch, n_layers, n_heads, pos, d_head]``: ``A (ln1(x) W_V + b_V)``, each
       head's value mix before ``W_O`` (TransformerLens's ``hook_z``, heads first)
     """
@@ -317,6 +342,7 @@ class Cache:
     ln_scale: dict = field(default_factory=dict)
     mlp_pre: Any = None
     mlp_post: Any = None
+    mlp_out: Any = None
     z: Any = None
 
     def pattern(self, layer: int):
@@ -334,7 +360,8 @@ class Recorder:
 
     def __init__(self):
         self.lists: dict[str, list] = {"resid_pre": [], "resid_mid": [], "mlp_pre": [],
-                                       "mlp_post": [], "scores": [], "patterns": [], "z": []}
+                                       "mlp_post": [], "mlp_out": [], "scores": [], "patterns": [],
+                                       "z": []}
         self.scales: dict[str, Any] = {}
 
     def add(self, key: str, value) -> None:
@@ -360,4 +387,4 @@ class Recorder:
         return Cache(tokens=tokens, patterns=patterns, scores=scores,
                      resid_pre=stack("resid_pre"), resid_mid=stack("resid_mid"),
                      ln_scale=dict(self.scales), mlp_pre=stack("mlp_pre"),
-                     mlp_post=stack("mlp_post"), z=stack("z"))
+                     mlp_post=stack("mlp_post"), mlp_out=stack("mlp_out"), z=stack("z"))

@@ -3,14 +3,21 @@ held fixed, so the model is affine in its sources and every path is a chain of l
 
 With ``σ`` (per position), ``A`` and ``g = act(pre)/pre`` recorded (DESIGN.md §2 "Freezing"):
 
-- frozen LayerNorm reads ``x_p ↦ (x_p − mean(x_p)) / σ_p ⊙ w``; its bias ``b`` is a source;
-- a frozen head maps ``x ↦ A^{l,h} · ln1(x) · W_V^h W_O^h``; its ``b_V`` enters as the source
-  ``rowsum(A) ⊗ b_V W_O`` (rows of ``A`` sum to one; the recorded sums are used, so the
-  decomposition stays exact to the last bit of the pass);
+- a frozen norm reads ``x_p ↦ C x_p / σ_p ⊙ w`` (``numeric.norm.read``: LayerNorm centres,
+  RMSNorm does not); a LayerNorm bias ``b`` is a source, read only by the nodes after the norm;
+- a frozen head maps ``x ↦ A^{l,h} · ln1(x) · W_V^{g(h)} W_O^h`` (``g(h)`` its key/value head
+  under grouped-query attention); its ``b_V`` enters as the source ``rowsum(A) ⊗ b_V W_O``
+  (rows of ``A`` sum to one; the recorded sums are used, so the decomposition stays exact to
+  the last bit of the pass). Rotary positions act only inside ``A``, which is frozen;
 - a frozen MLP maps ``x_p ↦ ((ln2(x)_p W_in) ⊙ g_p) W_out`` position by position; ``b_in``
   enters as the source ``(b_in ⊙ g_p) W_out``. The gate is taken in closed form, with no
   division (``Φ(pre)`` for gelu, ``½(1 + tanh(√(2/π)(pre + 0.044715 pre³)))`` for gelu_new,
-  ``[pre > 0]`` for relu), so it is finite where ``pre ≈ 0`` and ``g · pre == act(pre)``.
+  ``[pre > 0]`` for relu, ``σ(pre)`` for silu), so it is finite where ``pre ≈ 0`` and
+  ``g · pre == act(pre)``. A gated MLP freezes ``g_p = act(ln2(x)_p W_gate)`` and is the
+  same map, ``W_in diag(g_p) W_out``; its ``b_in`` (added after the gate) is the source
+  ``b_in W_out``;
+- with parallel blocks a layer is one stage: its heads and its MLP read the same stream, so
+  a path takes at most one of them.
 
 Fields are torch tensors ``[*, batch, pos, d_model]``: any leading axes ``*`` (target
 functionals, heads) broadcast. ``Frozen.forward()`` replays the frozen model and reproduces
@@ -41,12 +48,21 @@ CONSTANTS = ("ln_final.b", "b_U")  # terms no input changes: ln_final.b W_U and 
 
 @dataclass(frozen=True)
 class Stage:
-    """One step of the forward order: the heads of layer ``layer`` ("attn") or its MLP ("mlp")."""
+    """One step of the forward order: the heads of layer ``layer`` ("attn"), its MLP ("mlp"),
+    or both when they read the same stream ("parallel": heads first, then the MLP)."""
 
     index: int
     kind: str
     layer: int
     nodes: tuple[str, ...]
+
+    @property
+    def has_heads(self) -> bool:
+        return self.kind in ("attn", "parallel")
+
+    @property
+    def has_mlp(self) -> bool:
+        return self.kind in ("mlp", "parallel")
 
 
 @dataclass(frozen=True)
@@ -55,13 +71,14 @@ class Source:
 
     ``birth`` is the index of the stage after which its field exists (−1: before every
     stage). LayerNorm biases (``L0.ln1.b``, ``L0.ln2.b``) write nothing to the residual
-    stream themselves: ``entry`` is the stage whose nodes read them (after the LN), and
-    every path from them starts with one of that stage's nodes.
+    stream themselves: ``entry`` is the stage whose nodes read them (after the LN),
+    ``readers`` those nodes, and every path from them starts with one of ``readers``.
     """
 
     name: str
     birth: int
     entry: int | None = None
+    readers: tuple[str, ...] = ()
 
 
 def freeze(model, tokens, *, device=None, dtype=None) -> Frozen:
@@ -130,14 +147,16 @@ class Frozen:
         ln = c.normalization == "LN" and biases
         for s in self.stages if biases else ():
             l = s.layer
-            if s.kind == "attn":
+            heads = s.nodes[: len(s.nodes) - s.has_mlp]
+            if s.has_heads:
                 if ln:
-                    out.append(Source(f"L{l}.ln1.b", s.index - 1, entry=s.index))
-                out.extend(Source(f"{h}.b_V", s.index) for h in s.nodes)
+                    out.append(Source(f"L{l}.ln1.b", s.index - 1, entry=s.index, readers=heads))
+                out.extend(Source(f"{h}.b_V", s.index) for h in heads)
                 out.append(Source(f"L{l}.b_O", s.index))
-            else:
+            if s.has_mlp:
                 if ln:
-                    out.append(Source(f"L{l}.ln2.b", s.index - 1, entry=s.index))
+                    out.append(Source(f"L{l}.ln2.b", s.index - 1, entry=s.index,
+                                      readers=(mlp_name(l),)))
                 out.append(Source(f"MLP{l}.b_in", s.index))
                 out.append(Source(f"MLP{l}.b_out", s.index))
         if include_constants:
@@ -160,37 +179,53 @@ class Frozen:
         if index >= len(self.stages):
             return self.resid_pre[:, self.config.n_layers]
         st = self.stages[index]
-        return self.resid_pre[:, st.layer] if st.kind == "attn" else self.resid_mid[:, st.layer]
+        return self.resid_mid[:, st.layer] if st.kind == "mlp" else self.resid_pre[:, st.layer]
 
     def node_outputs(self, index: int):
         """What each node of stage ``index`` writes on the recorded input, bias sources left
         out: ``[k, b, n, d]``. That is everything reaching the node pushed through it (LN-bias
         paths included). Heads: ``(z − rowsum(A) b_V) W_O`` from the recorded value mix; the
-        MLP: the recorded residual update minus ``b_out`` and the ``b_in`` source."""
+        MLP: its recorded output minus ``b_out`` and the ``b_in`` source."""
         import torch
 
         st = self.stages[index]
-        if st.kind == "attn":
+        parts = []
+        if st.has_heads:
             a = f"blocks.{st.layer}.attn."
             z = self.z[:, st.layer] - self._rowsum[:, st.layer] * self.p[a + "b_V"][:, None, :]
-            return torch.einsum("bhne,hed->hbnd", z, self.p[a + "W_O"])
-        out = self.stage_input(index + 1) - self.stage_input(index)
-        if self.arch.biases:
-            out = out - self.source_field(f"MLP{st.layer}.b_in") - self.source_field(f"MLP{st.layer}.b_out")
-        return out.unsqueeze(0)
+            parts.append(torch.einsum("bhne,hed->hbnd", z, self.p[a + "W_O"]))   # [H, b, n, d]
+        if st.has_mlp:
+            out = self.mlp_out[:, st.layer]                                     # [b, n, d]
+            if self.arch.biases:
+                out = out - self.source_field(f"MLP{st.layer}.b_in") - self.source_field(f"MLP{st.layer}.b_out")
+            parts.append(out.unsqueeze(0))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def ln_bias_outputs(self, index: int):
-        """What the LN bias read by stage ``index`` writes through each of its nodes ``[k, b, n, d]``
+    def ln_bias_outputs(self, name: str):
+        """What LN bias source ``name`` writes through each of its readers ``[k, b, n, d]``
         (heads: ``rowsum(A) ⊗ b W_V W_O``; the MLP: ``((b W_in) ⊙ g) W_out``)."""
         import torch
 
-        st = self.stages[index]
-        if st.kind == "attn":
+        src = self.source(name)
+        if src.entry is None:
+            raise PathexpandError(f"{name!r} is not a LayerNorm bias source")
+        st = self.stages[src.entry]
+        if parse_node(src.readers[0]).kind == "head":
             a = f"blocks.{st.layer}.attn."
             b = self.p[f"blocks.{st.layer}.ln1.b"]
             vec = torch.einsum("d,hde,hef->hf", b, self.p[a + "W_V"], self.p[a + "W_O"])  # [H, d]
             return self._rowsum[:, st.layer].movedim(1, 0) * vec[:, None, None, :]
-        return self.stage(self.ln_bias_vector(f"L{st.layer}.ln2.b"), st, read=False)
+        return self.mlp(self.ln_bias_vector(name), st.layer, read=False).unsqueeze(0)
+
+    def ln_bias_stage(self, name: str):
+        """LN bias source ``name`` pushed through its readers by the node maps: ``[k, b, n, d]``
+        (the same numbers as ``ln_bias_outputs``, computed like any other field)."""
+        src = self.source(name)
+        st = self.stages[src.entry]
+        f = self.ln_bias_vector(name)
+        if parse_node(src.readers[0]).kind == "head":
+            return self.heads(f, st.layer, read=False).movedim(-3, -4)
+        return self.mlp(f, st.layer, read=False).unsqueeze(-4)
 
     # LayerNorm -----------------------------------------------------------------------------
     def ln(self, f, name: str, *, heads_axis: bool = False, positions=None):
@@ -258,22 +293,32 @@ class Frozen:
 
     def stage(self, f, stage: Stage, *, read: bool = True):
         """Outputs of every node of ``stage`` on field ``f``: ``[*, b, n, d] → [*, k, b, n, d]``."""
-        if stage.kind == "attn":
-            return self.heads(f, stage.layer, read=read).movedim(-3, -4)
-        return self.mlp(f, stage.layer, read=read).unsqueeze(-4)
+        import torch
+
+        parts = []
+        if stage.has_heads:
+            parts.append(self.heads(f, stage.layer, read=read).movedim(-3, -4))
+        if stage.has_mlp:
+            parts.append(self.mlp(f, stage.layer, read=read).unsqueeze(-4))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, -4)
 
     def stage_T(self, g, stage: Stage):
         """Transposed maps of every node of ``stage``: ``[*, b, n, d] → [*, k, b, n, d]``."""
-        if stage.kind == "attn":
-            return self.heads_T(g, stage.layer).movedim(-3, -4)
-        return self.mlp_T(g, stage.layer).unsqueeze(-4)
+        import torch
+
+        parts = []
+        if stage.has_heads:
+            parts.append(self.heads_T(g, stage.layer).movedim(-3, -4))
+        if stage.has_mlp:
+            parts.append(self.mlp_T(g, stage.layer).unsqueeze(-4))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, -4)
 
     def node(self, f, node: str, *, read: bool = True):
         """One node's output on ``f``: ``[*, b, n, d] → [*, b, n, d]``."""
         st = self.stage_of(node)
-        if st.kind == "attn":
-            h = parse_node(node).head
-            return self.heads(f, st.layer, [h], read=read).select(-3, 0)
+        parsed = parse_node(node)
+        if parsed.kind == "head":
+            return self.heads(f, st.layer, [parsed.head], read=read).select(-3, 0)
         return self.mlp(f, st.layer, read=read)
 
     # sources ----------------------------------------------------------------------------------
@@ -300,6 +345,8 @@ class Frozen:
             return p[f"blocks.{node.layer}.attn.b_O"].expand(b, n, -1)
         if node.kind == "bias" and node.param == "b_in":
             m = f"blocks.{node.layer}.mlp"
+            if self.config.gated_mlp:   # added after the gate: (act(x W_gate) ⊙ x W_in + b_in) W_out
+                return (p[m + ".b_in"] @ p[m + ".W_out"]).expand(b, n, -1)
             return (p[m + ".b_in"] * self.gates[:, node.layer]) @ p[m + ".W_out"]
         if node.kind == "bias" and node.param == "b_out":
             return p[f"blocks.{node.layer}.mlp.b_out"].expand(b, n, -1)
@@ -330,20 +377,22 @@ class Frozen:
         last = src.birth
         for i, n in enumerate(path[1:]):
             st = self.stage_of(n)
-            if src.entry is not None and i == 0 and st.index != src.entry:
-                first = ", ".join(self.stages[src.entry].nodes)
+            if src.entry is not None and i == 0 and n not in src.readers:
+                first = ", ".join(src.readers)
                 raise PathexpandError(
                     f"{path[0]!r} is read only by {first}; path {path} starts with {n!r}"
                 )
             if st.index <= last:
                 raise PathexpandError(
                     f"path {path} is not in forward order: {n!r} cannot read "
-                    f"{path[i]!r} (a path takes at most one head per layer, heads before the MLP)"
+                    f"{path[i]!r} (a path takes at most one head per layer, heads before the MLP"
+                    + ("; with parallel blocks a layer's MLP does not read its heads)"
+                       if self.config.parallel_attn_mlp else ")")
                 )
             last = st.index
             stages.append(st)
         if src.entry is not None and len(path) == 1:
-            first = ", ".join(self.stages[src.entry].nodes)
+            first = ", ".join(src.readers)
             raise PathexpandError(f"{path[0]!r} alone is not a path; it reaches the residual "
                                   f"stream only through {first}")
         return src, tuple(stages)
@@ -376,9 +425,8 @@ class Frozen:
             if src.entry is not None:
                 if src.entry >= stop:
                     continue
-                st = self.stages[src.entry]
-                outs = self.stage(self.ln_bias_vector(src.name), st, read=False)
-                stack = [((src.name, n), outs[i], st.index) for i, n in enumerate(st.nodes)]
+                outs = self.ln_bias_stage(src.name)
+                stack = [((src.name, n), outs[i], src.entry) for i, n in enumerate(src.readers)]
             else:
                 if src.birth >= stop:
                     continue
@@ -398,7 +446,7 @@ class Frozen:
         total = 0
         for src in self.sources():
             if src.entry is not None:
-                total += len(self.stages[src.entry].nodes) * self._n_suffixes(src.entry + 1)
+                total += len(src.readers) * self._n_suffixes(src.entry + 1)
             else:
                 total += self._n_suffixes(src.birth + 1)
         return total
@@ -423,16 +471,11 @@ class Frozen:
         """Everything stage ``st`` writes given residual ``x``: node maps, LN bias and biases."""
         out = self.stage(x, st).sum(-4)
         if self.arch.biases:
-            if self.config.normalization == "LN":
-                ln = "ln1" if st.kind == "attn" else "ln2"
-                out = out + self.stage(self.ln_bias_vector(f"L{st.layer}.{ln}.b"), st, read=False).sum(-4)
-            names = (
-                [f"{h}.b_V" for h in st.nodes] + [f"L{st.layer}.b_O"]
-                if st.kind == "attn"
-                else [f"MLP{st.layer}.b_in", f"MLP{st.layer}.b_out"]
-            )
-            for name in names:
-                out = out + self.source_field(name)
+            for src in self.sources():
+                if src.entry == st.index:
+                    out = out + self.ln_bias_stage(src.name).sum(-4)
+                elif src.entry is None and src.birth == st.index:
+                    out = out + self.source_field(src.name)
         return out
 
     def unembed(self, f):
@@ -461,16 +504,30 @@ def _record(fz: Frozen, weights: Weights, tokens, device, dtype) -> None:
     c = weights.config
     _, cache, model = record(weights, tokens, device=device, dtype=dtype, unembed=False)
     fz.tokens, fz.p = cache.tokens, dict(model.named_parameters())
+    if c.n_kv_groups > 1:   # node maps see key/value weights per query head
+        for name in [k for k in fz.p if k.rsplit(".", 1)[-1] in ("W_K", "W_V", "b_K", "b_V")]:
+            fz.p[name] = fz.p[name].repeat_interleave(c.n_kv_groups, 0)
     fz.device, fz.dtype = cache.tokens.device, cache.resid_pre.dtype
     fz.patterns, fz.scores, fz.z = cache.patterns, cache.scores, cache.z
-    fz.resid_pre, fz.resid_mid = cache.resid_pre, cache.resid_mid
-    fz.gates = None if cache.mlp_pre is None else _gate(cache.mlp_pre, c.act_fn)
+    fz.resid_pre, fz.resid_mid, fz.mlp_out = cache.resid_pre, cache.resid_mid, cache.mlp_out
+    if cache.mlp_pre is None:
+        fz.gates = None
+    elif c.gated_mlp:   # g = act(x W_gate), the MLP is then W_in diag(g) W_out
+        from .forward import ACTIVATIONS
+
+        fz.gates = ACTIVATIONS[c.act_fn](cache.mlp_pre)
+    else:
+        fz.gates = _gate(cache.mlp_pre, c.act_fn)
     fz.inv_scale = {name: 1.0 / s[..., None] for name, s in cache.ln_scale.items()}   # [b, n, 1]
 
 
 def _stages(c) -> tuple[Stage, ...]:
     out: list[Stage] = []
     for l in range(c.n_layers):
+        if c.parallel_attn_mlp:   # heads and MLP read the same stream: one stage
+            heads = tuple(head_name(l, h) for h in range(c.n_heads))
+            out.append(Stage(len(out), "parallel", l, heads + (mlp_name(l),)))
+            continue
         if c.n_heads:
             out.append(Stage(len(out), "attn", l, tuple(head_name(l, h) for h in range(c.n_heads))))
         if c.d_mlp is not None:
@@ -488,6 +545,8 @@ def _gate(pre, act_fn: str):
         return 0.5 * (1.0 + torch.erf(pre / math.sqrt(2.0)))
     if act_fn == "gelu_new":
         return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (pre + 0.044715 * pre.pow(3))))
+    if act_fn == "silu":
+        return torch.sigmoid(pre)
     raise PathexpandError(f"cannot freeze MLP activation {act_fn!r}")  # pragma: no cover
 
 

@@ -197,15 +197,15 @@ def _depth_logits(fz: Frozen):
     sources = fz.sources()
     R = [None] * (S + 1)                                                   # R[d]: depth-d prefixes
     R[0] = sum(fz.source_field(s.name) for s in sources if s.entry is None and s.birth == -1)
-    entry = {s.entry: s.name for s in sources if s.entry is not None}
     for st in fz.stages:
         new = [None] * (S + 1)
         for d in range(S):
             if R[d] is not None:
                 new[d + 1] = fz.stage(R[d], st).sum(-4)
-        if st.index in entry:
-            lnb = fz.stage(fz.ln_bias_vector(entry[st.index]), st, read=False).sum(-4)
-            new[1] = lnb if new[1] is None else new[1] + lnb
+        for s in sources:
+            if s.entry == st.index:
+                lnb = fz.ln_bias_stage(s.name).sum(-4)
+                new[1] = lnb if new[1] is None else new[1] + lnb
         for s in sources:
             if s.entry is None and s.birth == st.index:
                 new[0] = fz.source_field(s.name) if new[0] is None else new[0] + fz.source_field(s.name)

@@ -169,26 +169,26 @@ def _node_bounds(fz: Frozen, st, beta):
     import torch
 
     l = st.layer
-    name = f"blocks.{l}.ln1" if st.kind == "attn" else f"blocks.{l}.ln2"
-    inv = fz.inv_scale[name][..., 0].double() if fz.config.normalization else None
-    if st.kind == "attn":
+    normed = fz.config.normalization is not None
+    parts = []
+    if st.has_heads:
         c = _head_norms(fz, l)                                         # [H]
         A = fz.patterns[:, l].double()                                 # [b, H, q, k]
         spread = torch.einsum("bhqk,bq->hbk", A, beta)                # Σ_q A_qp β_q
         out = c[:, None, None] * spread
-    else:
+        parts.append(out * fz.inv_scale[f"blocks.{l}.ln1"][..., 0].double()[None] if normed else out)
+    if st.has_mlp:
         out = (_mlp_norms(fz, l) * beta)[None]                        # [1, b, n]
-    return out * inv[None] if inv is not None else out
+        parts.append(out * fz.inv_scale[f"blocks.{l}.ln2"][..., 0].double()[None] if normed else out)
+    return torch.cat(parts)
 
 
 def _read_matrix(fz: Frozen, name: str, W):
-    """``C diag(w) W`` (LN read folded into the next weight), float64."""
-    W = W.double()
-    if fz.config.normalization is None:
-        return W
-    if fz.config.normalization == "LN":
-        W = fz.p[name + ".w"].double()[:, None] * W
-    return W - W.mean(0, keepdim=True)
+    """``C diag(w) W`` (the norm's read folded into the next weight, ``numeric.norm.reader``), float64."""
+    from . import norm
+
+    w = fz.p.get(name + ".w")
+    return norm.reader(W.double(), fz.config.normalization, None if w is None else w.double()[:, None])
 
 
 def _head_norms(fz: Frozen, l: int):
@@ -323,10 +323,9 @@ def _search(fz: Frozen, tgt, k, budget_nodes, budget_seconds, progress, start) -
 
     for src in fz.sources():
         if src.entry is not None:
-            st = fz.stages[src.entry]
-            outs = fz.stage(fz.ln_bias_vector(src.name), st, read=False)
-            for i, n in enumerate(st.nodes):
-                visit((src.name, n), outs[i], st.index)
+            outs = fz.ln_bias_stage(src.name)
+            for i, n in enumerate(src.readers):
+                visit((src.name, n), outs[i], src.entry)
         else:
             visit((src.name,), fz.source_field(src.name), src.birth)
 

@@ -21,9 +21,9 @@ from ..errors import PathexpandError, ShapeError, UnsupportedArchitecture
 
 __all__ = ["Config", "Weights", "as_weights", "expected_shapes", "TL_KEY_MAP", "to_numpy"]
 
-ACT_FNS = ("relu", "gelu", "gelu_new")
-NORMALIZATIONS = (None, "LN", "LNPre")
-POSITIONAL = ("standard", "shortformer", None)
+ACT_FNS = ("relu", "gelu", "gelu_new", "silu")
+NORMALIZATIONS = (None, "LN", "LNPre", "RMS", "RMSPre")
+POSITIONAL = ("standard", "shortformer", "rotary", None)
 ATTENTION_DIRS = ("causal", "bidirectional")
 
 # TransformerLens state_dict names that differ from ours; per-block names are shared.
@@ -37,11 +37,10 @@ TL_KEY_MAP = {
 _BUFFERS = re.compile(r"(^|\.)(mask|IGNORE|rotary_sin|rotary_cos|hook_\w+)$")
 # Keys that betray a feature we cannot expand, with the feature's name.
 _FEATURE_KEYS = (
-    (re.compile(r"\.attn\._W_[KV]$|\.attn\._b_[KV]$"), "grouped-query attention (GQA)"),
-    (re.compile(r"\.mlp\.W_gate$"), "gated MLPs (SwiGLU/GeGLU)"),
-    (re.compile(r"rotary_(sin|cos)$"), "rotary positional embeddings"),
     (re.compile(r"\.attn\.(W_|b_)\w+_moe|experts"), "mixture of experts"),
 )
+# TransformerLens keeps grouped-query key/value weights as ``_W_K``; ours are ``W_K``.
+_GQA_KEY = re.compile(r"\.attn\._([Wb]_[KV])$")
 
 
 def to_numpy(value: Any) -> np.ndarray:
@@ -58,10 +57,17 @@ def to_numpy(value: Any) -> np.ndarray:
 class Config:
     """Hyper-parameters of a model in TransformerLens's vocabulary.
 
-    ``normalization`` is ``None``, ``"LN"`` (LayerNorm with weight and bias) or ``"LNPre"``
-    (LayerNorm whose weight and bias were folded into the next layer). ``positional`` is
+    ``normalization`` is ``None``, ``"LN"`` (LayerNorm with weight and bias), ``"LNPre"``
+    (LayerNorm whose weight and bias were folded into the next layer), ``"RMS"`` (RMSNorm
+    ``x / rms(x) · w``) or ``"RMSPre"`` (its weight folded). ``positional`` is
     TransformerLens's ``positional_embedding_type``: ``"standard"``, ``"shortformer"``
-    (positions added only to query and key inputs) or ``None``.
+    (positions added only to query and key inputs), ``"rotary"`` (queries and keys rotated:
+    ``rotary_dim`` dims of each head, default all, angles ``pos · rotary_base^(−2m/rotary_dim)``,
+    pairs ``m, m + rotary_dim/2``, or ``2m, 2m+1`` with ``rotary_adjacent_pairs``) or ``None``.
+    ``n_key_value_heads`` < ``n_heads``: grouped-query attention (query head ``h`` reads
+    key/value head ``h // (n_heads // n_key_value_heads)``). ``gated_mlp``: the MLP is
+    ``(act(x W_gate) ⊙ x W_in + b_in) W_out + b_out``. ``parallel_attn_mlp``: attention and
+    MLP read the same residual stream (``x + attn(ln1(x)) + mlp(ln2(x))``).
     """
 
     n_layers: int
@@ -77,6 +83,12 @@ class Config:
     attention_dir: str = "causal"
     d_vocab_out: int | None = None
     eps: float = 1e-5
+    n_key_value_heads: int | None = None
+    rotary_dim: int | None = None
+    rotary_base: float = 10000.0
+    rotary_adjacent_pairs: bool = False
+    gated_mlp: bool = False
+    parallel_attn_mlp: bool = False
 
     def __post_init__(self):
         for name in ("n_layers", "n_heads", "d_model", "d_head", "d_vocab", "n_ctx"):
@@ -102,14 +114,14 @@ class Config:
         if self.positional not in POSITIONAL:
             raise UnsupportedArchitecture(
                 f"positional embedding {self.positional!r} is not supported; "
-                "pathexpand expands 'standard', 'shortformer' and none "
-                "(rotary and ALiBi positions are not linear in the residual stream)"
+                "pathexpand expands 'standard', 'shortformer', 'rotary' and none "
+                "(ALiBi adds a bias to the scores that no path of the residual stream carries)"
             )
         if self.normalization not in NORMALIZATIONS:
             raise UnsupportedArchitecture(
-                f"normalization {self.normalization!r} is not supported; use None, 'LN' or "
-                "'LNPre' (RMSNorm is not supported)"
+                f"normalization {self.normalization!r} is not supported; use one of {NORMALIZATIONS}"
             )
+        self._check_modern()
         if self.attention_dir not in ATTENTION_DIRS:
             raise PathexpandError(
                 f"attention_dir must be 'causal' or 'bidirectional', got {self.attention_dir!r}"
@@ -122,48 +134,106 @@ class Config:
         elif self.act_fn is not None:
             object.__setattr__(self, "act_fn", None)
 
+    def _check_modern(self) -> None:
+        """Grouped-query heads, rotary dims and the block flags, validated and defaulted."""
+        for flag in ("rotary_adjacent_pairs", "gated_mlp", "parallel_attn_mlp"):
+            if not isinstance(getattr(self, flag), (bool, np.bool_)):
+                raise PathexpandError(f"config {flag} must be True or False, got {getattr(self, flag)!r}")
+            object.__setattr__(self, flag, bool(getattr(self, flag)))
+        kv = self.n_heads if self.n_key_value_heads is None else self.n_key_value_heads
+        if isinstance(kv, bool) or not isinstance(kv, (int, np.integer)) or kv < 0 or (
+            self.n_heads and (kv == 0 or self.n_heads % kv)
+        ):
+            raise PathexpandError(
+                f"config n_key_value_heads must divide n_heads={self.n_heads} (each key/value head "
+                f"serves n_heads // n_key_value_heads query heads), got {self.n_key_value_heads!r}"
+            )
+        object.__setattr__(self, "n_key_value_heads", int(kv))
+        if self.positional == "rotary":
+            r = self.d_head if self.rotary_dim is None else self.rotary_dim
+            if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r <= 0 or r % 2 \
+                    or r > self.d_head:
+                raise PathexpandError(
+                    f"config rotary_dim must be an even int in [2, d_head={self.d_head}], got {r!r}"
+                )
+            object.__setattr__(self, "rotary_dim", int(r))
+            base = self.rotary_base
+            if isinstance(base, bool) or not isinstance(base, (int, float, np.floating, np.integer)) \
+                    or not math.isfinite(base) or base <= 1:
+                raise PathexpandError(f"config rotary_base must be a finite number > 1, got {base!r}")
+            object.__setattr__(self, "rotary_base", float(base))
+        else:
+            object.__setattr__(self, "rotary_dim", None)
+        if self.gated_mlp and self.d_mlp is None:
+            raise PathexpandError("config gated_mlp=True needs an MLP (d_mlp)")
+        if self.parallel_attn_mlp and (self.d_mlp is None or not self.n_heads):
+            raise PathexpandError("config parallel_attn_mlp=True needs both heads and an MLP")
+
+    @property
+    def n_kv_groups(self) -> int:
+        """Query heads per key/value head (1 without grouped-query attention)."""
+        return self.n_heads // self.n_key_value_heads if self.n_key_value_heads else 1
+
+    def kv_head(self, head: int) -> int:
+        """The key/value head query head ``head`` reads (Hugging Face's ``repeat_kv`` order)."""
+        return head // self.n_kv_groups
+
     @property
     def attn_only(self) -> bool:
         """True when the model has no MLPs."""
         return self.d_mlp is None
 
     def to_dict(self) -> dict:
-        """Plain dict (JSON-ready)."""
-        return asdict(self)
+        """Plain dict (JSON-ready); the modern-block fields only where they differ from a
+        classic block (so files of classic models keep their short header)."""
+        out = asdict(self)
+        classic = {"n_key_value_heads": self.n_heads, "rotary_dim": None, "gated_mlp": False,
+                   "parallel_attn_mlp": False, "rotary_adjacent_pairs": False}
+        for key, value in classic.items():
+            if out[key] == value:
+                del out[key]
+        if self.positional != "rotary":
+            del out["rotary_base"]
+        return out
 
 
 def expected_shapes(config: Config) -> dict[str, tuple[int, ...]]:
     """Every parameter name a model with ``config`` has, with its shape (DESIGN.md table)."""
     c = config
     shapes: dict[str, tuple[int, ...]] = {"W_E": (c.d_vocab, c.d_model)}
-    if c.positional is not None:
+    if c.positional in ("standard", "shortformer"):
         shapes["W_pos"] = (c.n_ctx, c.d_model)
     for l in range(c.n_layers):
         p = f"blocks.{l}"
-        if c.normalization == "LN":
-            shapes[f"{p}.ln1.w"] = (c.d_model,)
-            shapes[f"{p}.ln1.b"] = (c.d_model,)
+        _norm_shapes(shapes, f"{p}.ln1", c)
         if c.n_heads:
-            for w in ("W_Q", "W_K", "W_V"):
-                shapes[f"{p}.attn.{w}"] = (c.n_heads, c.d_model, c.d_head)
+            kv = c.n_key_value_heads
+            for w, n in (("W_Q", c.n_heads), ("W_K", kv), ("W_V", kv)):
+                shapes[f"{p}.attn.{w}"] = (n, c.d_model, c.d_head)
             shapes[f"{p}.attn.W_O"] = (c.n_heads, c.d_head, c.d_model)
-            for b in ("b_Q", "b_K", "b_V"):
-                shapes[f"{p}.attn.{b}"] = (c.n_heads, c.d_head)
+            for b, n in (("b_Q", c.n_heads), ("b_K", kv), ("b_V", kv)):
+                shapes[f"{p}.attn.{b}"] = (n, c.d_head)
             shapes[f"{p}.attn.b_O"] = (c.d_model,)
         if c.d_mlp is not None:
-            if c.normalization == "LN":
-                shapes[f"{p}.ln2.w"] = (c.d_model,)
-                shapes[f"{p}.ln2.b"] = (c.d_model,)
+            _norm_shapes(shapes, f"{p}.ln2", c)
             shapes[f"{p}.mlp.W_in"] = (c.d_model, c.d_mlp)
+            if c.gated_mlp:
+                shapes[f"{p}.mlp.W_gate"] = (c.d_model, c.d_mlp)
             shapes[f"{p}.mlp.b_in"] = (c.d_mlp,)
             shapes[f"{p}.mlp.W_out"] = (c.d_mlp, c.d_model)
             shapes[f"{p}.mlp.b_out"] = (c.d_model,)
-    if c.normalization == "LN":
-        shapes["ln_final.w"] = (c.d_model,)
-        shapes["ln_final.b"] = (c.d_model,)
+    _norm_shapes(shapes, "ln_final", c)
     shapes["W_U"] = (c.d_model, c.d_vocab_out)
     shapes["b_U"] = (c.d_vocab_out,)
     return shapes
+
+
+def _norm_shapes(shapes: dict, name: str, c: Config) -> None:
+    """A norm's parameters: LayerNorm ``w``, ``b``; RMSNorm ``w`` only; folded norms none."""
+    if c.normalization in ("LN", "RMS"):
+        shapes[f"{name}.w"] = (c.d_model,)
+    if c.normalization == "LN":
+        shapes[f"{name}.b"] = (c.d_model,)
 
 
 def _is_bias(name: str) -> bool:
@@ -227,7 +297,7 @@ class Weights:
         """
         extra = {k: config.pop(k) for k in ("name", "card", "tokenizer") if k in config}
         params = normalize_keys(state_dict)
-        cfg = infer_config(params, **config)
+        cfg = infer_config(params, **{**_rotary_from_buffers(state_dict), **config})
         shapes = expected_shapes(cfg)
         dtype = np.result_type(*(to_numpy(v) for v in params.values())) if params else np.float32
         if dtype not in (np.float32, np.float64):
@@ -278,6 +348,9 @@ class Weights:
         """Per-layer parameter stacked over layers: ``stacked("W_Q")`` is ``[L, H, d_model, d_head]``.
 
         ``param`` is the last part of the name (``W_Q``, ``b_O``, ``W_in``, ``ln1.w``, ...).
+        Key and value weights come per query head (``[L, n_heads, ...]``): with grouped-query
+        attention each stored key/value head is repeated for the query heads it serves,
+        while ``weights["blocks.0.attn.W_K"]`` is the stored ``[n_key_value_heads, ...]``.
         Built once and cached.
         """
         if param not in self._stacked:
@@ -285,7 +358,7 @@ class Weights:
             where = {
                 "W_Q": "attn", "W_K": "attn", "W_V": "attn", "W_O": "attn",
                 "b_Q": "attn", "b_K": "attn", "b_V": "attn", "b_O": "attn",
-                "W_in": "mlp", "b_in": "mlp", "W_out": "mlp", "b_out": "mlp",
+                "W_in": "mlp", "b_in": "mlp", "W_out": "mlp", "b_out": "mlp", "W_gate": "mlp",
                 "ln1.w": None, "ln1.b": None, "ln2.w": None, "ln2.b": None,
             }
             if param not in where:
@@ -295,6 +368,8 @@ class Weights:
             if missing or L == 0:
                 raise KeyError(f"this model has no {param} ({'no layers' if L == 0 else missing[0]} )")
             a = np.stack([self._params[k] for k in keys])
+            if param in ("W_K", "W_V", "b_K", "b_V") and self._config.n_kv_groups > 1:
+                a = np.repeat(a, self._config.n_kv_groups, axis=1)   # per query head
             a.setflags(write=False)
             self._stacked[param] = a
         return self._stacked[param]
@@ -359,6 +434,13 @@ class Weights:
         if c.normalization:
             parts.append(f"normalization={c.normalization!r}")
         parts.append(f"positional={c.positional!r}")
+        if c.positional == "rotary":
+            parts.append(f"rotary_dim={c.rotary_dim}")
+        if c.n_key_value_heads != c.n_heads:
+            parts.append(f"n_key_value_heads={c.n_key_value_heads}")
+        for flag in ("gated_mlp", "parallel_attn_mlp"):
+            if getattr(c, flag):
+                parts.append(f"{flag}=True")
         if c.attention_dir != "causal":
             parts.append(f"attention_dir={c.attention_dir!r}")
         label = f"{self.name!r}, " if self.name else ""
@@ -389,10 +471,29 @@ def normalize_keys(state_dict: Mapping[str, Any]) -> dict[str, Any]:
                 )
         if _BUFFERS.search(key):
             continue
-        new = TL_KEY_MAP.get(key, key)
+        new = _GQA_KEY.sub(r".attn.\1", TL_KEY_MAP.get(key, key))
         if new in out:
             raise PathexpandError(f"parameter {new!r} appears twice (as {key!r} too)")
         out[new] = value
+    return out
+
+
+def _rotary_from_buffers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Rotary settings read off TransformerLens's ``rotary_sin`` buffer ``[n_ctx, rotary_dim]``
+    (``sin(p θ_m)``; pairs as halves or adjacent): positional, rotary_dim, base, pairing, n_ctx."""
+    sin = state_dict.get("blocks.0.attn.rotary_sin") if isinstance(state_dict, Mapping) else None
+    if sin is None:
+        return {}
+    sin = to_numpy(sin).astype(np.float64)
+    if sin.ndim != 2 or sin.shape[0] < 2 or sin.shape[1] < 2 or sin.shape[1] % 2:
+        raise ShapeError(f"blocks.0.attn.rotary_sin must be [n_ctx, rotary_dim], got {sin.shape}")
+    n_ctx, r = sin.shape
+    adjacent = r >= 4 and np.isclose(sin[1, 0], sin[1, 1]) and not np.isclose(sin[1, 1], sin[1, 2])
+    out = {"positional": "rotary", "rotary_dim": r, "n_ctx": n_ctx, "rotary_adjacent_pairs": bool(adjacent)}
+    if r >= 4:
+        theta_1 = float(np.arcsin(np.clip(sin[1, 2 if adjacent else 1], -1, 1)))  # θ_1 = base^(−2/r)
+        if 0 < theta_1 < 1:
+            out["rotary_base"] = float(f"{theta_1 ** (-r / 2):.4g}")     # float32 buffer: 4 digits
     return out
 
 
@@ -434,13 +535,14 @@ def infer_config(params: Mapping[str, Any], **given) -> Config:
     else:
         inferred["positional"] = None
         inferred["n_ctx"] = given.get("n_ctx", 1024)
+    wk = shape("blocks.0.attn.W_K")
+    if wq is not None and wk is not None and len(wk) == 3 and wk[0] != wq[0]:
+        inferred["n_key_value_heads"] = wk[0]
+    if "blocks.0.mlp.W_gate" in params:
+        inferred["gated_mlp"] = True
     has_ln_w = any(k.endswith("ln1.w") or k == "ln_final.w" for k in params)
     has_ln_b = any(k.endswith("ln1.b") or k == "ln_final.b" for k in params)
-    if has_ln_w and not has_ln_b:
-        raise UnsupportedArchitecture(
-            "RMSNorm (LayerNorm weights without biases) is not supported; found ln*.w and no ln*.b"
-        )
-    inferred["normalization"] = "LN" if has_ln_w else None
+    inferred["normalization"] = ("LN" if has_ln_b else "RMS") if has_ln_w else None
     wu = shape("W_U")
     if wu is not None and len(wu) == 2:
         inferred["d_vocab_out"] = wu[1]

@@ -5,7 +5,8 @@ with ``.svg()``, ``.png()`` and ``.pdf()`` through the real ``dot`` program, and
 ``_repr_svg_`` for Jupyter. What is drawn:
 
 - the **residual stream** as a column of ``resid{l}`` nodes (``resid{l}_mid`` between a
-  layer's attention and its MLP), sources feeding ``resid0``, every head and MLP reading the
+  layer's attention and its MLP; none with parallel attention and MLP, whose MLP reads
+  ``resid{l}`` beside the heads), sources feeding ``resid0``, every head and MLP reading the
   stream below it and writing the stream above it (thin grey "backbone" edges);
 - **heads** as tables whose ``Q``/``K``/``V`` cells are ports (DOT ``L1H0:k``; in SVG the
   cell is the group ``a_L1H0:k``), MLPs as boxes, ``logits`` on top;
@@ -215,7 +216,7 @@ def induction_highlight(arch: Architecture, prev: str, ind: str) -> list:
     ``ind``'s key, ``ind``'s query reading the token), ``ind``'s OV path to the logits, and
     with positions ``prev``'s positional QK term (what makes it a previous-token head)."""
     highlight = [expand_scores(arch, ind)[f"q:direct · k:{prev}"], ("embed", ind)]
-    if arch.positional is not None:
+    if arch.positional in ("standard", "shortformer"):  # rotary: no pos source to draw
         highlight.append(expand_scores(arch, prev)["q:pos · k:pos"])
     return highlight
 
@@ -376,10 +377,15 @@ class _Drawing:
         return node.rsplit(".", 1)[0] if self.G.nodes[node]["kind"] == "sink" else node
 
     # names of stream nodes ----------------------------------------------------------------
+    def _has_mid(self) -> bool:
+        """A ``resid{l}_mid`` between attention and MLP (not with parallel attention and MLP)."""
+        return self.arch.mlp and not self.arch.parallel_attn_mlp
+
     def _stream(self, stage: int) -> str:
-        """Stream node read at ``stage``: attention l reads ``resid{l}``, MLP l ``resid{l}_mid``."""
+        """Stream node read at ``stage``: attention l reads ``resid{l}``, MLP l ``resid{l}_mid``
+        (``resid{l}`` too with parallel attention and MLP)."""
         layer, mid = divmod(stage, 2)
-        if mid and self.arch.mlp:
+        if mid and self._has_mid():
             return f"resid{layer}_mid"
         return f"resid{layer + mid}"
 
@@ -387,7 +393,7 @@ class _Drawing:
         out = []
         for l in range(self.arch.n_layers):
             out.append(f"resid{l}")
-            if self.arch.mlp:
+            if self._has_mid():
                 out.append(f"resid{l}_mid")
         out.append(f"resid{self.arch.n_layers}")
         return out

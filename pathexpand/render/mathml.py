@@ -84,6 +84,9 @@ class PathMathMLPrinter(MathMLPresentationPrinter):
     def _index_name(self, name: str):
         if name == "emptyset":
             return self._mi("∅")
+        if "-" in name:  # an offset: j-i → j − i
+            a, b = name.split("-", 1)
+            return self._row(self._index_name(a), self._mo("−"), self._index_name(b))
         if "_" in name:
             base, sub = name.split("_", 1)
             return self._script(self._mi(base), sub=self._index_name(sub))

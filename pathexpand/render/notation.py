@@ -47,6 +47,10 @@ LATEX_BASE = {
     "b_U": "b_U",
     "W_OV": r"W_{OV}",
     "W_QK": r"W_{QK}",
+    "Rot": "R",
+    "Theta": r"\Theta",
+    "q": "q",
+    "k": "k",
     "W_Q": "W_Q",
     "W_K": "W_K",
     "W_O": "W_O",
@@ -72,9 +76,14 @@ LATEX_BASE = {
     "W_in": r"W_{in}",
     "W_out": r"W_{out}",
     "G": "G",
+    "W_gate": r"W_{gate}",
+    "act": r"\mathrm{act}",
     "LN1": r"\mathrm{LN}_{1}",
     "LN2": r"\mathrm{LN}_{2}",
     "LNf": r"\mathrm{LN}_{f}",
+    "RMS1": r"\mathrm{RMS}_{1}",
+    "RMS2": r"\mathrm{RMS}_{2}",
+    "RMSf": r"\mathrm{RMS}_{f}",
     "MLP": r"\mathrm{MLP}",
     "dots": r"\cdots",
 }
@@ -89,11 +98,13 @@ TEXT_BASE = {
     "O": "𝒪",
     "x_mid": "x'",
     "C": "C_QK",
+    "Rot": "R",
+    "Theta": "Θ",
     "dots": "⋯",
 }
 
 # families whose index is written as a subscript (streams, maps, path shares)
-SUBSCRIPT_FAMILIES = frozenset({"x", "x_mid", "X", "T", "R"})
+SUBSCRIPT_FAMILIES = frozenset({"x", "x_mid", "X", "T", "R", "Rot", "Theta", "q", "k"})
 
 _SUB_DIGITS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 
@@ -109,9 +120,12 @@ def latex_index_name(name: str) -> str:
 
 
 def text_index_name(name: str) -> str:
-    """``h_1`` → ``h₁``, ``l_h_1`` → ``l(h₁)``, ``p_q`` → ``p_q``, ``emptyset`` → ``∅``."""
+    """``h_1`` → ``h₁``, ``l_h_1`` → ``l(h₁)``, ``p_q`` → ``p_q``, ``emptyset`` → ``∅``,
+    ``j-i`` → ``j−i``."""
     if name == "emptyset":
         return "∅"
+    if "-" in name:
+        return name.replace("-", "−")
     if "_" in name:
         base, sub = name.split("_", 1)
         if base == "l":  # the layer of a generic head: l(h₁)
@@ -130,7 +144,8 @@ _LATEX_CHARS = {
     "–": "--", "−": "$-$", "²": r"$^2$", "∅": r"$\varnothing$", "⊙": r"$\odot$",
     "→": r"$\to$", "≤": r"$\le$", "≥": r"$\ge$", "×": r"$\times$", "·": r"$\cdot$",
     "∈": r"$\in$", "∪": r"$\cup$", "≠": r"$\neq$", "’": "'", "‘": "`", "“": "``", "”": "''",
-    "ʰ": r"$^h$", "≈": r"$\approx$",
+    "ʰ": r"$^h$", "≈": r"$\approx$", "θ": r"$\theta$", "Θ": r"$\Theta$", "⌊": r"$\lfloor$",
+    "⌋": r"$\rfloor$",
 }
 _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -159,22 +174,26 @@ def mathjax_text(text: str) -> str:
 
 
 _SCRIPT = r"(?:_\{[^{}]*\}|_[A-Za-z0-9]+(?:,[A-Za-z0-9]+)*|\^\{[^{}]*\}|\^[A-Za-z0-9]+(?:,[A-Za-z0-9]+)*|ᵀ)"
-_SYMBOL = re.compile(rf"(?<![\w\\])([A-Za-zΣΠσ𝓜𝒪]+{_SCRIPT}+)(?![\w])")
-_MATH_BASE = {"Σ": r"\Sigma", "Π": r"\Pi", "σ": r"\sigma", "𝓜": r"\mathcal{M}", "𝒪": r"\mathcal{O}"}
+_SYMBOL = re.compile(rf"(?<![\w\\])([A-Za-zΣΠσθΘ𝓜𝒪]+{_SCRIPT}+)(?![\w])")
+_MATH_BASE = {"Σ": r"\Sigma", "Π": r"\Pi", "σ": r"\sigma", "θ": r"\theta", "Θ": r"\Theta",
+              "𝓜": r"\mathcal{M}", "𝒪": r"\mathcal{O}"}
 
 
 def _symbol_math(token: str) -> str:
     """``W_OV^h`` → ``W_{OV}^{h}``, ``W_Eᵀ`` → ``W_{E}^{\\top}``, ``N^{l_h}`` → ``N^{l_{h}}``."""
-    m = re.match(r"[A-Za-zΣΠσ𝓜𝒪]+", token)
+    m = re.match(r"[A-Za-zΣΠσθΘ𝓜𝒪]+", token)
     base, rest = m.group(), token[m.end():]
-    out = "".join(_MATH_BASE.get(c, c) for c in base)
+    scripts: list[list[str]] = []
     for script in re.findall(_SCRIPT, rest):
-        if script == "ᵀ":
-            out += r"^{\top}"
+        if script == "ᵀ":  # W_Q^hᵀ: one superscript {h\top}, never a double superscript
+            if scripts and scripts[-1][0] == "^":
+                scripts[-1][1] += r"\top"
+            else:
+                scripts.append(["^", r"\top"])
             continue
-        mark, body = script[0], script[1:].strip("{}")
-        out += f"{mark}{{{latex_index_name(body) if '_' in body else body}}}"
-    return out
+        mark, body = script[0], script[1:].strip("{}").replace("−", "-")
+        scripts.append([mark, latex_index_name(body) if "_" in body else body])
+    return "".join(_MATH_BASE.get(c, c) for c in base) + "".join(f"{m}{{{b}}}" for m, b in scripts)
 
 
 def latex_prose(text: str) -> str:

@@ -342,8 +342,12 @@ def section_eigenvalues(ctx: Context) -> str:
                         extra=("positive_share", "baseline", "z"), share=False)
     )
     if w.config.normalization is not None:
-        out += note("LayerNorm: the circuit reads through C diag(w) (as folded), without the "
-                    "per-position 1/σ — the same circuit pe.evaluate and pe.copying_scores use")
+        rms = w.config.normalization.startswith("RMS")
+        out += note(("RMSNorm: the circuit reads through diag(w) (as folded; no centring), without "
+                     "the per-position 1/rms" if rms else
+                     "LayerNorm: the circuit reads through C diag(w) (as folded), without the "
+                     "per-position 1/σ")
+                    + " — the same circuit pe.evaluate and pe.copying_scores use")
     return out
 
 

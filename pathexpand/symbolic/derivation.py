@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from sympy import Basic, Integer, Mul, Pow, Symbol
 
 from ..errors import PathexpandError
+from .forms import qk_middle
 from .symbols import (
     D_HEAD,
     DOTS,
     ID,
     ONES,
+    ROTATION,
     TOKENS,
     Apply,
     Deeper,
@@ -95,9 +97,13 @@ def _plural(n: int, word: str) -> str:
 
 
 def _product_of_counts(arch, layers) -> Basic:
-    """``(1 + H_0)(1 + H_1)`` (``2 (1 + H_l)`` with MLPs) as written, equal factors as powers."""
+    """``(1 + H_0)(1 + H_1)`` (``2 (1 + H_l)`` with MLPs, ``1 + H_l + 1`` with parallel
+    attention and MLP) as written, equal factors as powers."""
     factors = []
     for h in (arch.n_heads[l] for l in layers):
+        if arch.parallel_attn_mlp:
+            factors.append(Terms(Integer(1), Integer(h), Integer(1)))
+            continue
         f = Terms(Integer(1), Integer(h))
         factors.append(Prod(Integer(2), f) if arch.mlp else f)
     if not factors:
@@ -116,9 +122,39 @@ def _squared(expr) -> Basic:
     return Pow(expr, 2, evaluate=False) if expr != 1 else expr
 
 
+def _norm_name(arch) -> str:
+    return "RMSNorm" if arch.normalization == "RMS" else "LayerNorm"
+
+
+def _a_norm(arch) -> str:
+    """``a LayerNorm``, ``an RMSNorm``."""
+    return "an RMSNorm" if arch.normalization == "RMS" else "a LayerNorm"
+
+
+def _gqa_sentence(arch) -> str:
+    """What grouped-query attention shares, and that names stay per query head."""
+    n = arch.n_kv_heads
+    if n == 1:
+        shared = ("With multi-query attention one key/value head per layer is shared by all its "
+                  "query heads: every query head h reads with the layer's one W_K and W_V, "
+                  "W_K^{g(h)} and W_V^{g(h)} with g(h) = 0")
+    else:
+        shared = (f"With grouped-query attention the {n} key/value heads of a layer are shared "
+                  f"by groups of H_l/{n} query heads: query head h reads with W_K^{{g(h)}} and "
+                  f"W_V^{{g(h)}}, g(h) = ⌊h / (H_l/{n})⌋")
+    return (shared + " (stored once, not repeated). Names and terms stay per query head: "
+            "W_OV^h = W_V^{g(h)} W_O^h, and W_K^h, W_V^h mean the weights of h's group.")
+
+
+def _norm_op(arch, which: str, layer=None):
+    """The (not frozen) norm ``LN1^l``/``RMS1^l``, ``LN2``, ``LNf``: ``which`` is 1, 2 or f."""
+    family = ("RMS" if arch.normalization == "RMS" else "LN") + which
+    return _m(family) if layer is None else _m(family, layer)
+
+
 def _ln(arch, which: str, layer=None):
-    """``(N, W)`` of a frozen LayerNorm (``(None, None)`` without LayerNorm)."""
-    if not arch.layernorm:
+    """``(N, W)`` of a frozen norm, LayerNorm or RMSNorm (``(None, None)`` without one)."""
+    if not arch.normed:
         return None, None
     if which == "lnf":
         return _m("N_lnf"), _m("W_lnf")
@@ -145,8 +181,12 @@ def _mlp_factor(arch, layer_index):
 
 
 def _layer_map(arch, layer, head_var="h"):
-    """``F^l``: ``(Id + 𝓜^l)(Id + Σ_{h∈H_l} A^h ⊗ W_OV^h)`` in the paper's notation."""
-    attn = Terms(tp(ID, ID), SumOver(_head_factor(arch, (head_var,), layer), InHeads(head_var, [layer])))
+    """``F^l``: ``(Id + 𝓜^l)(Id + Σ_{h∈H_l} A^h ⊗ W_OV^h)`` in the paper's notation;
+    ``Id + Σ_{h∈H_l} A^h ⊗ W_OV^h + 𝓜^l`` with parallel attention and MLP."""
+    heads = SumOver(_head_factor(arch, (head_var,), layer), InHeads(head_var, [layer]))
+    if arch.parallel_attn_mlp:
+        return Terms(tp(ID, ID), heads, _mlp_factor(arch, layer))
+    attn = Terms(tp(ID, ID), heads)
     if not arch.mlp:
         return attn
     return Mul(Terms(tp(ID, ID), _mlp_factor(arch, layer)), attn)
@@ -193,7 +233,7 @@ def _all_layers_index(arch, var):
 def _logit_steps(exp, summarize_above) -> list[Step]:
     arch = exp.arch
     steps = [_residual_step(arch)]
-    if arch.n_layers or arch.layernorm:
+    if arch.n_layers or arch.normed:
         steps.append(_freeze_step(arch, None))
     if arch.n_layers == 0:
         steps.append(_bigram_step(arch))
@@ -220,7 +260,7 @@ def _residual_step(arch, upto: int | None = None) -> Step:
     rows = [Eqn(x(0), Terms(x0, _m("W_pos")) if arch.positional == "standard" else x0)]
     if L:
         x_l = _m("x", "l")
-        head_in = Apply(_m("LN1", "l"), x_l) if arch.layernorm else x_l
+        head_in = Apply(_norm_op(arch, "1", "l"), x_l) if arch.normed else x_l
         if arch.biases:
             head = mul(_m("A", "h"), Terms(mul(head_in, _m("W_V", "h")), mul(ONES, _m("b_V", "h"))),
                        _m("W_O", "h"))
@@ -229,15 +269,18 @@ def _residual_step(arch, upto: int | None = None) -> Step:
         attn = [x_l, SumOver(head, InHeads("h", ["l"]))]
         if arch.biases:
             attn.append(mul(ONES, _m("b_O", "l")))
-        if arch.mlp:
+        if arch.parallel_attn_mlp:
+            mlp_in = Apply(_norm_op(arch, "2", "l"), x_l) if arch.normed else x_l
+            rows.append(Eqn(_m("x", "l+1"), Terms(*attn, Apply(_m("MLP", "l"), mlp_in))))
+        elif arch.mlp:
             mid = _m("x_mid", "l")
             rows.append(Eqn(mid, Terms(*attn)))
-            mlp_in = Apply(_m("LN2", "l"), mid) if arch.layernorm else mid
+            mlp_in = Apply(_norm_op(arch, "2", "l"), mid) if arch.normed else mid
             rows.append(Eqn(_m("x", "l+1"), Terms(mid, Apply(_m("MLP", "l"), mlp_in))))
         else:
             rows.append(Eqn(_m("x", "l+1"), Terms(*attn)))
     if upto is None:
-        final = Apply(_m("LNf"), x(L)) if arch.layernorm else x(L)
+        final = Apply(_norm_op(arch, "f"), x(L)) if arch.normed else x(L)
         out = mul(final, _m("W_U"))
         rows.append(Eqn(_m("logits"), Terms(out, mul(ONES, _m("b_U"))) if arch.biases else out))
     parts = ["The residual stream x_l ([pos, d_model], TransformerLens's right-multiplying "
@@ -246,11 +289,23 @@ def _residual_step(arch, upto: int | None = None) -> Step:
     if L:
         parts.append("every head adds A^h (its input) W_V^h W_O^h (W_OV = W_V W_O)"
                      + (", every MLP its output" if arch.mlp else "")
-                     + (", read through a LayerNorm" if arch.layernorm else ""))
+                     + (f", read through {_a_norm(arch)}" if arch.normed else ""))
+        if arch.gated_mlp:
+            parts.append("a gated MLP writes (act(x W_gate) ⊙ x W_in"
+                         + (" + b_in) W_out + b_out" if arch.biases else ") W_out"))
+        if arch.parallel_attn_mlp:
+            parts.append("with parallel attention and MLP a layer's MLP reads the same stream "
+                         "x_l as its heads, not their output")
     if arch.positional == "shortformer":
         parts.append("shortformer positions are added only to each head's query and key "
                      "inputs, never to the stream")
+    if arch.positional == "rotary":
+        parts.append("rotary positions never enter the stream: each head rotates its queries "
+                     "and keys by their position instead, so no positional embedding is "
+                     "added to x_0")
     text = "; ".join(parts) + ". So the final stream is a sum of everything ever written to it."
+    if arch.grouped and L:
+        text += " " + _gqa_sentence(arch)
     return Step("The residual stream is a sum", text, Lines(*rows))
 
 
@@ -261,40 +316,68 @@ def _freeze_step(arch, layer: int | None) -> Step:
         frozen.append(f"the attention pattern A^h of {scope}")
         rows.append(Eqn(_m("A", "h"), Softmax(_m("S", "h"))))
     sentences = []
-    if arch.layernorm:
-        frozen.append("each position's LayerNorm scale σ")
+    if arch.normed:
+        rms = arch.normalization == "RMS"
+        frozen.append("each position's RMSNorm scale rms" if rms else "each position's LayerNorm scale σ")
         x = _m("x")
         if arch.n_layers:
             n, w = _ln(arch, "ln1", "l")
-            op, b = _m("LN1", "l"), _m("b_ln1", "l")
+            op, b = _norm_op(arch, "1", "l"), _m("b_ln1", "l")
         else:
-            (n, w), op, b = _ln(arch, "lnf"), _m("LNf"), _m("b_lnf")
+            (n, w), op, b = _ln(arch, "lnf"), _norm_op(arch, "f"), _m("b_lnf")
         rhs = mul(n, x, w)
-        rows.append(Eqn(Apply(op, x), Terms(rhs, mul(ONES, b)) if arch.biases else rhs))
-        sentences.append(
-            "A frozen LayerNorm is a position-wise scaling after centring: N = diag(1/σ) "
-            "scales the positions, W_ln = C diag(w) centres (C = I − 11ᵀ/d_model) and "
-            "weights, i.e. N ⊗ W_ln in tensor form"
-            + ("; its bias b becomes a new source" if arch.biases else "")
-            + " (the same for ln2 and ln_final)."
-        )
+        rows.append(Eqn(Apply(op, x), Terms(rhs, mul(ONES, b)) if arch.layernorm and arch.biases else rhs))
+        if rms:
+            sentences.append(
+                "A frozen RMSNorm x/rms(x) · w is a position-wise scaling: N = diag(1/rms) "
+                "scales the positions and W_ln = diag(w) weights, i.e. N ⊗ W_ln in tensor "
+                "form; unlike LayerNorm it does not centre and has no bias, so it adds no "
+                "source (the same for ln2 and ln_final)."
+            )
+        else:
+            sentences.append(
+                "A frozen LayerNorm is a position-wise scaling after centring: N = diag(1/σ) "
+                "scales the positions, W_ln = C diag(w) centres (C = I − 11ᵀ/d_model) and "
+                "weights, i.e. N ⊗ W_ln in tensor form"
+                + ("; its bias b becomes a new source" if arch.biases else "")
+                + " (the same for ln2 and ln_final)."
+            )
     if arch.mlp:
-        frozen.append("each MLP neuron's gate g = act(pre)/pre")
+        gated = arch.gated_mlp
+        frozen.append("each MLP neuron's gate g = act(x W_gate)" if gated
+                      else "each MLP neuron's gate g = act(pre)/pre")
         x = _m("x")
         parts = [Apply(_m("M", "l"), x)]
         if arch.biases:
-            parts += [_m("B_in", "l"), mul(ONES, _m("b_out", "l"))]
+            b_in = mul(ONES, _m("b_in", "l"), _m("W_out", "l")) if gated else _m("B_in", "l")
+            parts += [b_in, mul(ONES, _m("b_out", "l"))]
         rows.append(Eqn(Apply(_m("MLP", "l"), x), Terms(*parts) if len(parts) > 1 else parts[0]))
+        if gated:
+            rows.append(Eqn(_m("G", "l"), Apply(_m("act"), mul(x, _m("W_gate", "l")))))
         rows.append(Eqn(Apply(_m("M", "l"), x), mul(Hadamard(mul(x, _m("W_in", "l")), _m("G", "l")),
                                                     _m("W_out", "l"))))
-        if arch.biases:
+        if arch.biases and not gated:
             rows.append(Eqn(_m("B_in", "l"), mul(Hadamard(mul(ONES, _m("b_in", "l")), _m("G", "l")),
                                                  _m("W_out", "l"))))
-        sentences.append(
-            "A frozen MLP is the position-wise linear map 𝓜 (G holds the gates); it does not "
-            "factor into position ⊗ model, because every position has its own gates "
-            "(𝓜 = Σ_n diag(g_n) ⊗ w_out,n w_in,nᵀ), so it keeps its own operator symbol."
-        )
+        if gated:
+            sentences.append(
+                "A gated MLP computes (act(x W_gate) ⊙ x W_in"
+                + (" + b_in) W_out + b_out" if arch.biases else ") W_out")
+                + "; with the gate G = act(x W_gate) frozen (one value per position and neuron, W_gate is read "
+                "only through it) it is the position-wise linear map 𝓜, W_in diag(g_i) W_out at "
+                "position i"
+                + (", and its b_in, added after the gate, is the constant row 𝟙 b_in W_out"
+                   if arch.biases else "")
+                + ". 𝓜 does not factor into position ⊗ model, because every position has its "
+                "own gates (𝓜 = Σ_n diag(g_n) ⊗ w_out,n w_in,nᵀ), so it keeps its own "
+                "operator symbol."
+            )
+        else:
+            sentences.append(
+                "A frozen MLP is the position-wise linear map 𝓜 (G holds the gates); it does not "
+                "factor into position ⊗ model, because every position has its own gates "
+                "(𝓜 = Σ_n diag(g_n) ⊗ w_out,n w_in,nᵀ), so it keeps its own operator symbol."
+            )
     if arch.biases:
         rows.append(Eqn(mul(_m("A", "h"), ONES), ONES))
         sentences.append("Rows of A sum to one (A 𝟙 = 𝟙), so a head's value bias arrives as the "
@@ -312,7 +395,7 @@ def _freeze_step(arch, layer: int | None) -> Step:
 def _bigram_step(arch) -> Step:
     rhs = strip_identity(Mul(_unembed(arch), tp(ID, _m("W_E"))))
     rows = [Eqn(_m("T"), rhs)]
-    if not arch.layernorm:
+    if not arch.normed:
         rows.append(Eqn(_m("T"), mul(_m("W_U"), _m("W_E"))))
     text = ("With no layers the only path is direct: each position's logits come from its own "
             "token through W_U W_E, the bigram statistics"
@@ -326,9 +409,14 @@ def _layer_step(arch) -> Step:
             "M acts on every position's vector (left-multiplying; M is the transpose of the "
             "TransformerLens matrix). A head is A^h ⊗ W_OV^h, so a layer adds its heads to "
             "the identity")
-    if arch.layernorm:
+    if arch.normed:
         text += ", each read through N^l ⊗ W^l_ln1"
-    if arch.mlp:
+    if arch.parallel_attn_mlp:
+        text += ("; its MLP adds 𝓜^l, which is position-wise but not a tensor product. With "
+                 "parallel attention and MLP the MLP reads the layer's input, not its heads' "
+                 "output, so the layer is one sum, Id + heads + MLP, not a product of two "
+                 "factors: no path goes from a head to the MLP of its own layer")
+    elif arch.mlp:
         text += "; its MLP adds 𝓜^l, which is position-wise but not a tensor product"
     return Step("Each layer is Id + Σ_h A^h ⊗ W_OV^h", text + ".", Lines(*rows))
 
@@ -351,6 +439,10 @@ def _product_step(arch) -> Step:
     elif arch.positional == "shortformer":
         text += (" Shortformer positions never enter the stream, so no logit path starts at "
                  "W_pos; they only shape the patterns A^h through the queries and keys.")
+    elif arch.positional == "rotary":
+        text += (" Rotary positions never enter the stream, so no logit path starts at a "
+                 "positional embedding; they act only inside each head's score, through "
+                 "W_Q R_{j−i} W_Kᵀ, and so only shape the frozen patterns A^h.")
     if arch.biases:
         b = _sym("b")
         rows.append(Eqn(_m("T", "b"), Mul(U, _m("F", ">b"), tp(ID, b))))
@@ -366,7 +458,8 @@ def _mixed_step(arch) -> Step:
         f1 = tp(_m("A", 1, 0), _m("W_OV", 1, 0))
         f0 = tp(_m("A", 0, 0), _m("W_OV", 0, 0))
         rows.append(Eqn(Prod(f1, f0), Mul(f1, f0)))
-    text = ("Multiplying the product out picks one term per layer (Id, or one head); by the "
+    text = ("Multiplying the product out picks one term per layer (Id, or one head"
+            + (", or the MLP" if arch.parallel_attn_mlp else "") + "); by the "
             "mixed-product rule each choice collapses into one tensor product: the attention "
             "patterns multiply on the position side, the weights on the model side.")
     if arch.mlp:
@@ -395,7 +488,7 @@ def _grouped_logits(arch, src_model):
             body = _chain(arch, ["h_d", "h_1"], src_model, dotted_after=1)
             groups.append(SumOver(body, InRange("d", 3, L), Later("h_d", "h_1", dotted=True)))
         return groups
-    top_depth = 2 * L
+    top_depth = L if arch.parallel_attn_mlp else 2 * L  # parallel: at most one node per layer
     top = top_depth if top_depth <= 4 else 3
     groups.append(strip_identity(_node_chain(arch, [], src_model)))
     for d in range(1, top + 1):
@@ -422,8 +515,10 @@ def _grouped_step(arch) -> Step:
         rows += _node_definitions(arch)
     rows.append(Eqn(_m("T"), Terms(*_grouped_logits(arch, _m("W_E")))))
     if arch.mlp:
+        per = ("at most one per layer (a head or the MLP: they read the same stream)"
+               if arch.parallel_attn_mlp else "one per stage")
         text = ("Every path is a sequence of nodes n (heads h with 𝒪^h = A^h ⊗ W_OV^h, MLPs m "
-                "with 𝒪^m = 𝓜^m), one per stage, in forward order (n_2 ≻ n_1: n_2 comes later). "
+                f"with 𝒪^m = 𝓜^m), {per}, in forward order (n_2 ≻ n_1: n_2 comes later). "
                 "Grouped by the number of nodes passed: the direct path, single nodes, and "
                 "compositions (virtual heads when two heads follow each other).")
     else:
@@ -431,8 +526,9 @@ def _grouped_step(arch) -> Step:
                 "single heads A^h ⊗ W_U W_OV^h W_E, and virtual heads — a head moving what an "
                 "earlier head wrote (V-composition; h_2 ≻ h_1: h_2 sits in a later layer). "
                 "Layers count from 0: the paper's H_1, H_2 are H_0, H_1 here.")
-    if arch.layernorm:
-        text += " With LayerNorm each head h reads through its layer's N^{l_h} ⊗ W^{l_h}_ln1."
+    if arch.normed:
+        text += (f" With {_norm_name(arch)} each head h reads through its layer's "
+                 "N^{l_h} ⊗ W^{l_h}_ln1.")
     path_op = (Mul(_unembed(arch), _m("O", "p"), tp(ID, _m("W_pos")))
                if arch.mlp else _chain(arch, ["p"], _m("W_pos")))
     if arch.positional == "standard":
@@ -443,27 +539,39 @@ def _grouped_step(arch) -> Step:
         op = (Mul(_unembed(arch), _m("O", "p"), tp(ID, b)) if arch.mlp
               else _chain(arch, ["p"], b))
         rows.append(Eqn(_m("T", "b"), SumOver(strip_identity(op), InPaths("p", False))))
-        if not arch.layernorm and not arch.mlp:
+        if not arch.normed and not arch.mlp:
             text += (" A bias acts on the ones column 𝟙 and A^p 𝟙 = 𝟙, so its patterns drop "
                      "out: a bias path is the constant row 𝟙 (W_U W_OV^p b)ᵀ.")
         else:
             text += (" A bias acts on the ones column 𝟙; its path is constant along positions "
-                     "only while no LayerNorm scale or MLP gate touches it.")
+                     f"only while no {_norm_name(arch)} scale or MLP gate touches it.")
     return Step("The product expanded, grouped and named", text, Lines(*rows))
 
 
 def _circuits_step(arch) -> Step:
     h = ("h",)
+    rotary = arch.positional == "rotary"
+    qk = (mul(_m("W_Q", *h, transposed=True), ROTATION, _m("W_K", *h)) if rotary
+          else _m("W_QK", *h))
     rows = [
-        Eqn(_m("A", *h), Softmax(mul(TOKENS.T, _m("W_E", transposed=True), _m("W_QK", *h),
-                                     _m("W_E"), TOKENS))),
+        Eqn(_m("A", *h), Softmax(mul(TOKENS.T, _m("W_E", transposed=True), qk, _m("W_E"), TOKENS))),
         Labeled("OV circuit", mul(_m("W_U"), _m("W_OV", *h), _m("W_E"))),
-        Labeled("QK circuit", mul(_m("W_E", transposed=True), _m("W_QK", *h), _m("W_E"))),
+        Labeled("QK circuit", mul(_m("W_E", transposed=True), qk, _m("W_E"))),
     ]
-    text = ("With one layer (positions and LayerNorm ignored, as in the paper) the pattern is "
-            "A^h = softmax*(tᵀ W_Eᵀ W_QK^h W_E t): the QK circuit W_Eᵀ W_QK^h W_E decides which "
-            "earlier token a position attends to, the OV circuit W_U W_OV^h W_E what attending "
-            "to it does to the logits. Together they are skip-trigrams: [a] … [b] → [c].")
+    norm = _norm_name(arch)
+    if rotary:
+        text = (f"With one layer ({norm} ignored; positions enter only through the rotation) "
+                "the pattern is A^h = softmax*(tᵀ W_Eᵀ W_Q^hᵀ R_{j−i} W_K^h W_E t), R_{j−i} taken "
+                "at each entry (i, j): the QK circuit "
+                "W_Eᵀ W_Q^hᵀ R_{j−i} W_K^h W_E, a function of the offset j − i, decides which "
+                "earlier token a position attends to, and how far back; the OV circuit "
+                "W_U W_OV^h W_E what attending to it does to the logits. Together they are "
+                "skip-trigrams: [a] … [b] → [c].")
+    else:
+        text = (f"With one layer (positions and {norm} ignored, as in the paper) the pattern is "
+                "A^h = softmax*(tᵀ W_Eᵀ W_QK^h W_E t): the QK circuit W_Eᵀ W_QK^h W_E decides which "
+                "earlier token a position attends to, the OV circuit W_U W_OV^h W_E what attending "
+                "to it does to the logits. Together they are skip-trigrams: [a] … [b] → [c].")
     return Step("One layer: QK and OV circuits (skip-trigrams)", text, Lines(*rows))
 
 
@@ -547,7 +655,11 @@ def _logit_count_step(exp) -> Step:
     if exp.n_cut:
         rows.append(Labeled(f"paths deeper than {exp.max_depth}, in the remainder", Integer(exp.n_cut)))
     rows.append(Labeled("terms in all", Integer(exp.n_terms)))
-    if arch.mlp:
+    if arch.parallel_attn_mlp:
+        rule = ("Each layer offers 1 + H_l + 1 choices — skip it, pass one of its H_l heads, or "
+                "pass its MLP (never a head and then its own layer's MLP: both read the same "
+                "stream) — so Π_l (2 + H_l) paths per source")
+    elif arch.mlp:
         rule = ("Each layer offers 2(1 + H_l) choices — skip its heads or pass one of its H_l, "
                 "then pass its MLP or not — so Π_l 2(1 + H_l) paths per source")
     else:
@@ -593,11 +705,14 @@ def _score_def_step(exp) -> Step:
     l, h = _head_idx(exp)
     x = _m("x", l)
     X = _m("X")
-    inp = Apply(_m("LN1", l), x) if arch.layernorm else x
+    inp = Apply(_norm_op(arch, "1", l), x) if arch.normed else x
     inp = Terms(inp, _m("W_pos")) if arch.positional == "shortformer" else inp
     rows = [Eqn(X, inp)]
     scale = Pow(D_HEAD, Integer(-1) / 2)
-    if arch.biases:
+    if arch.positional == "rotary":
+        rows.append(Eqn(_m("S", l, h), Mul(scale, _m("C", l, h))))
+        rows += _rotary_rows(arch, l, h)
+    elif arch.biases:
         q = Terms(mul(X, _m("W_Q", l, h)), mul(ONES, _m("b_Q", l, h)))
         k = Terms(mul(X, _m("W_K", l, h)), mul(ONES, _m("b_K", l, h)))
         rows.append(Eqn(_m("S", l, h), Mul(scale, mul(q, Tr(k)))))
@@ -609,12 +724,46 @@ def _score_def_step(exp) -> Step:
         rows.append(Eqn(_m("S", l, h), Mul(scale, mul(X, _m("W_QK", l, h), X.T))))
     text = (f"Head {exp.target} attends with A = softmax*(S); its score S is bilinear in the "
             f"head's input X (the stream x_{l}"
-            + (" through ln1" if arch.layernorm else "")
+            + (" through ln1" if arch.normed else "")
             + (", plus W_pos for shortformer positions" if arch.positional == "shortformer" else "")
             + "), once as query and once as key. C = √d_head S"
             + (" (the paper's C_QK) is what we expand." if not arch.biases else
                ", four bilinear pieces: the bias products are terms of their own."))
+    if arch.positional == "rotary":
+        text += (" With rotary positions C has the entries C_ij = q_i k_jᵀ: the query at "
+                 "position i (from X_i, row i of X) is turned by Θ_i and the key at j by Θ_j, "
+                 "block rotations by the angles i·θ_m and j·θ_m, θ_m = "
+                 "base^(−2m/d_rot), of pairs of the head's first d_rot dims (all of them, or "
+                 "fewer with partial rotary; the rest is not turned). Rotations compose, Θ_i Θ_jᵀ = R_{j−i}, a rotation that depends "
+                 "only on the offset j − i, so entry (i, j) pairs the two sides through "
+                 "W_Q R_{j−i} W_Kᵀ instead of W_QK (b_Q and b_K are turned too). That is why "
+                 "positions no longer enter the residual stream: no W_pos is added to x_0, and "
+                 "every position dependence sits inside the score, as a function of j − i.")
+    if arch.grouped:
+        text += " " + _gqa_sentence(arch)
     return Step(f"The attention score of {exp.target}", text, Lines(*rows))
+
+
+def _rotary_rows(arch, l, h) -> list:
+    """``q_i = (X_i W_Q + b_Q) Θ_i``, ``k_j`` alike, ``Θ_i Θ_jᵀ = R_{j−i}`` and the entry
+    ``q_i k_jᵀ`` through ``W_Q R_{j−i} W_Kᵀ`` (bias pieces as terms of their own)."""
+    Xi, Xj = _m("X", "i"), _m("X", "j")
+    Ti, Tj = _m("Theta", "i"), _m("Theta", "j")
+    wq, wk, bq, bk = _m("W_Q", l, h), _m("W_K", l, h), _m("b_Q", l, h), _m("b_K", l, h)
+    q = Terms(mul(Xi, wq), bq) if arch.biases else mul(Xi, wq)
+    k = Terms(mul(Xj, wk), bk) if arch.biases else mul(Xj, wk)
+    qk = mul(_m("q", "i"), _m("k", "j", transposed=True))
+    rows = [
+        Eqn(_m("q", "i"), mul(q, Ti)),
+        Eqn(_m("k", "j"), mul(k, Tj)),
+        Eqn(mul(Ti, Tj.T), ROTATION),
+    ]
+    pieces = []
+    for qb, kb in ((False, False),) + (((False, True), (True, False), (True, True)) if arch.biases else ()):
+        _, mid = qk_middle(arch, l, h, qb, kb)
+        pieces.append(mul(bq if qb else Xi, *mid, bk.T if kb else Xj.T))
+    rows.append(Eqn(qk, Terms(*pieces) if len(pieces) > 1 else pieces[0]))
+    return rows
 
 
 def _side_operator(exp, src_model, path_var="p"):
@@ -650,10 +799,14 @@ def _sides_step(exp) -> Step:
     elif arch.positional == "shortformer":
         rows.append(Eqn(_m("X", "pos"), tp(ID, _m("W_pos"))))
         text += "; shortformer positions are added directly, after ln1, and travel no path"
+    elif arch.positional == "rotary":
+        text += ("; rotary positions are no source: they enter only at the head, through "
+                 "R_{j−i} between the two sides")
     if arch.biases:
-        text += ("; biases start their paths where they enter, and b_Q, b_K (and the head's "
-                 "own ln1 bias) are added at the head itself")
-    if arch.layernorm:
+        text += ("; biases start their paths where they enter, and b_Q, b_K"
+                 + (" (and the head's own ln1 bias)" if arch.layernorm else "")
+                 + " are added at the head itself")
+    if arch.normed:
         text += f"; the head's own ln1 scales every stream path by N^{l}"
     if l >= 2 or (l == 1 and arch.mlp):
         text += " (A^p, W_OV^p: products along p" + (", 𝒪^p with MLPs" if arch.mlp else "") + ")"
@@ -665,31 +818,42 @@ def _pairs_step(exp) -> Step:
     l, h = _head_idx(exp)
     Pq, Pk, Mk = _sym("P_{p_q}"), _sym("P_{p_k}"), _sym("M_{p_k}")
     MqT = _sym("M_{p_q}^T")
-    rows = [Eqn(_m("C", l, h), SumOver(tp(Pq, Pk, mul(MqT, _m("W_QK", l, h), Mk)),
+    paper, right = qk_middle(arch, l, h)
+    rows = [Eqn(_m("C", l, h), SumOver(tp(Pq, Pk, mul(MqT, *paper, Mk)),
                                         InPaths("p_q", False), InPaths("p_k", False)))]
-    text = ("With a query path P_q ⊗ M_q and a key path P_k ⊗ M_k the score matrix is "
-            "P_q (t M_qᵀ W_QK M_k tᵀ) P_kᵀ: the query path's patterns act on the rows (query "
-            "positions), the key path's on the columns (key positions). In the paper's "
-            "notation that is P_q ⊗ P_k ⊗ M_qᵀ W_QK M_k, so C is a sum over pairs of paths.")
+    if arch.positional == "rotary":
+        text = ("With a query path P_q ⊗ M_q and a key path P_k ⊗ M_k entry (i, j) of the "
+                "score matrix is row i of P_q t M_qᵀ, times W_Q R_{j−i} W_Kᵀ, times column j of "
+                "M_k tᵀ P_kᵀ: the query path's patterns act on the rows (query positions), the "
+                "key path's on the columns (key positions), and the rotation between them "
+                "depends on the entry. "
+                "In the paper's notation that is P_q ⊗ P_k ⊗ M_qᵀ W_Qᵀ R_{j−i} W_K M_k, read "
+                "entry by entry (R_{j−i} at entry (i, j)), so C is a sum over pairs of paths.")
+    else:
+        text = ("With a query path P_q ⊗ M_q and a key path P_k ⊗ M_k the score matrix is "
+                "P_q (t M_qᵀ W_QK M_k tᵀ) P_kᵀ: the query path's patterns act on the rows (query "
+                "positions), the key path's on the columns (key positions). In the paper's "
+                "notation that is P_q ⊗ P_k ⊗ M_qᵀ W_QK M_k, so C is a sum over pairs of paths.")
     if arch.mlp:
+        middle = "W_Q R_{j−i} W_Kᵀ" if arch.positional == "rotary" else "W_QK"
         text += (" A side through an MLP does not factor; its pair is written in the "
-                 "right-multiplying form X_{p_q} W_QK X_{p_k}ᵀ.")
+                 f"right-multiplying form X_{{p_q}} {middle} X_{{p_k}}ᵀ.")
     return Step("Pairs of paths", text, Lines(*rows))
 
 
 def _score_grouped_step(exp) -> Step:
     arch = exp.arch
     l, h = _head_idx(exp)
-    qk = _m("W_QK", l, h)
+    paper, right = qk_middle(arch, l, h)
     if arch.mlp:
         X = lambda v: _m("X", v)
         e = "emptyset"
-        groups = [mul(X(e), qk, X(e).T)]
+        groups = [mul(X(e), *right, X(e).T)]
         if l:
             groups += [
-                SumOver(mul(X("p_q"), qk, X(e).T), InPaths("p_q", True)),
-                SumOver(mul(X(e), qk, X("p_k").T), InPaths("p_k", True)),
-                SumOver(mul(X("p_q"), qk, X("p_k").T), InPaths("p_q", True), InPaths("p_k", True)),
+                SumOver(mul(X("p_q"), *right, X(e).T), InPaths("p_q", True)),
+                SumOver(mul(X(e), *right, X("p_k").T), InPaths("p_k", True)),
+                SumOver(mul(X("p_q"), *right, X("p_k").T), InPaths("p_q", True), InPaths("p_k", True)),
             ]
     else:
         n, w = _ln(arch, "ln1", l)
@@ -707,7 +871,7 @@ def _score_grouped_step(exp) -> Step:
 
         def pair(qv, kv):
             (pq, mq), (pk, mk) = side(qv), side(kv)
-            return tp(pq, pk, mul(transpose(mq), qk, mk))
+            return tp(pq, pk, mul(transpose(mq), *paper, mk))
 
         if l == 1:  # the paper's layer-2 equation: sums over the heads of layer 0
             vq, vk, iq, ik = "h_q", "h_k", InHeads("h_q", [0]), InHeads("h_k", [0])
@@ -737,21 +901,30 @@ def _invariance_step(exp, summarize_above) -> Step:
     rows = []
     c, s = Symbol("c_i"), _sym("s_i")
     rows.append(Eqn(Softmax(Terms(s, Mul(c, ONES.T))), Softmax(s)))
-    if arch.biases and not arch.layernorm:
+    if arch.biases and not arch.normed and arch.positional != "rotary":
         rows.append(Eqn(mul(_m("A", "h"), ONES), ONES))
     rows += _group_rows([("softmax-invariant terms", inv)], summarize_above)
     text = ("A term whose key side is the same at every key position adds one constant c_i to "
             "query row i, and softmax*(s_i + c_i 𝟙ᵀ) = softmax*(s_i), also under the causal mask "
-            "(the constant is shared by the unmasked entries). That holds for the key bias b_K"
-            + (", the head's own ln1 bias" if arch.layernorm and arch.biases else "")
-            + (" and for bias rows 𝟙 b carried through heads only (A 𝟙 = 𝟙)" if not arch.layernorm else "")
-            + ". ")
-    if arch.layernorm:
-        text += "With LayerNorm the key-side scale 1/σ varies with the position, so stream biases do not cancel. "
+            "(the constant is shared by the unmasked entries). ")
+    if arch.positional == "rotary":
+        text += ("With rotary positions no key side is constant: even the key bias b_K is turned "
+                 "by Θ_j, which changes with the key position j, so nothing cancels. ")
+    else:
+        text += ("That holds for the key bias b_K"
+                 + (", the head's own ln1 bias" if arch.layernorm and arch.biases else "")
+                 + (" and for bias rows 𝟙 b carried through heads only (A 𝟙 = 𝟙)"
+                    if not arch.normed else "")
+                 + ". ")
+        if arch.normed:
+            scale = "1/rms" if arch.normalization == "RMS" else "1/σ"
+            text += (f"With {_norm_name(arch)} the key-side scale {scale} varies with the "
+                     "position, so stream biases do not cancel. ")
     if arch.mlp:
         text += "MLP gates vary with the position, so nothing through an MLP cancels. "
     text += (f"{n} term{'s' if n != 1 else ''} cancel{'s' if n == 1 else ''} here"
-             + ("" if n else " (no bias on the key side)" if not arch.biases else "") + ".")
+             + ("" if n or arch.biases or arch.positional == "rotary"
+                else " (no bias on the key side)") + ".")
     return Step("Terms that cancel in the softmax", text, Lines(*rows))
 
 
@@ -773,6 +946,11 @@ def _score_count_step(exp) -> Step:
         rows.append(Labeled(f"pairs with a side deeper than {exp.max_depth}, in the remainder",
                             Integer(exp.n_cut)))
     rows.append(Labeled("terms in all", Integer(exp.n_terms)))
-    text = ("Each side has Π_{l'<l} (1 + H_l') paths per source (× 2 per layer with MLPs), so "
-            "(Π_{l'<l} (1 + H_l'))² pairs per pair of sources; counted by formula.")
+    if arch.parallel_attn_mlp:
+        text = ("Each side has Π_{l'<l} (2 + H_l') paths per source (per earlier layer: skip it, "
+                "one of its heads, or its MLP, which reads the same stream as the heads), so "
+                "(Π_{l'<l} (2 + H_l'))² pairs per pair of sources; counted by formula.")
+    else:
+        text = ("Each side has Π_{l'<l} (1 + H_l') paths per source (× 2 per layer with MLPs), so "
+                "(Π_{l'<l} (1 + H_l'))² pairs per pair of sources; counted by formula.")
     return Step("Counting the pairs", text, Lines(*rows))

@@ -4,12 +4,16 @@ Walking a path from its source to its sink, every read of the residual stream is
 
 * source: ``Id ⊗ W_E`` on the tokens t (right form ``t W_E``), ``Id ⊗ W_pos`` on the
   position one-hots (``W_pos``), ``Id ⊗ W_O b_V`` on the ones column 𝟙 (``𝟙 b_V W_O``), ...;
-* head h of layer l: ``(A^{l,h} ⊗ W_OV^{l,h})``, after ``N^l_ln1 ⊗ W^l_ln1`` with LayerNorm;
+* head h of layer l: ``(A^{l,h} ⊗ W_OV^{l,h})``, after ``N^l_ln1 ⊗ W^l_ln1`` with a norm
+  (LayerNorm or RMSNorm: the same symbols, ``W_ln`` = ``C diag(w)`` or ``diag(w)``);
 * MLP l: the frozen operator ``𝓜^l`` (position-wise but not a tensor product), after ln2;
-* logits: ``Id ⊗ W_U`` after the final LayerNorm; a head's query/key input: its ln1 only.
+  a gated MLP's ``b_in`` is added after the gate: the constant row ``𝟙 b_in W_out``;
+* logits: ``Id ⊗ W_U`` after the final norm; a head's query/key input: its ln1 only.
 
 A LayerNorm bias is added after the scale, so the first read of ``L0.ln1.b`` skips the
-LayerNorm factor. sympy merges neighbouring tensor products (mixed-product rule).
+LayerNorm factor. sympy merges neighbouring tensor products (mixed-product rule). With rotary
+positions a score term's two sides meet through ``W_Q R_{j−i} W_Kᵀ`` (``W_Qᵀ R_{j−i} W_K``
+in the paper's notation) instead of ``W_QK``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from ..names import parse_node
 from .symbols import (
     ID,
     ONES,
+    ROTATION,
     TOKENS,
     Apply,
     Mat,
@@ -33,11 +38,13 @@ from .symbols import (
     transpose,
 )
 
-__all__ = ["logit_forms", "score_forms", "side_forms", "source_value"]
+__all__ = ["logit_forms", "qk_middle", "score_forms", "side_forms", "source_value"]
 
 
-def source_value(src: str):
-    """``(tensor-form factor, right-form value, skip_ln)`` of a source; factor None = a state."""
+def source_value(src: str, gated: bool = False):
+    """``(tensor-form factor, right-form value, skip_ln)`` of a source; factor None = a state.
+
+    ``gated``: the MLPs are gated, so ``b_in`` is added after the gate (``𝟙 b_in W_out``)."""
     node = parse_node(src)
     if src == "embed":
         return tp(ID, Mat("W_E")), mul(TOKENS, Mat("W_E")), False
@@ -48,6 +55,9 @@ def source_value(src: str):
     param, layer, head = node.param, node.layer, node.head
     if param == "b_V":
         b, w = Mat("b_V", (layer, head)), Mat("W_O", (layer, head))
+        return tp(ID, mul(w, b)), mul(ONES, b, w), False
+    if param == "b_in" and gated:
+        b, w = Mat("b_in", (layer,)), Mat("W_out", (layer,))
         return tp(ID, mul(w, b)), mul(ONES, b, w), False
     if param == "b_in":
         state = Mat("B_in", (layer,))
@@ -73,21 +83,21 @@ def _walk(arch: Architecture, path: tuple[str, ...], sink):
     ``sink`` is ``"logits"``, ``("input", layer)`` for a head's query/key input, or
     ``("input-after-ln", layer)`` for sources added after that ln1 (bias, shortformer pos).
     """
-    factor, value, skip_ln = source_value(path[0])
+    factor, value, skip_ln = source_value(path[0], arch.gated_mlp)
     ops = [] if factor is None else [factor]
     state = value if factor is None else None
     for node_name in path[1:]:
         node = parse_node(node_name)
         l = node.layer
         if node.kind == "head":
-            if arch.layernorm and not skip_ln:
+            if arch.normed and not skip_ln:
                 ops.append(tp(Mat("N_ln1", (l,)), Mat("W_ln1", (l,))))
                 value = mul(Mat("N_ln1", (l,)), value, Mat("W_ln1", (l,)))
             a, w = Mat("A", (l, node.head)), Mat("W_OV", (l, node.head))
             ops.append(tp(a, w))
             value = mul(a, value, w)
         elif node.kind == "mlp":
-            if arch.layernorm and not skip_ln:
+            if arch.normed and not skip_ln:
                 ops.append(tp(Mat("N_ln2", (l,)), Mat("W_ln2", (l,))))
                 value = mul(Mat("N_ln2", (l,)), value, Mat("W_ln2", (l,)))
             m = Mat("M", (l,))
@@ -98,12 +108,12 @@ def _walk(arch: Architecture, path: tuple[str, ...], sink):
         skip_ln = False
     if sink == "logits":
         if path[0] != "b_U":
-            if arch.layernorm and not skip_ln:
+            if arch.normed and not skip_ln:
                 ops.append(tp(Mat("N_lnf"), Mat("W_lnf")))
                 value = mul(Mat("N_lnf"), value, Mat("W_lnf"))
             ops.append(tp(ID, Mat("W_U")))
             value = mul(value, Mat("W_U"))
-    elif sink[0] == "input" and arch.layernorm and not skip_ln:
+    elif sink[0] == "input" and arch.normed and not skip_ln:
         l = sink[1]
         ops.append(tp(Mat("N_ln1", (l,)), Mat("W_ln1", (l,))))
         value = mul(Mat("N_ln1", (l,)), value, Mat("W_ln1", (l,)))
@@ -138,29 +148,38 @@ def score_forms(arch: Architecture, head: str, query_path, key_path):
     """``(expr, right form)`` of the score term (query path, key path) of ``head``.
 
     Both sides tensor products ``P ⊗ M``: ``P_q ⊗ P_k ⊗ M_qᵀ W_QK M_k`` (the paper's form;
-    ``W_Qᵀ b_K``, ``b_Qᵀ W_K`` or ``b_Qᵀ b_K`` for bias sides). A side through an MLP does not
-    factor: then ``expr`` is the right form ``X_q W_QK (X_k)ᵀ``.
+    ``W_Qᵀ b_K``, ``b_Qᵀ W_K`` or ``b_Qᵀ b_K`` for bias sides; rotary: ``M_qᵀ W_Qᵀ R_{j−i} W_K
+    M_k``, R_{j−i} taken at the score's own entry (i, j)). A side through an MLP does not
+    factor: then ``expr`` is the right form ``X_q W_QK (X_k)ᵀ`` (``X_q W_Q R_{j−i} W_Kᵀ X_kᵀ``).
     """
     layer, h = arch.check_head(head)
-    q_bias = query_path[0] == f"{head}.b_Q"
-    k_bias = key_path[0] == f"{head}.b_K"
+    middle_t, middle_r = qk_middle(arch, layer, h, query_path[0] == f"{head}.b_Q",
+                                   key_path[0] == f"{head}.b_K")
     q_expr, q_val = side_forms(arch, query_path, layer)
     k_expr, k_val = side_forms(arch, key_path, layer)
-    if q_bias and k_bias:
-        middle_t, middle_r = None, None
-    elif q_bias:
-        middle_t, middle_r = Mat("W_K", (layer, h)), Mat("W_K", (layer, h), True)
-    elif k_bias:
-        middle_t, middle_r = Mat("W_Q", (layer, h), True), Mat("W_Q", (layer, h))
-    else:
-        middle_t = middle_r = Mat("W_QK", (layer, h))
-    right = mul(q_val, *(() if middle_r is None else (middle_r,)), Tr(k_val))
+    right = mul(q_val, *middle_r, Tr(k_val))
     sides = []
     for side_expr in (q_expr, k_expr):
         if not isinstance(side_expr, TensorProduct):
             return right, right
         sides.append(side_expr.args)
     (pq, mq), (pk, mk) = sides
-    # the bias sides are d_head vectors already: no W_Q/W_K of their own
-    model = mul(transpose(mq), *(() if middle_t is None else (middle_t,)), mk)
+    model = mul(transpose(mq), *middle_t, mk)
     return tp(pq, pk, model), right
+
+
+def qk_middle(arch: Architecture, layer: int, h, q_bias: bool = False, k_bias: bool = False):
+    """``(paper factors, right factors)`` between a score's query and key sides.
+
+    ``W_QK`` (both forms), or with rotary positions ``W_Qᵀ R_{j−i} W_K`` (paper) and
+    ``W_Q R_{j−i} W_Kᵀ`` (right). A bias side (``b_Q``, ``b_K``) is a d_head vector already:
+    it drops its side's ``W_Q``/``W_K``.
+    """
+    wq, wk = Mat("W_Q", (layer, h)), Mat("W_K", (layer, h))
+    if arch.positional != "rotary" and not (q_bias or k_bias):
+        qk = Mat("W_QK", (layer, h))
+        return (qk,), (qk,)
+    rot = (ROTATION,) if arch.positional == "rotary" else ()
+    paper = (() if q_bias else (wq.T,)) + rot + (() if k_bias else (wk,))
+    right = (() if q_bias else (wq,)) + rot + (() if k_bias else (wk.T,))
+    return paper, right

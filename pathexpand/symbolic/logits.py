@@ -1,8 +1,9 @@
 """``expand_logits``: the logits as a sum over paths from every source to the unembedding.
 
 logits = b_U + Σ_sources Σ_paths (A^{h_k}⋯A^{h_1} ⊗ W_U W_OV^{h_k}⋯W_OV^{h_1}) · source,
-with attention patterns, LayerNorm scales and MLP gates frozen. ``Π_l (1 + H_l)`` paths per
-source entering before layer 0 (``Π_l 2(1 + H_l)`` with MLPs).
+with attention patterns, norm scales and MLP gates frozen. ``Π_l (1 + H_l)`` paths per
+source entering before layer 0 (``Π_l 2(1 + H_l)`` with MLPs, ``Π_l (2 + H_l)`` with parallel
+attention and MLP).
 """
 
 from __future__ import annotations

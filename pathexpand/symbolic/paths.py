@@ -3,9 +3,11 @@
 The residual stream is read in *stages*: stage ``2l`` is layer l's attention (a path picks at
 most one of its heads), stage ``2l+1`` its MLP (when the model has MLPs). A path from a source
 picks at most one node per stage, in stage order, so from a source entering before stage 0
-there are ``Π_l (1 + H_l)`` paths (``Π_l 2(1 + H_l)`` with MLPs). Counts come from the
-generating polynomial ``Π_stages (1 + H_l·y)`` × ``(1 + z)`` (y counts heads, z MLPs), never
-from listing paths, so a 12-layer, 12-head model is counted instantly.
+there are ``Π_l (1 + H_l)`` paths (``Π_l 2(1 + H_l)`` with MLPs). With parallel attention and
+MLP the MLP reads the same stream as its layer's heads: stage ``2l`` holds the heads *and* the
+MLP, stage ``2l+1`` is empty, so no path goes head → MLP inside a layer: ``Π_l (2 + H_l)``.
+Counts come from the generating polynomial ``Π_stages (1 + H_l·y [+ z])`` (y counts heads,
+z MLPs), never from listing paths, so a 12-layer, 12-head model is counted instantly.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ __all__ = [
 class Source:
     """A source of paths: its name, the first stage that can read it, and where it stops.
 
-    ``forced``: the first node must sit at stage ``start`` (a LayerNorm bias is only read by
-    its own layer's heads or MLP). ``bias``: the source is a bias (constant or gated rows).
+    ``forced``: the first node must sit at stage ``start`` and be one of ``first`` (a LayerNorm
+    bias is only read by its own layer's heads, ``ln1.b``, or MLP, ``ln2.b``). ``bias``: the
+    source is a bias (constant or gated rows).
     """
 
     name: str
@@ -46,45 +49,57 @@ class Source:
     stop: int
     forced: bool = False
     bias: bool = False
+    first: tuple[str, ...] = ()
 
 
 @lru_cache(maxsize=4096)
 def stage_nodes(arch: Architecture, stage: int) -> tuple[str, ...]:
-    """Nodes a path may pass at one stage: the heads of a layer, or its MLP."""
+    """Nodes a path may pass at one stage: the heads of a layer, or its MLP (parallel blocks:
+    the heads and the MLP at stage ``2l``, nothing at ``2l+1``)."""
     layer, is_mlp = divmod(stage, 2)
+    heads = tuple(head_name(layer, h) for h in range(arch.n_heads[layer]))
+    if arch.parallel_attn_mlp:
+        return () if is_mlp else heads + (mlp_name(layer),)
     if is_mlp:
         return (mlp_name(layer),) if arch.mlp else ()
-    return tuple(head_name(layer, h) for h in range(arch.n_heads[layer]))
+    return heads
 
 
 def node_stage(arch: Architecture, node: str) -> int:
     """Stage of a head or MLP of ``arch`` (``UnknownHeadError`` when it is not in the model)."""
     arch.check_node(node)
     parsed = parse_node(node)
-    return 2 * parsed.layer + (1 if parsed.kind == "mlp" else 0)
+    return 2 * parsed.layer + (1 if parsed.kind == "mlp" and not arch.parallel_attn_mlp else 0)
 
 
 def _bias_sources(arch: Architecture, stop: int) -> list[Source]:
-    """Bias sources entering the residual stream before stage ``stop``, in stage order."""
+    """Bias sources entering the residual stream before stage ``stop``, in stage order.
+
+    Only LayerNorm has a bias (``ln1.b``, ``ln2.b``); RMSNorm has none. With parallel blocks
+    the attention biases ``b_V``, ``b_O`` enter after the whole layer (its MLP does not read
+    them) and ``ln2.b`` is read at the layer's own stage, by its MLP only.
+    """
     out: list[Source] = []
     if not arch.biases:
         return out
+    parallel = arch.parallel_attn_mlp
     for layer in range(arch.n_layers):
-        attn, mlp_stage = 2 * layer, 2 * layer + 1
+        attn, mlp_stage, after = 2 * layer, 2 * layer + 1, 2 * layer + 2
         if attn >= stop:
             break
-        if arch.layernorm and arch.n_heads[layer]:
-            out.append(Source(f"L{layer}.ln1.b", attn, stop, forced=True, bias=True))
-        out.extend(
-            Source(f"{head_name(layer, h)}.b_V", mlp_stage, stop, bias=True)
-            for h in range(arch.n_heads[layer])
-        )
-        out.append(Source(f"L{layer}.b_O", mlp_stage, stop, bias=True))
+        heads = tuple(head_name(layer, h) for h in range(arch.n_heads[layer]))
+        if arch.layernorm and heads:
+            out.append(Source(f"L{layer}.ln1.b", attn, stop, forced=True, bias=True, first=heads))
+        attn_out = after if parallel else mlp_stage
+        out.extend(Source(f"{h}.b_V", attn_out, stop, bias=True) for h in heads)
+        out.append(Source(f"L{layer}.b_O", attn_out, stop, bias=True))
         if arch.mlp and mlp_stage < stop:
+            mlp = mlp_name(layer)
             if arch.layernorm:
-                out.append(Source(f"L{layer}.ln2.b", mlp_stage, stop, forced=True, bias=True))
-            out.append(Source(f"{mlp_name(layer)}.b_in", mlp_stage + 1, stop, bias=True))
-            out.append(Source(f"{mlp_name(layer)}.b_out", mlp_stage + 1, stop, bias=True))
+                out.append(Source(f"L{layer}.ln2.b", attn if parallel else mlp_stage, stop,
+                                  forced=True, bias=True, first=(mlp,)))
+            out.append(Source(f"{mlp}.b_in", after, stop, bias=True))
+            out.append(Source(f"{mlp}.b_out", after, stop, bias=True))
     return out
 
 
@@ -141,12 +156,23 @@ def _stages(arch: Architecture, src: Source) -> list[tuple[str, ...]]:
     return [nodes for s in range(src.start, src.stop) if (nodes := stage_nodes(arch, s))]
 
 
+def _first_nodes(arch: Architecture, src: Source) -> tuple[str, ...]:
+    """Nodes a forced source's path may start with (empty: the source reaches no node)."""
+    if src.start >= src.stop:
+        return ()
+    nodes = stage_nodes(arch, src.start)
+    return tuple(n for n in nodes if n in src.first) if src.first else nodes
+
+
 def iter_tails(arch: Architecture, src: Source, max_depth: int | None = None,
                min_depth: int = 0) -> Iterator[tuple[str, ...]]:
     """Node tuples a path from ``src`` can pass, shallowest first, then in writer order."""
     stages = _stages(arch, src)
-    if src.forced and not (stages and src.start < src.stop and stage_nodes(arch, src.start)):
-        return
+    if src.forced:
+        first = _first_nodes(arch, src)
+        if not first:
+            return
+        stages = [first, *stages[1:]]
     top = len(stages) if max_depth is None else min(len(stages), max_depth)
     for depth in range(max(min_depth, 1 if src.forced else 0), top + 1):
         yield from _choose(stages, 0, depth, src.forced)
@@ -171,13 +197,25 @@ def _times(poly: dict, factor: dict) -> dict:
     return {k: v for k, v in out.items() if v}
 
 
-def _stage_factor(arch: Architecture, stage: int, required: dict, avoided: dict) -> dict:
-    """``1 + H_l·y`` (attention) or ``1 + z`` (MLP), restricted by required/avoided nodes."""
-    mono = (0, 1) if stage % 2 else (1, 0)
+def _monomial(node: str) -> tuple[int, int]:
+    """``y`` (a head) or ``z`` (an MLP) as exponents ``(heads, MLPs)``."""
+    return (0, 1) if parse_node(node).kind == "mlp" else (1, 0)
+
+
+def _stage_factor(arch: Architecture, stage: int, required: dict, avoided: dict,
+                  allowed: tuple[str, ...] = ()) -> dict:
+    """``1 + H_l·y`` (attention), ``1 + z`` (MLP) or ``1 + H_l·y + z`` (parallel layer),
+    restricted to ``allowed`` nodes (when given) and by required/avoided nodes."""
+    nodes = [n for n in stage_nodes(arch, stage) if not allowed or n in allowed]
     if stage in required:
-        return {mono: 1}
-    n = len(stage_nodes(arch, stage)) - len(avoided.get(stage, ()))
-    return {(0, 0): 1, mono: n} if n > 0 else {(0, 0): 1}
+        node = required[stage]
+        return {_monomial(node): 1} if node in nodes else {}
+    out: dict[tuple[int, int], int] = defaultdict(int)
+    out[(0, 0)] = 1
+    for node in nodes:
+        if node not in avoided.get(stage, ()):
+            out[_monomial(node)] += 1
+    return dict(out)
 
 
 @lru_cache(maxsize=512)
@@ -197,8 +235,9 @@ def _suffixes(arch: Architecture, stop: int, through: tuple, avoid: tuple):
 def tail_polynomial(arch: Architecture, src: Source, through=(), avoid=()) -> dict[tuple[int, int], int]:
     """Number of paths from ``src`` by (heads passed, MLPs passed), through/avoiding nodes.
 
-    The product over stages of ``1 + H_l·y`` (attention) and ``1 + z`` (MLP); a forced first
-    stage drops its ``1``; a stage holding a required node keeps only that node's monomial;
+    The product over stages of ``1 + H_l·y`` (attention) and ``1 + z`` (MLP), ``1 + H_l·y + z``
+    for a parallel layer; a forced first stage keeps only the nodes the source may start with
+    and drops its ``1``; a stage holding a required node keeps only that node's monomial;
     an avoided node takes one from its stage's count. Suffix products are cached per
     architecture, so every source of an expansion costs one lookup.
     """
@@ -213,7 +252,7 @@ def tail_polynomial(arch: Architecture, src: Source, through=(), avoid=()) -> di
         return dict(suffix[src.start])
     if src.start >= src.stop:
         return {}
-    first = _stage_factor(arch, src.start, required, avoided)
+    first = _stage_factor(arch, src.start, required, avoided, src.first)
     first.pop((0, 0), None)
     return _times(suffix[src.start + 1], first)
 
@@ -230,6 +269,7 @@ def check_tail(arch: Architecture, src: Source, tail: tuple[str, ...], max_depth
         return False
     if stages and not (src.start <= stages[0] and stages[-1] < src.stop):
         return False
-    if src.forced and (not stages or stages[0] != src.start):
+    if src.forced and (not stages or stages[0] != src.start
+                       or (src.first and tail[0] not in src.first)):
         return False
     return max_depth is None or len(tail) <= max_depth

@@ -2,13 +2,17 @@
 
 S^h = X_q W_QK^h X_kᵀ / √d_head (+ bias terms), each input a sum over paths of the earlier
 layers, so S^h is a sum over pairs: ``(Π_{l'<l} (1 + H_l'))²`` per pair of sources
-(``2(1 + H_l')`` per layer with MLPs). Pairs are direct, Q-, K- or Q&K-composition terms.
+(``2(1 + H_l')`` per layer with MLPs, ``2 + H_l'`` with parallel attention and MLP). Pairs are
+direct, Q-, K- or Q&K-composition terms. With rotary positions entry (i, j) pairs the two sides
+through ``W_Q R_{j−i} W_Kᵀ`` instead of ``W_QK``.
 
 A term cancels in the softmax when its key side is the same at every key position: the key
-bias ``b_K``; the head's own layer ``ln1.b`` (added after the scale); without LayerNorm, a bias
+bias ``b_K``; the head's own layer ``ln1.b`` (added after the scale); without a norm, a bias
 row ``𝟙 b`` carried through heads only (attention rows sum to one: ``A 𝟙 = 𝟙``). A key side
-through an MLP (per-position gates), from ``b_in``/``ln2.b`` (gated), or scaled by a LayerNorm
-(per-position ``1/σ``) varies along the row and does not cancel.
+through an MLP (per-position gates), from ``b_in`` (gated by the activation; a gated MLP adds
+its ``b_in`` after the gate) or ``ln2.b``, or scaled by a norm (per-position ``1/σ``,
+``1/rms``) varies along the row and does not cancel; under rotary positions nothing does (the
+key at position j is rotated by j).
 """
 
 from __future__ import annotations
@@ -34,14 +38,18 @@ _KIND_ORDER = (
 
 
 def key_side_constant(arch: Architecture, head: str, source: str, has_mlp: bool) -> bool:
-    """Is a key-side path from ``source`` the same at every key position?"""
+    """Is a key-side path from ``source`` the same at every key position (after the rotation,
+    with rotary positions: never, the key at position j is turned by R_j)?"""
     layer, _ = arch.check_head(head)
+    if arch.positional == "rotary":
+        return False
     if source == f"{head}.b_K" or source == f"L{layer}.ln1.b":
         return True  # added after the head's own LayerNorm scale: one row for all keys
     node = parse_node(source)
-    if node.kind != "bias" or arch.layernorm or has_mlp:
-        return False  # tokens/positions vary; 1/σ and MLP gates vary per position
-    return node.param in ("b_V", "b_O", "b_out")  # 𝟙 b rows; A 𝟙 = 𝟙 keeps them constant
+    if node.kind != "bias" or arch.normed or has_mlp:
+        return False  # tokens/positions vary; 1/σ, 1/rms and MLP gates vary per position
+    constant = ("b_V", "b_O", "b_out", "b_in") if arch.gated_mlp else ("b_V", "b_O", "b_out")
+    return node.param in constant  # 𝟙 b rows; A 𝟙 = 𝟙 keeps them constant
 
 
 def softmax_invariant(arch: Architecture, head: str, key_path) -> bool:

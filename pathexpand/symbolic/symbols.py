@@ -5,9 +5,11 @@ order: ``Mat("A", (1, 0))`` is the attention pattern A^{1,0} of head L1H0, ``Mat
 its OV matrix. Two notations use the same atoms:
 
 * the paper's tensor-product form ``P ⊗ M`` (left-multiplying): position-side matrices ``P``
-  (patterns ``A``, LayerNorm scales ``N``) act on the position axis, model-side matrices ``M``
+  (patterns ``A``, norm scales ``N``) act on the position axis, model-side matrices ``M``
   are the paper's, i.e. the transposes of TransformerLens's (``W_E`` is [d_model, d_vocab]);
-  the one exception is ``W_QK`` = W_Q W_Kᵀ (TL) = W_Qᵀ W_K (paper), the same bilinear form;
+  the exceptions are ``W_QK`` = W_Q W_Kᵀ (TL) = W_Qᵀ W_K (paper), the same bilinear form, and
+  the rotary ``R_{j−i}`` between W_Q and W_Kᵀ (TL) = W_Qᵀ and W_K (paper), taken at the score
+  entry (i, j);
 * the right-multiplying form (TransformerLens's arrays, residual rows): ``A t W_E W_OV W_U``.
 
 sympy combines adjacent tensor products itself, ``(A ⊗ B)(C ⊗ D) = AC ⊗ BD``; ``mul`` and
@@ -29,6 +31,7 @@ __all__ = [
     "KINDS",
     "ONES",
     "TOKENS",
+    "ROTATION",
     "Apply",
     "Deeper",
     "Eqn",
@@ -64,12 +67,12 @@ KINDS = {
     "1": "column of ones over positions [pos, 1] (bias rows are 1 b)",
     "t": "one-hot tokens [pos, d_vocab]",
     "A": "attention pattern of a head [pos, pos] (position side)",
-    "N_ln1": "frozen LayerNorm ln1 scale diag(1/σ) of a layer (position side)",
-    "N_ln2": "frozen LayerNorm ln2 scale diag(1/σ) of a layer (position side)",
-    "N_lnf": "frozen final LayerNorm scale diag(1/σ) (position side)",
-    "W_ln1": "ln1 centring and weight C diag(w) of a layer (model side)",
-    "W_ln2": "ln2 centring and weight C diag(w) of a layer (model side)",
-    "W_lnf": "final LayerNorm centring and weight C diag(w) (model side)",
+    "N_ln1": "frozen ln1 scale of a layer: diag(1/σ) (LayerNorm) or diag(1/rms) (RMSNorm) (position side)",
+    "N_ln2": "frozen ln2 scale of a layer: diag(1/σ) or diag(1/rms) (position side)",
+    "N_lnf": "frozen final norm scale diag(1/σ) or diag(1/rms) (position side)",
+    "W_ln1": "ln1 centring and weight C diag(w) (LayerNorm) or weight diag(w) (RMSNorm) of a layer (model side)",
+    "W_ln2": "ln2 centring and weight C diag(w) or weight diag(w) of a layer (model side)",
+    "W_lnf": "final norm centring and weight C diag(w) or weight diag(w) (model side)",
     "b_ln1": "ln1 bias of a layer (model side)",
     "b_ln2": "ln2 bias of a layer (model side)",
     "b_lnf": "final LayerNorm bias (model side)",
@@ -79,6 +82,11 @@ KINDS = {
     "b_U": "unembedding bias",
     "W_OV": "W_V W_O of a head",
     "W_QK": "W_Q W_Kᵀ of a head",
+    "Rot": "rotary relative rotation R_{j−i} = Θ_i Θ_jᵀ [d_head, d_head]: what a query at i and "
+           "a key at j meet through (a function of the offset j − i; the same in both notations)",
+    "Theta": "rotary rotation Θ_p of a query/key row at position p (u ↦ u Θ_p) [d_head, d_head]",
+    "q": "rotated query row of a head at one position [d_head]",
+    "k": "rotated key row of a head at one position [d_head]",
     "W_Q": "query weights of a head",
     "W_K": "key weights of a head",
     "W_O": "output weights of a head",
@@ -89,6 +97,8 @@ KINDS = {
     "b_out": "MLP output bias of a layer",
     "B_in": "MLP input-bias source (1 b_in ⊙ G) W_out of a layer [pos, d_model]",
     "M": "frozen MLP of a layer: X ↦ ((X W_in) ⊙ G) W_out, position-wise, does not factor",
+    "W_gate": "gate weights of a gated MLP of a layer",
+    "act": "the MLP's activation function (applied elementwise)",
     "O": "node operator of a generic path node (head: A ⊗ W_OV; MLP: M)",
     "R": "remainder: every path deeper than max_depth",
     # used by derivations only
@@ -104,10 +114,13 @@ KINDS = {
     "W_in": "MLP input weights of a layer",
     "W_out": "MLP output weights of a layer",
     "b_in": "MLP input bias of a layer",
-    "G": "frozen MLP gates act(pre)/pre of a layer [pos, d_mlp]",
+    "G": "frozen MLP gates of a layer [pos, d_mlp]: act(pre)/pre, or act(x W_gate) when gated",
     "LN1": "LayerNorm ln1 of a layer (not frozen)",
     "LN2": "LayerNorm ln2 of a layer (not frozen)",
     "LNf": "final LayerNorm (not frozen)",
+    "RMS1": "RMSNorm ln1 of a layer (not frozen)",
+    "RMS2": "RMSNorm ln2 of a layer (not frozen)",
+    "RMSf": "final RMSNorm (not frozen)",
     "MLP": "an MLP (not frozen)",
     "dots": "an ellipsis ⋯ inside a product",
 }
@@ -355,6 +368,7 @@ ID = Mat("Id")
 ONES = Mat("1")
 TOKENS = Mat("t")
 DOTS = Mat("dots")
+ROTATION = Mat("Rot", ("j-i",))  # R_{j−i}: entry (i, j) of a rotary score
 D_HEAD = Symbol("d_head", positive=True)
 
 

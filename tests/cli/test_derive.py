@@ -75,17 +75,52 @@ def test_twelve_by_twelve_is_summarised(capsys):
      "error: 'L7H0' is not in this 2-layer model; heads are L0H0…L1H3"),
     (["--heads", "4;2"], "error: --heads must be a head count like 4"),
     (["--layers", "2", "--heads", "4,2,1"], "error: n_heads has 3 entries"),
-    (["--positional", "rotary"], "error: positional must be"),
+    (["--positional", "alibi"], "error: positional must be"),
     (["--format", "pdf"], "error: --format must be one of text, latex, markdown, mathml; got 'pdf'"),
     (["--max-depth", "-1"], "error: max_depth must be None or a non-negative int"),
     (["--summarize-above", "-2"], "error: summarize_above must be a non-negative int"),
     (["--examples", "--layers", "3"], "error: --examples renders fixed architectures; drop --layers"),
     (["--model", "x.safetensors", "--layers", "2"], "error: give either --model or --layers/--heads"),
+    (["--gated"], "error: --gated describes the MLPs; add --mlp"),
+    (["--parallel", "--norm", "rms"], "error: --parallel describes the MLPs; add --mlp"),
+    (["--norm", "batch"], "error: --norm must be ln (LayerNorm) or rms (RMSNorm); got 'batch'"),
+    (["--layernorm", "--norm", "rms"], "error: --layernorm means --norm ln; it contradicts --norm rms"),
+    (["--kv-heads", "3"], "error: n_kv_heads=3 must divide every layer's head count"),
+    (["--kv-heads", "0"], "error: --kv-heads must be a positive number of key/value heads; got 0"),
+    (["--examples", "--parallel"], "error: --examples renders fixed architectures; drop --parallel"),
+    (["--model", "x.safetensors", "--norm", "rms"],
+     "error: --model reads the architecture from the weights; drop --norm"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, args, message):
     rc, out, err = run(capsys, *args)
     assert rc == 2 and out == ""
     assert err.startswith(message) and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("fmt, rotation", [
+    ("text", "R_(j−i)"), ("latex", "R_{j-i}"), ("markdown", "R_{j-i}"),
+    ("mathml", "<msub><mi>R</mi><mrow><mi>j</mi><mo>−</mo><mi>i</mi></mrow></msub>"),
+])
+def test_modern_flags_derive_the_rotation(capsys, fmt, rotation):
+    rc, out, err = run(capsys, "--layers", "2", "--heads", "4,2", "--mlp", "--norm", "rms", "--gated",
+                       "--parallel", "--kv-heads", "2", "--positional", "rotary", "--biases",
+                       "--scores", "L1H1", "--format", fmt, "--summarize-above", "8")
+    assert rc == 0 and not err, err
+    assert ("2-layer transformer, heads (4, 2), rotary positions, gated MLP, parallel attention "
+            "and MLP, RMSNorm, grouped-query attention (2 key/value heads per layer), biases") in out
+    assert rotation in out
+    assert "positions no longer enter the residual stream" in " ".join(out.split())
+    if fmt == "mathml":
+        ET.fromstring(out)
+
+
+def test_norm_ln_is_the_layernorm_shorthand(capsys):
+    rc, a, _ = run(capsys, "--layers", "1", "--mlp", "--norm", "LN", "--biases")
+    rc2, b, _ = run(capsys, "--layers", "1", "--mlp", "--layernorm", "--biases")
+    assert rc == rc2 == 0 and a == b and "MLP, LayerNorm, biases" in a
+    rc, out, _ = run(capsys, "--layers", "2", "--heads", "2", "--mlp", "--parallel")
+    assert rc == 0
+    assert "     paths per source entering before layer 0: (1 + 2 + 1)² = 16" in out.splitlines()
 
 
 def test_model_architecture_from_weights(capsys, tmp_path):

@@ -82,15 +82,10 @@ def test_from_transformer_lens(kwargs, expect):
 @pytest.mark.parametrize(
     "kwargs, feature",
     [
-        (dict(positional_embedding_type="rotary"), "rotary positional embeddings"),
         (dict(positional_embedding_type="alibi"), "ALiBi"),
-        (dict(n_key_value_heads=2), "grouped-query attention"),
-        (dict(parallel_attn_mlp=True), "parallel attention and MLP"),
-        (dict(gated_mlp=True), "gated MLPs"),
-        (dict(normalization_type="RMS"), "RMSNorm"),
-        (dict(normalization_type="RMSPre"), "RMSNorm"),
         (dict(act_fn="solu_ln"), "MLP activation 'solu_ln'"),
-        (dict(act_fn="silu"), "MLP activation 'silu'"),
+        (dict(normalization_type="LN", final_rms=True), "RMSNorm final norm"),
+        (dict(positional_embedding_type="rotary", use_NTK_by_parts_rope=True), "rescaled rotary"),
         (dict(use_local_attn=True, window_size=2, attn_types=["global", "local"]), "local attention"),
         (dict(scale_attn_by_inverse_layer_idx=True), "inverse layer index"),
         (dict(use_attn_scale=False), "1/sqrt\\(d_head\\) scale"),

@@ -360,8 +360,8 @@ def test_non_finite(tmp_path, bad):
 def test_bad_metadata_and_card(tmp_path):
     cfg = CONFIGS["attn2"]
     path = tmp_path / "m.safetensors"
-    save_file(params(cfg), str(path), metadata={"pathexpand.config": json.dumps({**cfg.to_dict(), "rotary_dim": 4})})
-    with pytest.raises(WeightsFileError, match=r"config has unknown field\(s\) \['rotary_dim'\]"):
+    save_file(params(cfg), str(path), metadata={"pathexpand.config": json.dumps({**cfg.to_dict(), "rotary_dims": 4})})
+    with pytest.raises(WeightsFileError, match=r"config has unknown field\(s\) \['rotary_dims'\]"):
         pe.load(path)
     save_file(params(cfg), str(path), metadata={"pathexpand.config": "{not json"})
     with pytest.raises(WeightsFileError, match="'pathexpand.config' is not valid JSON"):

@@ -103,7 +103,7 @@ def test_fold_layernorm(state_dicts, name):
 
 
 def test_fold_layernorm_refusals(state_dicts):
-    with pytest.raises(PathexpandError, match="needs a model with LayerNorm .*normalization=None"):
+    with pytest.raises(PathexpandError, match="needs a model with a norm .*normalization=None"):
         pe.fold_layernorm(weights("attn", state_dicts))
     with pytest.raises(PathexpandError, match="cannot fold ln1 of a shortformer model"):
         pe.fold_layernorm(weights("shortformer_ln", state_dicts))

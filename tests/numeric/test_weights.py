@@ -77,31 +77,37 @@ def test_validation(rng, mutate, error, match):
         pe.Weights(params, CFG)
 
 
-@pytest.mark.parametrize(
-    "key, feature",
-    [
-        ("blocks.0.attn._W_K", "grouped-query attention"),
-        ("blocks.0.mlp.W_gate", "gated MLPs"),
-        ("blocks.0.attn.rotary_sin", "rotary"),
-    ],
-)
-def test_unsupported_features_named(rng, key, feature):
+def test_mixture_of_experts_named(rng):
     params = random_params(CFG, rng)
-    params[key] = np.zeros(3, np.float32)
-    with pytest.raises(UnsupportedArchitecture, match=feature):
+    params["blocks.0.mlp.experts.0.W_in"] = np.zeros(3, np.float32)
+    with pytest.raises(UnsupportedArchitecture, match="mixture of experts"):
         pe.Weights.from_state_dict(params)
 
 
-def test_rmsnorm_refused(rng):
-    params = random_params(CFG, rng)
-    params["ln_final.w"] = np.ones(8, np.float32)
-    with pytest.raises(UnsupportedArchitecture, match="RMSNorm"):
-        pe.Weights.from_state_dict(params)
+def test_modern_blocks_read_from_a_bare_state_dict(rng):
+    """RMSNorm (ln weights, no biases), grouped-query K/V (TransformerLens's ``_W_K``), gated MLPs
+    and rotary positions (TransformerLens's ``rotary_sin`` buffer) are read off the keys alone."""
+    cfg = Config(n_layers=1, n_heads=4, d_model=8, d_head=4, d_vocab=5, n_ctx=6, d_mlp=12, act_fn="silu",
+                 normalization="RMS", positional="rotary", n_key_value_heads=2, rotary_dim=2,
+                 rotary_base=5e5, gated_mlp=True)
+    params = {k.replace("attn.W_K", "attn._W_K"): rng.standard_normal(s) for k, s in expected_shapes(cfg).items()}
+    pos = np.arange(6)[:, None]
+    params["blocks.0.attn.rotary_sin"] = np.sin(pos / 5e5 ** (np.arange(1)[None] / 1)).repeat(2, 1)
+    w = pe.Weights.from_state_dict(params, act_fn="silu")
+    assert w.config.normalization == "RMS" and w.config.gated_mlp and w.config.n_key_value_heads == 2
+    assert (w.config.positional, w.config.rotary_dim, w.config.n_ctx) == ("rotary", 2, 6)
+    assert w["blocks.0.attn.W_K"].shape == (2, 8, 4)
 
 
 def test_config_errors():
-    with pytest.raises(UnsupportedArchitecture, match="rotary"):
-        Config(n_layers=1, n_heads=1, d_model=4, d_head=4, d_vocab=5, n_ctx=4, positional="rotary")
+    with pytest.raises(PathexpandError, match="rotary_dim must be an even int"):
+        Config(n_layers=1, n_heads=1, d_model=4, d_head=4, d_vocab=5, n_ctx=4, positional="rotary", rotary_dim=3)
+    with pytest.raises(PathexpandError, match="n_key_value_heads must divide n_heads=4"):
+        Config(n_layers=1, n_heads=4, d_model=4, d_head=4, d_vocab=5, n_ctx=4, n_key_value_heads=3)
+    with pytest.raises(PathexpandError, match="gated_mlp=True needs an MLP"):
+        Config(n_layers=1, n_heads=1, d_model=4, d_head=4, d_vocab=5, n_ctx=4, gated_mlp=True)
+    with pytest.raises(UnsupportedArchitecture, match="ALiBi"):
+        Config(n_layers=1, n_heads=1, d_model=4, d_head=4, d_vocab=5, n_ctx=4, positional="alibi")
     with pytest.raises(UnsupportedArchitecture, match="activation 'solu'"):
         Config(n_layers=1, n_heads=1, d_model=4, d_head=4, d_vocab=5, n_ctx=4, d_mlp=8, act_fn="solu")
     with pytest.raises(PathexpandError, match="unknown config field"):

@@ -1,7 +1,8 @@
 """Check 1 (counts): the closed forms equal the enumeration, and names are unique.
 
 Closed forms here are written from DESIGN.md (``Π_l (1 + H_l)`` per source, ``Π_l 2(1 + H_l)``
-with MLPs, ``(Π_{l'<l} (1 + H_l'))²`` score pairs per pair of sources) and from
+with MLPs, ``Π_l (2 + H_l)`` with parallel attention and MLP, ``(Π_{l'<l} c_l')²`` score pairs
+per pair of sources) and from
 ``Architecture.n_logit_paths``/``n_score_pairs``; the enumeration is ``list(expansion)``.
 """
 
@@ -29,13 +30,18 @@ def architectures(draw, max_layers=3, max_heads=3):
         n,
         heads,
         mlp=mlp,
-        layernorm=draw(st.booleans()),
-        positional=draw(st.sampled_from(["standard", "shortformer", None])),
+        normalization=draw(st.sampled_from([None, "LN", "RMS"])),
+        positional=draw(st.sampled_from(["standard", "shortformer", "rotary", None])),
         biases=draw(st.booleans()),
+        gated_mlp=mlp and draw(st.booleans()),
+        parallel_attn_mlp=mlp and draw(st.booleans()),
     )
 
 
 def per_layer(arch, h):
+    """``1 + H + 1`` with parallel attention and MLP, ``(1 + H)·2`` with sequential MLPs."""
+    if arch.parallel_attn_mlp:
+        return 2 + h
     return (1 + h) * (2 if arch.mlp else 1)
 
 
@@ -53,7 +59,7 @@ def test_logit_counts_match_closed_forms_and_enumeration(arch):
     if arch.positional == "standard":
         assert by_source["pos"] == closed
     else:
-        assert "pos" not in by_source  # shortformer: W_pos never travels an OV path
+        assert "pos" not in by_source  # shortformer, rotary: nothing positional travels an OV path
     names = [t.name for t in terms]
     assert len(set(names)) == len(names)
     assert len({t.path for t in terms}) == len(terms)
@@ -85,8 +91,10 @@ def test_score_counts_match_closed_forms_and_enumeration(arch, data):
     side = math.prod(per_layer(arch, h) for h in arch.n_heads[:layer])
     pairs = Counter((t.query_source, t.key_source) for t in terms)
     assert pairs["embed", "embed"] == side**2 == arch.n_score_pairs(head)
-    if arch.positional is not None:
+    if arch.positional in ("standard", "shortformer"):
         assert pairs["pos", "pos"] == (side**2 if arch.positional == "standard" else 1)
+    else:  # rotary positions are no source
+        assert not any("pos" in p for p in pairs)
     assert len(exp) == len(terms)
     q_sources, k_sources = Counter(t.query_path for t in terms), Counter(t.key_path for t in terms)
     assert len(terms) == len(q_sources) * len(k_sources)  # every query path × every key path
