@@ -167,3 +167,26 @@ def test_docs_links_resolve():
             assert path.exists(), f"{page.name}: broken link {target}"
             if anchor:
                 assert anchor in _anchors(path), f"{page.name}: no heading #{anchor} in {path.name}"
+
+
+@pytest.mark.needs_graphviz
+def test_07_modern_blocks(tmp_path):
+    out = run_example("07_modern_blocks.py", str(tmp_path))
+    w = pe.load("modern-2l")
+    c = w.config
+    assert (c.normalization, c.positional, c.gated_mlp, c.parallel_attn_mlp) == ("RMS", "rotary", True, True)
+    assert c.n_key_value_heads < c.n_heads
+    # closed form: skip, one of 4 heads or the MLP in each of 2 layers
+    assert f"{(2 + c.n_heads) ** c.n_layers} paths from the token embedding = (2 + 4) · (2 + 4)" in out
+    assert "R_(j−i)" in out                                   # the score term shows the rotation
+    heads = pe.detect_heads(w)
+    for kind in ("previous_token", "induction"):
+        best = np.unravel_index(np.nanargmax(heads[kind]), heads[kind].shape)
+        assert f"best {kind} head: L{best[0]}H{best[1]} {np.nanmax(heads[kind]):.3f}" in out
+    cs = pe.composition_scores(w, "k_composition")
+    top = cs.ranking("k_composition")[0]
+    assert re.search(rf"1 +{re.escape(top.name)} .*{top['z']:.4g}", out)
+    assert "mean over offsets Δ = 0 … -15" in out
+    m = re.search(r"= ([\d.-]+); residual error ([\d.e+-]+)", out)
+    assert float(m[2]) < 1e-5
+    assert (tmp_path / "modern_circuit.svg").read_text().lstrip().startswith(("<?xml", "<svg"))

@@ -185,6 +185,29 @@ SPECS: dict[str, ModelSpec] = {
                 "architecture this model mirrors"
             ),
         ),
+        ModelSpec(
+            name="modern-2l",
+            description=(
+                "2 layers of a modern block, bytes: RMSNorm, rotary positions, grouped-query "
+                "attention (4 query heads sharing 2 key/value heads), SwiGLU MLPs (d_mlp 128) "
+                "and parallel attention + MLP (GPT-NeoX/GPT-J style)."
+            ),
+            config=dict(
+                n_layers=2, d_mlp=128, act_fn="silu", normalization="RMS", positional="rotary",
+                n_key_value_heads=2, gated_mlp=True, parallel_attn_mlp=True, **_ATTN,
+            ),
+            steps=6000,
+            batch_size=16,
+            lr=3e-3,
+            copy_fraction=0.35,
+            skip_fraction=0.3,
+            copy_vocab="all",
+            positional_reason=(
+                "rotary (queries and keys rotated by position, base 10000, all 32 dims of each head, "
+                "halves pairing as Hugging Face Llama), as in the Llama, Mistral, Qwen, Gemma and "
+                "GPT-NeoX families this model mirrors: nothing positional enters the residual stream"
+            ),
+        ),
     )
 }
 
