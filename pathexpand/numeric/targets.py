@@ -113,17 +113,15 @@ class Target:
 
 # resolution -------------------------------------------------------------------------------
 def token_id(weights, token) -> int:
-    """One token id from an int or a one-token string (``PathexpandError`` otherwise)."""
+    """One token id from an int or a string (its first token; labels say so when it has more)."""
     d_vocab = weights.config.d_vocab_out
     if isinstance(token, str):
         tok = getattr(weights, "tokenizer", None)
         if tok is None:
             raise PathexpandError(f"target {token!r} is text but these weights have no tokenizer")
         ids = tok.encode(token)
-        if len(ids) != 1:
-            raise PathexpandError(
-                f"target {token!r} encodes to {len(ids)} tokens {ids}; give one token"
-            )
+        if not ids:
+            raise PathexpandError(f"target {token!r} encodes to no token; give some text or a token id")
         token = ids[0]
     if isinstance(token, (bool, np.bool_)) or not isinstance(token, (int, np.integer)):
         raise PathexpandError(f"a target token must be an int id or a one-token string, got {token!r}")
@@ -225,6 +223,11 @@ def resolve_target(weights, target, diff, positions, shape, top=None) -> Target:
 
 def _show(weights, token) -> str:
     if isinstance(token, str):
+        tok = getattr(weights, "tokenizer", None)
+        ids = tok.encode(token) if tok is not None else []
+        if len(ids) > 1:
+            first = tok.token_str(ids[0]) if hasattr(tok, "token_str") else str(ids[0])
+            return f"{first!r}, the first of the {len(ids)} tokens of {token!r}"
         return repr(token)
     tok = getattr(weights, "tokenizer", None)
     if tok is not None and hasattr(tok, "token_str") and isinstance(token, (int, np.integer)):

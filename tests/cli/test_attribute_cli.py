@@ -75,7 +75,6 @@ def test_tokens_without_tokenizer_and_tables(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--text", "abc", "--target", "ab"], "encodes to 2 tokens"),
         (["--text", "abc", "--target", "a", "--diff", "a", "b"], "either --target or --diff"),
         (["--text", "abc", "--top", "0"], "--top must be"),
         (["--text", "abc", "--position", "40"], "out of range"),

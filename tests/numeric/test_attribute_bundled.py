@@ -71,3 +71,13 @@ def test_induction_head_scores_by_k_composition_with_the_previous_token_head():
         top = res.top(1)[0]
         wins += top["kind"] == "k_composition" and top["key_path"][-1] in previous_token_heads
     assert wins >= 0.8 * len(queries[::3])
+
+
+def test_a_text_target_of_several_tokens_uses_the_first_and_says_so():
+    w = pe.load("attn-only-2l")
+    res = pe.attribute(w, "abcab", target="ab")
+    same = pe.attribute(w, "abcab", target="a")
+    assert res.output == same.output                                   # the first token, 'a'
+    assert res.target_label == "logit('a', the first of the 2 tokens of 'ab')"
+    with pytest.raises(pe.PathexpandError, match="encodes to no token"):
+        pe.attribute(w, "abcab", target="")
