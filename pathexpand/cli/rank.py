@@ -95,7 +95,8 @@ def _ranking(model, metric, scope, head, max_depth, positional, baseline, offset
         fail("--offset is for the score terms (--scores HEAD) of a rotary model; "
              f"this {'ranking has no score terms' if rotary else f'model has positional={weights.config.positional!r}'}")
     if rotary and head is not None and offset is None:
-        fail(f"{arch.check_head(head)[0] and head} reads rotated queries and keys: its score terms depend on "
+        arch.check_head(head)
+        fail(f"{head} reads rotated queries and keys: its score terms depend on "
              "the offset between key and query; pass --offset (e.g. --offset -1 for the previous token)")
     if rotary and positional:
         fail("--positional picks W_pos terms; a rotary model has no W_pos (positions rotate queries and keys)")

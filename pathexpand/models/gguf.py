@@ -29,13 +29,14 @@ def from_gguf(path) -> Weights:
         raise PathexpandError(f"no such GGUF file: {str(path)!r}")
     folder, name = str(path.parent), path.name
     try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name).eval()
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, local_files_only=True).eval()
+    except (OSError, ValueError, KeyError, RuntimeError, NotImplementedError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsFileError(f"cannot read GGUF file {str(path)!r}: {first}") from None
     tokenizer = None
     if _has_tokenizer(path):
-        tokenizer = HFTokenizer(transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name),
+        tokenizer = HFTokenizer(transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True),
                                 name=name)
     weights = from_hf(model, tokenizer=tokenizer)
     weights.name = path.stem

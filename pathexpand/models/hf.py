@@ -237,15 +237,13 @@ def _llama(model, sd, *, gemma: bool = False):
     slides = getattr(cfg, "use_sliding_window", True) and (
         layer_types is None or "sliding_attention" in layer_types)
     if window is not None and slides and window < n_ctx:
-        attr = "use_sliding_window" if hasattr(cfg, "use_sliding_window") else "sliding_window"
-        _refuse(cfg, attr, f"sliding-window attention (window {window} < max_position_embeddings="
-                f"{n_ctx})", "; pathexpand expands full causal attention")
+        n_ctx = window    # exact for prompts that fit in the window; longer prompts are refused
     if getattr(cfg, "mlp_bias", False):
         _refuse(cfg, "mlp_bias", "a gated MLP with biases on gate_proj and up_proj")
     if getattr(cfg, "use_bidirectional_attention", False):
         _refuse(cfg, "use_bidirectional_attention", "bidirectional attention")
     _check_scale(model.model.layers[0].self_attn, dh)
-    act = _act(cfg, "hidden_act")
+    act = _act(cfg, "hidden_activation" if gemma and getattr(cfg, "hidden_activation", None) else "hidden_act")
     norm = (lambda w: 1.0 + w) if gemma else (lambda w: w)   # Gemma: x/rms · (1 + w)
     out = {"W_E": sd["model.embed_tokens.weight"]}                       # [d_vocab, d]
     if gemma:   # embeddings × √d_model (a float32 buffer cast to the weights' dtype)

@@ -75,6 +75,8 @@ def circuit(what, model, *, scope: str = "full", mlp: str = "linear", offset: in
     ``Δ = j − i``, for QK circuits and score terms of a rotary model (``W_Q R̃_Δ W_Kᵀ``).
     """
     c = Circuits(as_weights(model), offset=offset, device=device, dtype=dtype)
+    if offset is not None and not (what == "QK" or isinstance(what, ScoreTerm)):
+        raise PathexpandError(f"offset= is for QK circuits and score terms; {what!r} has no query–key product")
     if isinstance(what, str) and what in ("OV", "QK"):
         return c.ov(scope) if what == "OV" else c.qk(scope)
     if not isinstance(what, (str, tuple, Term, ScoreTerm)):
@@ -166,8 +168,8 @@ class Circuits:
         kind = self.config.normalization
         if name == "W_O":
             return norm.writer(t, kind)
-        if name in ("W_K", "W_V") and self.config.n_kv_groups > 1:
-            t = t.repeat_interleave(self.config.n_kv_groups, 0)           # per query head
+        if name in ("W_K", "W_V"):
+            t = self.config.per_query_head(t, 0)                           # per query head
         w = self._t(self.weights[f"blocks.{layer}.ln1.w"])[:, None] if kind in ("LN", "RMS") else None
         return norm.reader(t, kind, w, axis=-2)
 

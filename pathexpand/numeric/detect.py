@@ -278,9 +278,13 @@ def _from_data(w, seq_len, n_samples, seed, batch_size, prefix, vocab, device, d
             f"<= n_ctx ({cfg.n_ctx}); the largest seq_len is {room}"
         )
     tokens = repeated_tokens(cfg.d_vocab, seq_len, n_samples, seed=seed, prefix=prefix, vocab=vocab)
+    n = tokens.shape[1]
+    # every pattern of a batch is kept ([b, L, H, n, n]): at most ~256 MB of them at a time
+    batch_size = max(1, min(batch_size, (1 << 26) // max(1, cfg.n_layers * cfg.n_heads * n * n)))
     sums = {kind: np.zeros((cfg.n_layers, cfg.n_heads), dtype=np.float64) for kind in DATA_KINDS}
     for start in track(range(0, n_samples, batch_size), progress, "detecting heads"):
-        _, cache, _ = record(w, tokens[start : start + batch_size], device=device, dtype=dtype)
+        _, cache, _ = record(w, tokens[start : start + batch_size], device=device, dtype=dtype,
+                             unembed=False)                    # patterns only: no logits
         scores = score_patterns(cache.patterns, seq_len, len(prefix))
         for kind in DATA_KINDS:
             sums[kind] += scores[kind].double().sum(0).cpu().numpy()

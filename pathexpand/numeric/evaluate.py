@@ -95,6 +95,8 @@ def evaluate(
     check_int("n_null", n_null, 1), check_int("batch_size", batch_size, 1), check_int("seed", seed, 0)
     arch = _check_arch(expansion, w)
     terms = _terms(expansion, positional, arch)
+    if offset is not None and not any(isinstance(t, ScoreTerm) for t in terms):
+        raise PathexpandError("offset= is for score terms (pe.expand_scores); logit terms have no query–key product")
     stack = metric != "copying" and baseline is None  # norms: bias sources share one chain
     ev = _Evaluator(Circuits(w, offset=offset, device=device, dtype=dtype, mlp_product=baseline is None), metric,
                     scope, mlp, baseline, int(n_null), int(seed))
@@ -432,6 +434,11 @@ def _terms(expansion, positional: bool, arch) -> list:
     if positional:
         if arch.positional is None:
             raise PathexpandError("positional=True needs a model with positional embeddings")
+        if arch.positional == "rotary":
+            raise PathexpandError(
+                "positional=True picks the terms of W_pos; a rotary model has none (positions rotate "
+                "queries and keys): its purely positional score terms are the bias × bias terms, "
+                "functions of the offset (see docs/conventions.md)")
 
         def is_pos(t):
             if t.is_remainder:

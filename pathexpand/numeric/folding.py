@@ -134,7 +134,7 @@ def fold_value_biases(weights: Weights) -> Weights:
     new = {}
     for l in range(c.n_layers):
         a = f"blocks.{l}.attn"
-        b_V = np.repeat(p[f"{a}.b_V"], c.n_kv_groups, axis=0)       # per query head [H, e]
+        b_V = c.per_query_head(np.asarray(p[f"{a}.b_V"]), 0)        # per query head [H, e]
         new[f"{a}.b_O"] = p[f"{a}.b_O"] + np.einsum("he,hed->d", b_V, p[f"{a}.W_O"])
         new[f"{a}.b_V"] = np.zeros_like(p[f"{a}.b_V"])
     return _replace(weights, new, dtype)

@@ -87,7 +87,6 @@ class Attention(nn.Module):
         self.b_O = _param(d, device=device)
         self.causal = config.attention_dir == "causal"
         self.scale = 1.0 / math.sqrt(e)
-        self.groups = config.n_kv_groups
         self.config = config
 
     def forward(self, h, qk_pos=None, rec: Recorder | None = None):
@@ -95,8 +94,7 @@ class Attention(nn.Module):
         q = torch.einsum("bpd,hde->bhpe", qk_in, self.W_Q) + self.b_Q[:, None, :]   # [b, H, q, e]
         k = torch.einsum("bpd,hde->bhpe", qk_in, self.W_K) + self.b_K[:, None, :]   # [b, G, k, e]
         v = torch.einsum("bpd,hde->bhpe", h, self.W_V) + self.b_V[:, None, :]       # [b, G, k, e]
-        if self.groups > 1:   # each key/value head serves n_kv_groups query heads
-            k, v = k.repeat_interleave(self.groups, 1), v.repeat_interleave(self.groups, 1)
+        k, v = self.config.per_query_head(k, 1), self.config.per_query_head(v, 1)   # [b, H, n, e]
         if self.config.positional == "rotary":
             q, k = rotary.rotate(q, self.config), rotary.rotate(k, self.config)
         if rec is None:   # same math, fused: softmax_causal(q kᵀ / √d_head) v

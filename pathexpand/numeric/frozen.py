@@ -506,7 +506,7 @@ def _record(fz: Frozen, weights: Weights, tokens, device, dtype) -> None:
     fz.tokens, fz.p = cache.tokens, dict(model.named_parameters())
     if c.n_kv_groups > 1:   # node maps see key/value weights per query head
         for name in [k for k in fz.p if k.rsplit(".", 1)[-1] in ("W_K", "W_V", "b_K", "b_V")]:
-            fz.p[name] = fz.p[name].repeat_interleave(c.n_kv_groups, 0)
+            fz.p[name] = c.per_query_head(fz.p[name], 0)
     fz.device, fz.dtype = cache.tokens.device, cache.resid_pre.dtype
     fz.patterns, fz.scores, fz.z = cache.patterns, cache.scores, cache.z
     fz.resid_pre, fz.resid_mid, fz.mlp_out = cache.resid_pre, cache.resid_mid, cache.mlp_out

@@ -163,7 +163,12 @@ class Config:
                 raise PathexpandError(f"config rotary_base must be a finite number > 1, got {base!r}")
             object.__setattr__(self, "rotary_base", float(base))
         else:
-            object.__setattr__(self, "rotary_dim", None)
+            stray = [f"{k}={getattr(self, k)!r}" for k, default in
+                     (("rotary_dim", None), ("rotary_base", 10000.0), ("rotary_adjacent_pairs", False))
+                     if getattr(self, k) != default]
+            if stray:
+                raise PathexpandError(f"config {', '.join(stray)} apply to positional='rotary'; this "
+                                      f"model has positional={self.positional!r}")
         if self.gated_mlp and self.d_mlp is None:
             raise PathexpandError("config gated_mlp=True needs an MLP (d_mlp)")
         if self.parallel_attn_mlp and (self.d_mlp is None or not self.n_heads):
@@ -174,9 +179,14 @@ class Config:
         """Query heads per key/value head (1 without grouped-query attention)."""
         return self.n_heads // self.n_key_value_heads if self.n_key_value_heads else 1
 
-    def kv_head(self, head: int) -> int:
-        """The key/value head query head ``head`` reads (Hugging Face's ``repeat_kv`` order)."""
-        return head // self.n_kv_groups
+    def per_query_head(self, x, axis: int = 0):
+        """Key/value weights ``[…, n_key_value_heads, …]`` → ``[…, n_heads, …]`` along ``axis``:
+        query head ``h`` reads key/value head ``h // n_kv_groups`` (Hugging Face's ``repeat_kv``
+        order). numpy arrays or torch tensors; the one place this expansion is written."""
+        g = self.n_kv_groups
+        if g == 1:
+            return x
+        return np.repeat(x, g, axis=axis) if isinstance(x, np.ndarray) else x.repeat_interleave(g, axis)
 
     @property
     def attn_only(self) -> bool:
@@ -368,8 +378,8 @@ class Weights:
             if missing or L == 0:
                 raise KeyError(f"this model has no {param} ({'no layers' if L == 0 else missing[0]} )")
             a = np.stack([self._params[k] for k in keys])
-            if param in ("W_K", "W_V", "b_K", "b_V") and self._config.n_kv_groups > 1:
-                a = np.repeat(a, self._config.n_kv_groups, axis=1)   # per query head
+            if param in ("W_K", "W_V", "b_K", "b_V"):
+                a = self._config.per_query_head(a, axis=1)           # per query head
             a.setflags(write=False)
             self._stacked[param] = a
         return self._stacked[param]
@@ -493,7 +503,9 @@ def _rotary_from_buffers(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     if r >= 4:
         theta_1 = float(np.arcsin(np.clip(sin[1, 2 if adjacent else 1], -1, 1)))  # θ_1 = base^(−2/r)
         if 0 < theta_1 < 1:
-            out["rotary_base"] = float(f"{theta_1 ** (-r / 2):.4g}")     # float32 buffer: 4 digits
+            base = theta_1 ** (-r / 2)
+            rounded = float(f"{base:.4g}")       # a float32 buffer blurs the base by ~r/2 · 1e-7
+            out["rotary_base"] = rounded if abs(rounded - base) <= base * r * 1e-6 else base
     return out
 
 

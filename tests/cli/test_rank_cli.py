@@ -92,3 +92,24 @@ def test_bad_input_exits_2_with_one_line(model_file, capsys, args, message):
 def test_missing_model_file(capsys, tmp_path):
     code, _, err = run(["rank", str(tmp_path / "nope.safetensors")], capsys)
     assert code == 2 and "nope.safetensors" in err
+
+
+def test_rotary_score_terms_take_an_offset(capsys):
+    """modern-2l has rotary positions: --scores needs --offset, which picks W_Q R̃_Δ W_Kᵀ; the
+    JSON rows equal pe.evaluate at that offset."""
+    for head in ("L0H1", "L1H1"):
+        code, out, err = run(["rank", "modern-2l", "--scores", head], capsys)
+        assert code == 2 and out == "" and err.startswith(f"error: {head} reads rotated queries and keys")
+    code, out, _ = run(["rank", "modern-2l", "--scores", "L1H1", "--offset", "-1", "--json", "--top", "3"], capsys)
+    assert code == 0
+    doc = json.loads(out)
+    w = pe.load("modern-2l")
+    ref = pe.evaluate(pe.expand_scores(w, "L1H1"), w, offset=-1)
+    assert doc["offset"] == -1 and [r["name"] for r in doc["rows"]] == [r.name for r in ref[:3]]
+    assert doc["rows"][0]["value"] == pytest.approx(ref[0].value)
+    for args, message in ((["rank", "modern-2l", "--offset", "-1"], "--offset is for the score terms"),
+                          (["rank", "--scores", "L1H0", "--offset", "1"], "positional='shortformer'"),
+                          (["rank", "modern-2l", "--scores", "L1H1", "--offset", "-1", "--positional"],
+                           "a rotary model has no W_pos")):
+        code, out, err = run(args, capsys)
+        assert code == 2 and message in err and err.count("\n") == 1

@@ -120,7 +120,8 @@ def test_rotary_reduces_to_unrotated_as_the_base_grows(rng, adjacent):
         for x in ("W_Q", "W_K", "b_Q", "b_K"):
             params[f"blocks.{l}.attn.{x}"][..., first_pair] = 0
     w = pe.Weights(params, w.config)
-    plain = pe.Weights(params, Config(**{**w.config.to_dict(), "positional": None}))
+    unrotated = {k: v for k, v in w.config.to_dict().items() if not k.startswith("rotary")}
+    plain = pe.Weights(params, Config(**{**unrotated, "positional": None}))
     with_pair = weights(rng, rotary_base=1e60)                                # the first pair still turns
     assert not np.allclose(pe.circuit("QK", with_pair, offset=-7).dense(), pe.circuit("QK", with_pair, offset=0).dense())
     np.testing.assert_allclose(pe.circuit("QK", w, offset=-7).dense(), pe.circuit("QK", plain).dense(),
@@ -250,3 +251,35 @@ def test_an_expansion_of_another_block_is_refused(rng, change):
     other = pe.Architecture(a.n_layers, list(a.n_heads), **{**kw, **change})
     with pytest.raises(PathexpandError, match="does not match the weights"):
         pe.evaluate(pe.expand_logits(other, max_depth=1), w)
+
+
+def test_bias_score_terms_are_functions_of_the_offset_alone(rng):
+    """The purely positional score terms of a rotary head: two constant vectors (biases) meeting
+    through R̃_Δ. Against Hugging Face's rotation of b_Q at i and b_K at i + Δ (any i), and
+    through an RMS reader for a written bias (b_O), against the dense product."""
+    w = weights(rng, normalization="RMS", n_key_value_heads=2, rotary_dim=4, d_mlp=10, act_fn="silu")
+    terms = pe.expand_scores(w, "L1H3", max_depth=0)
+    g = w.config.n_kv_groups
+    bq, bk = w["blocks.1.attn.b_Q"][3], w["blocks.1.attn.b_K"][3 // g]             # [e]
+    bo = w["blocks.0.attn.b_O"] * w["blocks.1.ln1.w"]                             # RMS reader diag(w)
+    for delta in (0, -1, -6):
+        for i in (2, 9):
+            q = hf_rotated(bq[None, None, :], i, w.config)[0, 0]
+            k = hf_rotated(bk[None, None, :], i + delta, w.config)[0, 0]
+            value = float(pe.circuit(terms["q:L1H3.b_Q · k:L1H3.b_K"], w, offset=delta).dense().squeeze())
+            assert value == pytest.approx(q @ k, rel=1e-9, abs=1e-12)
+            qo = hf_rotated((bo @ w.W_Q[1, 3])[None, None, :], i, w.config)[0, 0]
+            value = float(pe.circuit(terms["q:L0.b_O · k:L1H3.b_K"], w, offset=delta).dense().squeeze())
+            assert value == pytest.approx(qo @ k, rel=1e-9, abs=1e-12)
+
+
+def test_offsets_where_they_mean_nothing_are_refused(rng):
+    w = weights(rng)
+    with pytest.raises(PathexpandError, match="no query–key product"):
+        pe.circuit("OV", w, offset=-1)
+    with pytest.raises(PathexpandError, match="logit terms have no query–key product"):
+        pe.evaluate(pe.expand_logits(w, max_depth=1), w, offset=-1)
+    with pytest.raises(PathexpandError, match="bias × bias terms"):
+        pe.evaluate(pe.expand_scores(w, "L1H0", max_depth=0), w, offset=-1, positional=True)
+    with pytest.raises(PathexpandError, match="apply to positional='rotary'"):
+        Config(n_layers=1, n_heads=1, d_model=4, d_head=4, d_vocab=5, n_ctx=4, rotary_adjacent_pairs=True)
