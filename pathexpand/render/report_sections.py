@@ -9,6 +9,7 @@ share (head detection, composition scores), each computed once. ``SECTIONS`` lis
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -185,17 +186,33 @@ def _mathml(expansion) -> str:
     return markup
 
 
+_LISTED = 20_000   # larger expansions are cut (remainder term) before they are listed or ranked
+
+
+def _listable(expand, *args):
+    """``expand(*args)``, cut at the largest depth whose terms still number at most ``_LISTED``."""
+    full = expand(*args)
+    if full.n_terms <= _LISTED:
+        return full
+    depth = 0
+    while expand(*args, max_depth=depth + 1).n_terms <= _LISTED:
+        depth += 1
+    return expand(*args, max_depth=depth)
+
+
 def section_derivation(ctx: Context) -> str:
     """The logits as a sum over paths (and the induction head's scores), in MathML."""
     from ..symbolic import expand_logits, expand_scores
 
     arch = ctx.arch
-    exp = expand_logits(arch)
+    exp = _listable(expand_logits, arch)
     out = [
-        f'<p>The frozen model\'s logits are a sum of <b class="count">{len(exp):,}</b> terms: '
-        f"{arch.n_logit_paths():,} paths per source (Π<sub>l</sub>(1 + H<sub>l</sub>)"
-        f"{' · 2<sup>L</sup> with MLPs' if arch.mlp else ''}) over the sources "
-        f"{escape(', '.join(exp.sources))}. MathML, drawn by the browser itself.</p>",
+        f'<p>The frozen model\'s logits are a sum of <b class="count">{expand_logits(arch).n_terms:,}</b> '
+        f"terms: {arch.n_logit_paths():,} paths per source over the sources "
+        f"{escape(', '.join(exp.sources))}."
+        + (f" Shown to depth {exp.max_depth}; deeper paths are one remainder term."
+           if exp.max_depth is not None else "")
+        + " MathML, drawn by the browser itself.</p>",
         f'<div class="math-block" id="derivation-logits">{_mathml(exp)}</div>',
     ]
     if arch.n_layers > 1 and arch.heads:
@@ -204,10 +221,14 @@ def section_derivation(ctx: Context) -> str:
             head, why = ic.induction_head, "the induction head"
         else:
             head, why = f"L{arch.n_layers - 1}H0", "a head of the last layer (no induction circuit found)"
-        scores = expand_scores(arch, head)
+        scores = _listable(expand_scores, arch, head)
         out.append(
             f"<h3>Attention scores of {escape(head)}, {escape(why)}</h3>"
-            f"<p>{len(scores):,} (query path, key path) terms: direct, Q-, K- and Q&amp;K-composition.</p>"
+            f"<p>{expand_scores(arch, head).n_terms:,} (query path, key path) terms: direct, Q-, K- and "
+            "Q&amp;K-composition"
+            + (f"; shown to depth {scores.max_depth}, deeper pairs as one remainder"
+               if scores.max_depth is not None else "")
+            + ".</p>"
             f'<div class="math-block" id="derivation-scores">{_mathml(scores)}</div>'
         )
     return "".join(out)
@@ -238,7 +259,8 @@ def section_terms(ctx: Context) -> str:
     from ..symbolic import expand_logits
     from .plots import ranking_bars
 
-    ranking = evaluate(expand_logits(ctx.arch), ctx.weights, metric="frobenius")
+    exp = _listable(expand_logits, ctx.arch)
+    ranking = evaluate(exp, ctx.weights, metric="frobenius")
     fig = ranking_bars(ranking, k=15, title="Logit terms by the norm of their virtual weights")
     return (
         "<p>Each term's virtual weight matrix (e.g. W<sub>E</sub> W<sub>OV</sub><sup>0,1</sup> "
@@ -322,6 +344,9 @@ def section_composition(ctx: Context) -> str:
 
 
 # 7. eigenvalues ----------------------------------------------------------------------------------
+_MAX_PANELS = 16   # eigenvalue panels drawn for a model with more heads than this
+
+
 def section_eigenvalues(ctx: Context) -> str:
     """Eigenvalues of every full OV circuit (factored) and the copying scores."""
     from ..numeric.detect import copying_scores
@@ -331,16 +356,27 @@ def section_eigenvalues(ctx: Context) -> str:
     if w.config.d_vocab != w.config.d_vocab_out:
         return unavailable("the full OV circuit is not square (d_vocab ≠ d_vocab_out): no eigenvalues")
     stat = copying_scores(w)
+    heads, caption, rows = None, "blue: Re λ > 0, red: Re λ < 0", len(ctx.arch.heads)
+    if len(ctx.arch.heads) > _MAX_PANELS:     # a large model: the extremes, not a wall of panels
+        ranked = [r.name for r in stat.ranking()]
+        half = _MAX_PANELS // 2
+        heads = ranked[:half] + ranked[-half:]
+        caption = (f"the {half} most and {half} least copying of {len(ranked)} heads; "
+                   "blue: Re λ > 0, red: Re λ < 0")
+        rows = 2 * TOP
     out = (
         "<p>A head whose OV circuit W<sub>E</sub> W<sub>OV</sub> W<sub>U</sub> maps a token to "
         "itself has positive eigenvalues: copying = Re Σλ / Σ|λ| is 1 for a pure copier. "
         f"The eigenvalues come from the {w.config.d_head} × {w.config.d_head} rotation "
         "W<sub>O</sub> W<sub>U</sub> W<sub>E</sub> W<sub>V</sub>: no vocabulary-sized matrix is "
         "formed.</p>"
-        + figure(eigenvalue_plot(w), "blue: Re λ > 0, red: Re λ < 0", "eig-")
-        + ranking_table(stat.ranking(), len(ctx.arch.heads), columns=("name",),
+        + figure(eigenvalue_plot(w, heads=heads), caption, "eig-")
+        + ranking_table(stat.ranking(), rows, columns=("name",),
                         extra=("positive_share", "baseline", "z"), share=False)
     )
+    if rows < len(ctx.arch.heads):
+        out += note(f"the {rows} most copying of {len(ctx.arch.heads)} heads shown; pe.copying_scores "
+                    "has every head")
     if w.config.normalization is not None:
         rms = w.config.normalization.startswith("RMS")
         out += note(("RMSNorm: the circuit reads through diag(w) (as folded; no centring), without "
@@ -422,14 +458,21 @@ def _why_attend(ctx: Context) -> str:
     _, cache = run_with_cache(ctx.weights, ctx.tokens[None])
     q = len(ctx.tokens) - 1
     k = int(cache.patterns[0, l, h, q].argmax())
-    sa = attribute_scores(ctx.weights, ctx.tokens[None], head, q, k)
+    from ..numeric.attribute_scores import MAX_SIDE_PATHS
+
+    by = "path" if math.isqrt(ctx.arch.n_score_pairs(head)) <= MAX_SIDE_PATHS else "writer"
+    sa = attribute_scores(ctx.weights, ctx.tokens[None], head, q, k, by=by)
     rows = [[r.name, r.kind, num(r["value"]), num(r.value)] for r in sa.top(TOP)]
     kinds = ", ".join(f"{kind} {v:+.3g}" for kind, v in sa.by_kind().items())
     return (
         f"<h3>Why {escape(head)} attends where it does</h3>"
         f"<p>At the last query ({escape(ctx.labels[q])}) {escape(head)} puts {sa.pattern:.0%} of its "
         f"attention on key {k} ({escape(ctx.labels[k])}). Its score there, {sa.score:.4g}, split "
-        f"into (query path × key path) terms (residual error {sa.residual_error():.1e}); by kind: "
+        
+        + ("into (query path × key path) terms" if by == "path" else
+           "into (query writer × key writer) terms — each side split by the last head, MLP or source "
+           "that wrote into the stream, since the paths are too many to list")
+        + f" (residual error {sa.residual_error():.1e}); by kind: "
         f"{escape(kinds)}. The largest terms that can move the softmax:</p>"
         + table(["term", "kind", "score term", "effect"], rows, numeric=[2, 3])
     )

@@ -94,3 +94,38 @@ def test_progress_bar_names_each_section_on_a_terminal(model_file, tmp_path, cap
                               "--sections", "card,derivation")
     assert rc == 0 and "wrote" in stdout
     assert "Model card" in stderr and "Derivation" in stderr and "2/2" in stderr
+
+
+def test_a_model_with_many_heads_draws_the_extremes(tmp_path, capsys):
+    """20 heads (> 16 panels): the eigenvalue grid shows the 8 most and 8 least copying heads,
+    the ones pe.copying_scores ranks at the two ends."""
+    from pathexpand.numeric.weights import Config, expected_shapes
+
+    rng = np.random.default_rng(1)
+    cfg = Config(n_layers=5, n_heads=4, d_model=32, d_head=8, d_vocab=256, n_ctx=64, positional="rotary",
+                 normalization="RMS", n_key_value_heads=2)
+    w = pe.Weights({k: rng.standard_normal(s).astype(np.float32) * 0.3 for k, s in expected_shapes(cfg).items()}, cfg)
+    path = tmp_path / "big.safetensors"
+    pe.save(w, path, card={"name": "big", "tokenizer": "bytes"})
+    out = tmp_path / "r.html"
+    rc, _, _ = _run(capsys, "report", str(path), "--sections", "eigenvalues", "-o", str(out))
+    html = out.read_text()
+    assert rc == 0 and "the 8 most and 8 least copying of 20 heads" in html
+    ranked = [r.name for r in pe.copying_scores(w).ranking()]
+    drawn = set(__import__("re").findall(r"eig-(L\d+H\d+)", html))
+    assert drawn == set(ranked[:8] + ranked[-8:])
+
+
+def test_a_deep_model_lists_a_depth_limited_expansion():
+    """A 30-layer expansion (about 10⁴⁰ terms) is listed and ranked to the largest depth whose
+    terms number at most 20,000, with the rest as one remainder; the count is the full one."""
+    from pathexpand.render.report_sections import _listable
+    from pathexpand.symbolic import expand_logits, expand_scores
+
+    arch = pe.Architecture(30, 9, mlp=True, normalization="RMS", positional="rotary", gated_mlp=True)
+    logits = _listable(expand_logits, arch)
+    assert logits.max_depth == 1 and logits.n_terms == len(list(logits)) <= 20_000
+    assert expand_logits(arch, max_depth=2).n_terms > 20_000
+    scores = _listable(expand_scores, arch, "L18H6")
+    assert scores.max_depth == 0 and expand_scores(arch, "L18H6", max_depth=1).n_terms > 20_000
+    assert _listable(expand_logits, pe.Architecture(2, 4)).max_depth is None
