@@ -163,7 +163,8 @@ def section_card(ctx: Context) -> str:
     out = []
     if card.get("description"):
         out.append(f'<p class="lede">{escape(card["description"])}</p>')
-    pairs: list[tuple[str, Any]] = [("architecture", str(ctx.arch)), ("parameters", num(w.n_params()))]
+    stored = num(w.n_params()) + " (every W and b as stored: absent biases are zeros, a tied W_U a copy)"
+    pairs: list[tuple[str, Any]] = [("architecture", str(ctx.arch)), ("stored scalars", stored)]
     pairs += [(k, _card_value(cfg[k])) for k in _CONFIG_KEYS if cfg.get(k) is not None]
     if w.tokenizer is not None:
         pairs.append(("tokenizer", getattr(w.tokenizer, "name", repr(w.tokenizer))))
