@@ -467,3 +467,18 @@ def test_graph_module_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_diagram_of_a_few_heads_in_a_deep_model_drops_untouched_stream_levels():
+    """12 layers, two heads drawn: the stream keeps its first and last levels and those the
+    drawn heads read and write, nothing between (it would only make the picture tall)."""
+    import re
+
+    from pathexpand.render.dot import diagram
+
+    src = diagram(pe.Architecture(12, 12), highlight=[("embed", "L1H4", "L3H2")]).source
+    assert sorted(set(re.findall(r"\bresid\d+\b", src)), key=lambda s: int(s[5:])) == \
+        ["resid0", "resid1", "resid2", "resid3", "resid4", "resid12"]
+    assert "resid4 -> resid12" in src.replace('"', "")
+    small = diagram(pe.Architecture(2, 4)).source                      # every head shown: every level
+    assert sorted(set(re.findall(r"\bresid\d+\b", small))) == ["resid0", "resid1", "resid2"]

@@ -390,13 +390,24 @@ class _Drawing:
         return f"resid{layer + mid}"
 
     def _streams(self) -> list[str]:
+        """The stream nodes drawn, bottom to top: every level, or, when only some heads and MLPs
+        are shown, the first, the last and those a shown writer or bias touches."""
         out = []
         for l in range(self.arch.n_layers):
             out.append(f"resid{l}")
             if self._has_mid():
                 out.append(f"resid{l}_mid")
         out.append(f"resid{self.arch.n_layers}")
-        return out
+        if len(self.shown) == self.n_writers:
+            return out
+        used = {out[0], out[-1]}
+        for name in self.shown:
+            stage = self.G.nodes[name]["stage"]
+            used |= {self._stream(stage), self._stream(stage + 1)}
+        for name, kind in self.G.nodes(data="kind"):
+            if kind == "bias" and name in self.touched:
+                used.add(self._stream(self.G.nodes[name]["stage"]))
+        return [s for s in out if s in used]
 
     # build --------------------------------------------------------------------------------
     def build(self):
