@@ -67,7 +67,7 @@ def attribution_theirs(shape):
 
     model = tl_model(shape)
     toks = torch.as_tensor(_tokens(model.cfg.n_ctx, model.cfg.d_vocab))
-    layer_norm = model.cfg.normalization_type == "LN"
+    layer_norm = model.cfg.normalization_type in ("LN", "RMS")   # the final norm's weight
 
     def run():
         _, cache = model.run_with_cache(toks)

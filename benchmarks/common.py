@@ -30,7 +30,7 @@ class Shape:
 
     def describe(self) -> str:
         if self.bundled:
-            return f"bundled {self.bundled}"
+            return f"{'pretrained' if self.bundled == 'smollm2-135m' else 'bundled'} {self.bundled}"
         c = self.config
         return (f"{c['n_layers']}×{c['n_heads']} heads, d_model {c['d_model']}, d_head {c['d_head']}, "
                 f"d_vocab {c['d_vocab']}" + (", MLP+LN" if not c.get("attn_only") else ", attn-only"))
@@ -46,6 +46,8 @@ SHAPES = {
     "attn-only-2l": Shape("attn-only-2l", bundled="attn-only-2l"),
     "gelu-2l": Shape("gelu-2l", bundled="gelu-2l"),
     "gpt2-small": Shape("gpt2-small", config=_GPT2),
+    # pretrained, from the smollm2 extra; run with --shapes smollm2-135m (not in the default run)
+    "smollm2-135m": Shape("smollm2-135m", bundled="smollm2-135m"),
 }
 QUICK_SHAPES = {
     "attn-only-2l": SHAPES["attn-only-2l"],
@@ -83,22 +85,40 @@ def tl_model(shape: Shape, *, processed: bool = False):
 
     w = pe.load(shape.bundled)
     c = w.config
+    modern = {}
+    if c.positional == "rotary":
+        modern.update(rotary_dim=c.rotary_dim, rotary_base=c.rotary_base,
+                      rotary_adjacent_pairs=c.rotary_adjacent_pairs)
+    if c.n_key_value_heads != c.n_heads:
+        modern["n_key_value_heads"] = c.n_key_value_heads
     cfg = HookedTransformerConfig(
         n_layers=c.n_layers, n_heads=c.n_heads, d_model=c.d_model, d_head=c.d_head, d_vocab=c.d_vocab,
-        n_ctx=c.n_ctx, d_vocab_out=c.d_vocab_out, attn_only=c.d_mlp is None, d_mlp=c.d_mlp,
-        act_fn=c.act_fn, normalization_type=c.normalization,
-        positional_embedding_type=c.positional or "standard", device="cpu",
+        n_ctx=min(c.n_ctx, 2048), d_vocab_out=c.d_vocab_out, attn_only=c.d_mlp is None, d_mlp=c.d_mlp,
+        act_fn=c.act_fn, normalization_type=c.normalization, gated_mlp=c.gated_mlp,
+        parallel_attn_mlp=c.parallel_attn_mlp, positional_embedding_type=c.positional or "standard",
+        device="cpu", **modern,
     )
     model = HookedTransformer(cfg).eval()
     names = {"W_E": "embed.W_E", "W_pos": "pos_embed.W_pos", "W_U": "unembed.W_U", "b_U": "unembed.b_U"}
-    state = {names.get(k, k): torch.as_tensor(np.array(v)) for k, v in w.state_dict().items()}
-    model.load_state_dict(state, strict=False)
+    grouped = c.n_key_value_heads != c.n_heads    # TransformerLens keeps shared K/V as _W_K, _W_V
+    state = {}
+    for k, v in w.state_dict().items():
+        key = names.get(k, k)
+        if grouped and key.rsplit(".", 1)[-1] in ("W_K", "W_V", "b_K", "b_V"):
+            key = key.rsplit(".", 1)[0] + "._" + key.rsplit(".", 1)[-1]
+        state[key] = torch.as_tensor(np.array(v))
+    missing, _ = model.load_state_dict(state, strict=False)
+    params = {n for n, _ in model.named_parameters()}
+    if params & set(missing):
+        raise RuntimeError(f"TransformerLens parameters not loaded: {sorted(params & set(missing))[:5]}")
     return _processed(model, processed)
 
 
 def _processed(model, on: bool):
     if on and model.cfg.normalization_type == "LN":
         model.process_weights_(fold_ln=True, center_writing_weights=True, center_unembed=False)
+    elif on and model.cfg.normalization_type == "RMS":   # RMSNorm: folded, nothing to centre
+        model.process_weights_(fold_ln=True, center_writing_weights=False, center_unembed=False)
     return model
 
 

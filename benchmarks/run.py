@@ -173,8 +173,15 @@ def main(argv=None) -> int:
 
 
 def _bundled_exists(name: str) -> bool:
+    from pathexpand.errors import MissingDependencyError
     from pathexpand.models import bundled_names
+    from pathexpand.models.installable import INSTALLABLE, installable_path
 
+    if name in INSTALLABLE:
+        try:
+            return installable_path(name).is_file()
+        except MissingDependencyError:
+            return False
     return name in bundled_names()
 
 
