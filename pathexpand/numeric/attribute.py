@@ -30,6 +30,7 @@ from ..errors import PathexpandError, check_int
 from ..names import parse_node, parse_term_name, path_info, term_name
 from ..ranking import Ranking, Result
 from ..symbolic import expand_logits
+from . import norm
 from ._progress import progress as track
 from .frozen import CONSTANTS, Frozen, freeze
 from .targets import Target, own_target, resolve_target
@@ -344,7 +345,7 @@ def _attribute_chunk_inner(fz: Frozen, tgt: Target, views) -> dict:
     out["constants"] = {
         name: _np(tgt.of_logits(fz.constant(name), fz))
         for name in CONSTANTS
-        if name == "b_U" or c.normalization == "LN"
+        if name == "b_U" or norm.has_bias(c.normalization)
     }
     out["scale"] = _np(_scale(fz, tgt, logits_val))
 

@@ -28,6 +28,7 @@ from ..errors import PathexpandError
 from ..names import parse_node
 from ..ranking import Ranking, Result
 from ..symbolic import expand_scores
+from . import norm
 from .frozen import Frozen, freeze
 from .tokens import as_tokens
 from .weights import as_weights
@@ -226,7 +227,7 @@ def _project(fz: Frozen, parts: dict, layer: int, h: int, side: str, positions: 
     if fz.config.positional == "shortformer":
         out["pos"] = fz.p["W_pos"][: fz.patterns.shape[-1]][positions] @ W
     if fz.arch.biases:
-        if fz.config.normalization == "LN":
+        if norm.has_bias(fz.config.normalization):
             out[f"L{layer}.ln1.b"] = (fz.p[ln + ".b"] @ W).expand(len(where), -1)
         b = "b_Q" if side == "q" else "b_K"
         out[f"L{layer}H{h}.{b}"] = fz.p[f"{a}.{b}"][h].expand(len(where), -1)

@@ -144,7 +144,7 @@ class Frozen:
         if c.positional == "standard":
             out.append(Source("pos", -1))
         biases = self.arch.biases
-        ln = c.normalization == "LN" and biases
+        ln = norm.has_bias(c.normalization) and biases
         for s in self.stages if biases else ():
             l = s.layer
             heads = s.nodes[: len(s.nodes) - s.has_mlp]
@@ -160,7 +160,7 @@ class Frozen:
                 out.append(Source(f"MLP{l}.b_in", s.index))
                 out.append(Source(f"MLP{l}.b_out", s.index))
         if include_constants:
-            if c.normalization == "LN":
+            if norm.has_bias(c.normalization):
                 out.append(Source("ln_final.b", len(self.stages)))
             out.append(Source("b_U", len(self.stages)))
         return tuple(out)
@@ -485,7 +485,7 @@ class Frozen:
     def constant_logits(self):
         """``b_U`` (+ ``ln_final.b W_U``): ``[d_vocab_out]``, the part no input changes."""
         out = self.p["b_U"]
-        if self.config.normalization == "LN":
+        if norm.has_bias(self.config.normalization):
             out = out + self.p["ln_final.b"] @ self.p["W_U"]
         return out
 
@@ -493,7 +493,7 @@ class Frozen:
         """One constant term's logits ``[d_vocab_out]``: ``b_U`` or ``ln_final.b W_U``."""
         if name == "b_U":
             return self.p["b_U"]
-        if name == "ln_final.b" and self.config.normalization == "LN":
+        if name == "ln_final.b" and norm.has_bias(self.config.normalization):
             return self.p["ln_final.b"] @ self.p["W_U"]
         raise PathexpandError(f"{name!r} is not a constant term of this model; they are {list(CONSTANTS)}")
 

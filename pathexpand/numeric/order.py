@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import PathexpandError, check_int
 from ..names import path_info
 from ..ranking import Ranking, Result
+from . import norm
 from ._progress import progress as track
 from .attribute import MAX_PATHS
 from .frozen import CONSTANTS, Frozen, freeze
@@ -221,7 +222,7 @@ def _depth_logits(fz: Frozen):
 def _term_marginals(fz: Frozen, labels, model_loss):
     """``(path, Σ loss(logits − term) − loss(logits))`` for every path and constant."""
     for name in CONSTANTS:
-        if name == "b_U" or fz.config.normalization == "LN":
+        if name == "b_U" or norm.has_bias(fz.config.normalization):
             yield (name,), float(_loss_sum(fz.logits - fz.constant(name), labels) - model_loss)
     for path, f in fz.iter_paths():
         yield path, float(_loss_sum(fz.logits - fz.unembed(f), labels) - model_loss)

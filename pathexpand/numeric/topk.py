@@ -42,6 +42,7 @@ import numpy as np
 from ..errors import PathexpandError, check_int, check_number
 from ..names import path_info
 from ..ranking import Ranking, Result
+from . import norm
 from ._progress import progress_counter
 from .frozen import CONSTANTS, Frozen, freeze
 from .targets import own_target, resolve_target
@@ -185,8 +186,6 @@ def _node_bounds(fz: Frozen, st, beta):
 
 def _read_matrix(fz: Frozen, name: str, W):
     """``C diag(w) W`` (the norm's read folded into the next weight, ``numeric.norm.reader``), float64."""
-    from . import norm
-
     w = fz.p.get(name + ".w")
     return norm.reader(W.double(), fz.config.normalization, None if w is None else w.double()[:, None])
 
@@ -362,7 +361,7 @@ def _search(fz: Frozen, tgt, k, budget_nodes, budget_seconds, progress, start) -
     consts = {
         name: float(tgt.of_logits(fz.constant(name), fz).sum())
         for name in CONSTANTS
-        if name == "b_U" or fz.config.normalization == "LN"
+        if name == "b_U" or norm.has_bias(fz.config.normalization)
     }
     notes = []
     if not complete:

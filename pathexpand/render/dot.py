@@ -43,7 +43,7 @@ from ..names import REMAINDER
 from ..numeric.composition import CompositionScores, composition_scores
 from ..numeric.detect import InductionCircuit, induction_circuit
 from ..numeric.evaluate import evaluate
-from ..numeric.weights import Weights, as_weights
+from ..numeric.weights import as_weights
 from ..ranking import Row
 from ..symbolic import Expansion, Selection, expand_logits, expand_scores
 from ..symbolic.terms import ScoreTerm, Term
