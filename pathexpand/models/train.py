@@ -124,6 +124,8 @@ class ModelSpec:
 
 
 _ATTN = dict(d_model=128, n_heads=4, d_head=32, d_vocab=256, n_ctx=128)
+# the data mix of the 2-layer models: copy rows (induction), skip rows (previous token), text
+_MIXED = dict(batch_size=16, copy_fraction=0.35, skip_fraction=0.3, copy_vocab="all")
 _SHORTFORMER = (
     "shortformer (positions only in the query/key inputs), as in the paper's models: no OV "
     "path carries positions, so the residual stream holds only token paths and the "
@@ -156,11 +158,8 @@ SPECS: dict[str, ModelSpec] = {
             ),
             config=dict(n_layers=2, positional="shortformer", **_ATTN),
             steps=5000,
-            batch_size=16,
             lr=3e-3,
-            copy_fraction=0.35,
-            skip_fraction=0.3,
-            copy_vocab="all",
+            **_MIXED,
             positional_reason=_SHORTFORMER,
             require_heads=True,
         ),
@@ -175,11 +174,8 @@ SPECS: dict[str, ModelSpec] = {
                 positional="standard", **_ATTN,
             ),
             steps=3000,
-            batch_size=16,
             lr=2e-3,
-            copy_fraction=0.35,
-            skip_fraction=0.3,
-            copy_vocab="all",
+            **_MIXED,
             positional_reason=(
                 "standard (positions added to the residual stream), as in GPT-2, whose "
                 "architecture this model mirrors"
@@ -197,11 +193,8 @@ SPECS: dict[str, ModelSpec] = {
                 n_key_value_heads=2, gated_mlp=True, parallel_attn_mlp=True, **_ATTN,
             ),
             steps=6000,
-            batch_size=16,
             lr=3e-3,
-            copy_fraction=0.35,
-            skip_fraction=0.3,
-            copy_vocab="all",
+            **_MIXED,
             positional_reason=(
                 "rotary (queries and keys rotated by position, base 10000, all 32 dims of each head, "
                 "halves pairing as Hugging Face Llama), as in the Llama, Mistral, Qwen, Gemma and "

@@ -125,6 +125,13 @@ COMPILE_CASES = [
         expand_scores(Architecture(2, 2, positional="shortformer", biases=True), "L1H0")]),
     ("12x12 summarised", lambda: [expand_logits(Architecture(12, 12), max_depth=2),
                                   expand_scores(Architecture(12, 12, mlp=True), "L11H0")]),
+    *((f"modern {head}", lambda a=a, head=head: [expand_logits(a), expand_scores(a, head)]) for a, head in (
+        (Architecture(1, 4, positional="rotary", normalization="RMS", n_kv_heads=1), "L0H2"),
+        (Architecture(2, (2, 1), mlp=True, normalization="RMS", positional="rotary", biases=True,
+                      gated_mlp=True, parallel_attn_mlp=True), "L1H0"),
+        (Architecture(2, 4, mlp=True, layernorm=True, biases=True, parallel_attn_mlp=True,
+                      n_kv_heads=2), "L1H3"),
+    )),
 ]
 
 
