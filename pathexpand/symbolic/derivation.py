@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from sympy import Basic, Integer, Mul, Pow, Symbol
 
 from ..errors import PathexpandError
+from ..names import parse_node
 from .forms import qk_middle
 from .symbols import (
     D_HEAD,
@@ -55,6 +56,34 @@ from .symbols import (
 __all__ = ["DEFAULT_SUMMARIZE_ABOVE", "Step", "derive"]
 
 DEFAULT_SUMMARIZE_ABOVE = 64
+
+# t is [pos, d_vocab] on the whole page; row-form equations use TransformerLens's arrays, the
+# paper's P ⊗ M notation the paper's matrices (their transposes). Said where each form starts.
+_ROW_FORM = ("t is the one-hot token matrix [pos, d_vocab] (row i: the token at position i) and "
+             "the matrices are TransformerLens's arrays, acting on rows: W_E [d_vocab, d_model], "
+             "W_U [d_model, d_vocab], W_V [d_model, d_head], W_O [d_head, d_model]")
+_PAPER_FORM = ("In the paper's notation a map of the stream is P ⊗ M, acting on x [pos, d_model] "
+               "as (P ⊗ M) x = P x Mᵀ: P [pos, pos] mixes positions, M acts on each position's "
+               "vector as a column. A weight on the model side is the paper's matrix, the "
+               "transpose of the TransformerLens array of the same name in the row-form "
+               "equations: W_E is [d_model, d_vocab], W_U [d_vocab, d_model], W_OV^h = "
+               "W_O^h W_V^h [d_model, d_model] (W_Q, W_K, W_V [d_head, d_model], biases columns), "
+               "so (Id ⊗ W_E) t = t W_Eᵀ is x_0; only W_QK = W_Qᵀ W_K (paper) = W_Q W_Kᵀ "
+               "(TransformerLens) is the same matrix in both. From here on the model side is "
+               "always the paper's.")
+_PAPER_FORM_ROTARY = _PAPER_FORM.replace(
+    "only W_QK = W_Qᵀ W_K (paper) = W_Q W_Kᵀ (TransformerLens) is the same matrix in both",
+    "W_Qᵀ R_{j−i} W_K (paper) = W_Q R_{j−i} W_Kᵀ (TransformerLens) is the same matrix in both")
+
+
+def _paper_form(arch) -> str:
+    """How to read P ⊗ M, said where a derivation starts using it."""
+    return _PAPER_FORM_ROTARY if arch.positional == "rotary" else _PAPER_FORM
+
+_SOFTMAX_STAR = ("softmax* is the paper's causally masked softmax: row i of softmax*(S) is exp(S_ij) "
+                 "divided by the sum of exp(S_ij') over j' ≤ i at the keys j ≤ i, and 0 at the "
+                 "later keys j > i, so a query sees only itself and earlier positions and each "
+                 "row of A sums to one.")
 
 
 @dataclass(frozen=True)
@@ -283,8 +312,8 @@ def _residual_step(arch, upto: int | None = None) -> Step:
         final = Apply(_norm_op(arch, "f"), x(L)) if arch.normed else x(L)
         out = mul(final, _m("W_U"))
         rows.append(Eqn(_m("logits"), Terms(out, mul(ONES, _m("b_U"))) if arch.biases else out))
-    parts = ["The residual stream x_l ([pos, d_model], TransformerLens's right-multiplying "
-             "convention, t = one-hot tokens) starts as the token embedding"
+    parts = ["In row form (TransformerLens's right-multiplying convention: " + _ROW_FORM + ") "
+             "the residual stream x_l [pos, d_model] starts as the token embedding"
              + (" plus the positional embedding" if arch.positional == "standard" else "")]
     if L:
         parts.append("every head adds A^h (its input) W_V^h W_O^h (W_OV = W_V W_O)"
@@ -312,10 +341,13 @@ def _residual_step(arch, upto: int | None = None) -> Step:
 def _freeze_step(arch, layer: int | None) -> Step:
     scope = "every head" if layer is None else f"every head before layer {layer}"
     frozen, rows = [], []
+    sentences = []
     if arch.n_layers:
         frozen.append(f"the attention pattern A^h of {scope}")
         rows.append(Eqn(_m("A", "h"), Softmax(_m("S", "h"))))
-    sentences = []
+        if layer is None:  # score derivations define softmax* in their first step
+            sentences.append("A^h [pos, pos] is the softmax* of the head's attention scores "
+                             "S^h [pos, pos]; " + _SOFTMAX_STAR)
     if arch.normed:
         rms = arch.normalization == "RMS"
         frozen.append("each position's RMSNorm scale rms" if rms else "each position's LayerNorm scale σ")
@@ -330,15 +362,16 @@ def _freeze_step(arch, layer: int | None) -> Step:
         if rms:
             sentences.append(
                 "A frozen RMSNorm x/rms(x) · w is a position-wise scaling: N = diag(1/rms) "
-                "scales the positions and W_ln = diag(w) weights, i.e. N ⊗ W_ln in tensor "
-                "form; unlike LayerNorm it does not centre and has no bias, so it adds no "
+                "scales the positions and W_ln = diag(w) weights, i.e. N ⊗ W_ln in the paper's "
+                "notation (diag(w) is its own transpose); unlike LayerNorm it does not centre and has no bias, so it adds no "
                 "source (the same for ln2 and ln_final)."
             )
         else:
             sentences.append(
                 "A frozen LayerNorm is a position-wise scaling after centring: N = diag(1/σ) "
                 "scales the positions, W_ln = C diag(w) centres (C = I − 11ᵀ/d_model) and "
-                "weights, i.e. N ⊗ W_ln in tensor form"
+                "weights, i.e. N ⊗ W_ln in the paper's notation (where W_ln, like every weight, "
+                "stands for its transpose, diag(w) C)"
                 + ("; its bias b becomes a new source" if arch.biases else "")
                 + " (the same for ln2 and ln_final)."
             )
@@ -399,16 +432,18 @@ def _bigram_step(arch) -> Step:
         rows.append(Eqn(_m("T"), mul(_m("W_U"), _m("W_E"))))
     text = ("With no layers the only path is direct: each position's logits come from its own "
             "token through W_U W_E, the bigram statistics"
-            + (" (positions add W_U W_pos)" if arch.positional == "standard" else "") + ".")
+            + (" (positions add W_U W_pos)" if arch.positional == "standard" else "") + ". "
+            "This is the paper's notation, P ⊗ M acting on x [pos, d_model] as P x Mᵀ, with the "
+            "paper's matrices on the model side, the transposes of the row-form arrays above: "
+            "W_E [d_model, d_vocab], W_U [d_vocab, d_model], so (Id ⊗ W_U W_E) t = t (W_U W_E)ᵀ "
+            "and W_U W_E [d_vocab, d_vocab] has the logit of token b after token a at entry "
+            "(b, a).")
     return Step("Zero layers: bigram statistics", text, Lines(*rows))
 
 
 def _layer_step(arch) -> Step:
     rows = [Eqn(_m("F", "l"), _layer_map(arch, "l"))]
-    text = ("In the paper's notation a linear map of the stream is P ⊗ M: P mixes positions, "
-            "M acts on every position's vector (left-multiplying; M is the transpose of the "
-            "TransformerLens matrix). A head is A^h ⊗ W_OV^h, so a layer adds its heads to "
-            "the identity")
+    text = (_paper_form(arch) + " A head is A^h ⊗ W_OV^h, so a layer adds its heads to the identity")
     if arch.normed:
         text += ", each read through N^l ⊗ W^l_ln1"
     if arch.parallel_attn_mlp:
@@ -554,14 +589,14 @@ def _circuits_step(arch) -> Step:
     qk = (mul(_m("W_Q", *h, transposed=True), ROTATION, _m("W_K", *h)) if rotary
           else _m("W_QK", *h))
     rows = [
-        Eqn(_m("A", *h), Softmax(mul(TOKENS.T, _m("W_E", transposed=True), qk, _m("W_E"), TOKENS))),
+        Eqn(_m("A", *h), Softmax(mul(TOKENS, _m("W_E", transposed=True), qk, _m("W_E"), TOKENS.T))),
         Labeled("OV circuit", mul(_m("W_U"), _m("W_OV", *h), _m("W_E"))),
         Labeled("QK circuit", mul(_m("W_E", transposed=True), qk, _m("W_E"))),
     ]
     norm = _norm_name(arch)
     if rotary:
         text = (f"With one layer ({norm} ignored; positions enter only through the rotation) "
-                "the pattern is A^h = softmax*(tᵀ W_Eᵀ W_Q^hᵀ R_{j−i} W_K^h W_E t), R_{j−i} taken "
+                "the pattern is A^h = softmax*(t W_Eᵀ W_Q^hᵀ R_{j−i} W_K^h W_E tᵀ), R_{j−i} taken "
                 "at each entry (i, j): the QK circuit "
                 "W_Eᵀ W_Q^hᵀ R_{j−i} W_K^h W_E, a function of the offset j − i, decides which "
                 "earlier token a position attends to, and how far back; the OV circuit "
@@ -569,9 +604,17 @@ def _circuits_step(arch) -> Step:
                 "skip-trigrams: [a] … [b] → [c].")
     else:
         text = (f"With one layer (positions and {norm} ignored, as in the paper) the pattern is "
-                "A^h = softmax*(tᵀ W_Eᵀ W_QK^h W_E t): the QK circuit W_Eᵀ W_QK^h W_E decides which "
+                "A^h = softmax*(t W_Eᵀ W_QK^h W_E tᵀ): the QK circuit W_Eᵀ W_QK^h W_E decides which "
                 "earlier token a position attends to, the OV circuit W_U W_OV^h W_E what attending "
                 "to it does to the logits. Together they are skip-trigrams: [a] … [b] → [c].")
+    text += (" Both circuits are [d_vocab, d_vocab], in the paper's matrices" + (
+        " (the QK circuit at each offset)." if rotary else
+        ": the QK circuit's "
+             "entry (a, b) is the score of a query token a for a key token b (in row form it is "
+             "W_E W_QK W_Eᵀ, the same matrix), the OV circuit's entry (c, b) the logit of c that "
+             "attending to token b adds (row form: its transpose, W_E W_OV W_U). With t "
+             "[pos, d_vocab] the scores are t W_Eᵀ W_QK W_E tᵀ [pos, pos]; the paper writes "
+             "tᵀ W_Eᵀ W_QK W_E t with a column per position, i.e. its t is our tᵀ."))
     return Step("One layer: QK and OV circuits (skip-trigrams)", text, Lines(*rows))
 
 
@@ -635,6 +678,11 @@ def _listing_step(exp, summarize_above) -> Step:
     else:
         text = ("Each term is named by its query side and key side, each named like a logit "
                 "path (q:L0H1 · k:direct).")
+        if arch.mlp:
+            text += (" A term with a side through an MLP is written in row form (TransformerLens's "
+                     "arrays: N t W_E …, with W_E [d_vocab, d_model]); the others in the paper's "
+                     "P_q ⊗ P_k ⊗ M form, whose model side uses the paper's matrices (W_Eᵀ … W_E, "
+                     "with W_E [d_model, d_vocab]).")
     text += f" {_plural(n, 'term')} in all"
     text += (f"; groups of more than {summarize_above} are summarised with their exact count "
              "and first term (iterate the expansion to list them)." if summarised else ".")
@@ -728,7 +776,11 @@ def _score_def_step(exp) -> Step:
             + (", plus W_pos for shortformer positions" if arch.positional == "shortformer" else "")
             + "), once as query and once as key. C = √d_head S"
             + (" (the paper's C_QK) is what we expand." if not arch.biases else
-               ", four bilinear pieces: the bias products are terms of their own."))
+               ", four bilinear pieces: the bias products are terms of their own.")
+            + " " + _SOFTMAX_STAR + " In row form " + _ROW_FORM
+            + ", W_Q and W_K [d_model, d_head]"
+            + ("" if arch.positional == "rotary" else ", W_QK = W_Q W_Kᵀ [d_model, d_model]")
+            + "; X is [pos, d_model] and S [pos, pos].")
     if arch.positional == "rotary":
         text += (" With rotary positions C has the entries C_ij = q_i k_jᵀ: the query at "
                  "position i (from X_i, row i of X) is turned by Θ_i and the key at j by Θ_j, "
@@ -810,7 +862,7 @@ def _sides_step(exp) -> Step:
         text += f"; the head's own ln1 scales every stream path by N^{l}"
     if l >= 2 or (l == 1 and arch.mlp):
         text += " (A^p, W_OV^p: products along p" + (", 𝒪^p with MLPs" if arch.mlp else "") + ")"
-    return Step("Query and key inputs as sums of paths", text + ".", Lines(*rows))
+    return Step("Query and key inputs as sums of paths", text + ". " + _paper_form(exp.arch), Lines(*rows))
 
 
 def _pairs_step(exp) -> Step:
@@ -823,21 +875,24 @@ def _pairs_step(exp) -> Step:
                                         InPaths("p_q", False), InPaths("p_k", False)))]
     if arch.positional == "rotary":
         text = ("With a query path P_q ⊗ M_q and a key path P_k ⊗ M_k entry (i, j) of the "
-                "score matrix is row i of P_q t M_qᵀ, times W_Q R_{j−i} W_Kᵀ, times column j of "
-                "M_k tᵀ P_kᵀ: the query path's patterns act on the rows (query positions), the "
+                "score matrix is row i of P_q t M_qᵀ, times W_Qᵀ R_{j−i} W_K (the paper's W_Q, "
+                "W_K: TransformerLens's W_Q R_{j−i} W_Kᵀ), times column j of M_k tᵀ P_kᵀ: the query path's patterns act on the rows (query positions), the "
                 "key path's on the columns (key positions), and the rotation between them "
                 "depends on the entry. "
                 "In the paper's notation that is P_q ⊗ P_k ⊗ M_qᵀ W_Qᵀ R_{j−i} W_K M_k, read "
                 "entry by entry (R_{j−i} at entry (i, j)), so C is a sum over pairs of paths.")
     else:
-        text = ("With a query path P_q ⊗ M_q and a key path P_k ⊗ M_k the score matrix is "
-                "P_q (t M_qᵀ W_QK M_k tᵀ) P_kᵀ: the query path's patterns act on the rows (query "
-                "positions), the key path's on the columns (key positions). In the paper's "
-                "notation that is P_q ⊗ P_k ⊗ M_qᵀ W_QK M_k, so C is a sum over pairs of paths.")
+        text = ("A query path P_q ⊗ M_q gives the query side (P_q ⊗ M_q) t = P_q t M_qᵀ "
+                "[pos, d_model], a key path P_k ⊗ M_k the key side P_k t M_kᵀ, so the pair's "
+                "score matrix is P_q t M_qᵀ W_QK M_k tᵀ P_kᵀ [pos, pos]: the query path's patterns "
+                "act on the rows (query positions), the key path's on the columns (key "
+                "positions). In the paper's notation that is P_q ⊗ P_k ⊗ M_qᵀ W_QK M_k, so C is "
+                "a sum over pairs of paths.")
     if arch.mlp:
         middle = "W_Q R_{j−i} W_Kᵀ" if arch.positional == "rotary" else "W_QK"
-        text += (" A side through an MLP does not factor; its pair is written in the "
-                 f"right-multiplying form X_{{p_q}} {middle} X_{{p_k}}ᵀ.")
+        text += (" A side through an MLP does not factor; its pair is written in row form, "
+                 f"X_{{p_q}} {middle} X_{{p_k}}ᵀ with X [pos, d_model], and there the matrices are "
+                 "TransformerLens's arrays again (t W_E …, W_E [d_vocab, d_model]).")
     return Step("Pairs of paths", text, Lines(*rows))
 
 
@@ -886,11 +941,31 @@ def _score_grouped_step(exp) -> Step:
     if others:
         rows.append(Note(f"+ the same groups for every other pair of sources (query, key) from "
                          f"{', '.join(exp.sources[:6])}{', …' if len(exp.sources) > 6 else ''}"))
-    names = ["direct", "Q-composition", "K-composition", "Q&K-composition"]
-    text = ("Grouped by which side composes: " + (", ".join(names[:-1]) + " and " + names[-1]
-            if l else "only the direct term exists for a layer-0 head")
-            + (" terms, in the paper's order: the query side passing earlier heads is "
-               "Q-composition, the key side K-composition, both Q&K." if l else "."))
+    node = "a head or an MLP" if arch.mlp else "a head"
+    if not l:
+        text = "Grouped by which side composes: only the direct term exists for a layer-0 head."
+    else:
+        text = (f"Grouped by which side composes, in the paper's order. A side composes when its "
+                f"path passes at least one earlier node ({node}): direct terms have neither side "
+                "composing, Q-composition terms only the query side, K-composition terms only "
+                "the key side, Q&K-composition terms both. The paper's Q- and K-composition are "
+                "head to head: a later head's query or key reading what an earlier head wrote.")
+        if arch.mlp:
+            text += (" With MLPs these groups also hold sides that pass only MLPs (composition "
+                     "through an MLP, not the paper's kind); the counts say how many terms have a "
+                     "head on each composing side.")
+        else:
+            text += " Here every node is a head, so every composing side passes a head."
+        if arch.biases:
+            text += (" An earlier head's value bias b_V is a source of its own (it arrives as the "
+                     "row 𝟙 b_V W_O whatever the pattern), so a side that starts there does not "
+                     "compose, though that head wrote it.")
+        if arch.positional == "standard":
+            text += (" Positions are a source like the embedding: a side from W_pos composes when "
+                     "it passes a node.")
+        elif arch.positional == "shortformer":
+            text += (" Shortformer positions are added at the head itself and pass no node, so a "
+                     "side from W_pos never composes.")
     return Step("Grouped by composition", text, Lines(*rows))
 
 
@@ -928,6 +1003,27 @@ def _invariance_step(exp, summarize_above) -> Step:
     return Step("Terms that cancel in the softmax", text, Lines(*rows))
 
 
+_ENUMERATE_AT_MOST = 100_000
+
+
+def _head_to_head_rows(exp) -> list:
+    """Of the Q-/K-/Q&K-composition terms, those with a head on each composing side (the
+    paper's head-to-head composition; the rest compose through MLPs only)."""
+    kinds = ("q_composition", "k_composition", "qk_composition")
+    if exp.n_terms > _ENUMERATE_AT_MOST:
+        return [Note(f"(head-to-head terms not counted: {exp.n_terms} terms are too many to list)")]
+    counts = Counter()
+    for t in exp:
+        if t.is_remainder or t.kind not in kinds:
+            continue
+        q = any(parse_node(n).kind == "head" for n in t.query_nodes)
+        k = any(parse_node(n).kind == "head" for n in t.key_nodes)
+        counts[t.kind] += {"q_composition": q, "k_composition": k, "qk_composition": q and k}[t.kind]
+    sides = {"q_composition": "on the query side", "k_composition": "on the key side",
+             "qk_composition": "on both sides"}
+    return [Labeled(f"{kind} terms with a head {sides[kind]}", Integer(counts[kind])) for kind in kinds]
+
+
 def _score_count_step(exp) -> Step:
     arch = exp.arch
     l, _ = _head_idx(exp)
@@ -942,6 +1038,8 @@ def _score_count_step(exp) -> Step:
     ]
     for kind in ("direct", "q_composition", "k_composition", "qk_composition"):
         rows.append(Labeled(f"{kind} terms", Integer(exp.count(kind=kind))))
+    if arch.mlp and l:
+        rows += _head_to_head_rows(exp)
     if exp.n_cut:
         rows.append(Labeled(f"pairs with a side deeper than {exp.max_depth}, in the remainder",
                             Integer(exp.n_cut)))

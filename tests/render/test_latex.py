@@ -71,7 +71,8 @@ def test_zero_and_one_layer_reference_equations():
     assert r"T &= W_U W_E" in rows0
     rows1 = _rows(to_latex(expand_logits(Architecture(1, 2, positional=None))))
     assert r"T &= \mathrm{Id} \otimes W_U W_E + \sum_{h \in H_{0}} A^{h} \otimes W_U W_{OV}^{h} W_E" in rows1
-    assert (r"A^{h} &= \operatorname{softmax}^{*}\left(t^{\top} W_E^{\top} W_{QK}^{h} W_E t\right)"
+    # t is [pos, d_vocab] on every page; the paper's tᵀ … t has a column per position
+    assert (r"A^{h} &= \operatorname{softmax}^{*}\left(t W_E^{\top} W_{QK}^{h} W_E t^{\top}\right)"
             in rows1)
     assert r"\text{OV circuit} &: W_U W_{OV}^{h} W_E" in rows1
     assert r"\text{QK circuit} &: W_E^{\top} W_{QK}^{h} W_E" in rows1

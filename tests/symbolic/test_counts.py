@@ -243,3 +243,25 @@ def test_selection_is_lazy_and_chainable():
     assert sel.count(kind="virtual") == 15
     with pytest.raises(PathexpandError, match="contradicts"):
         sel.filter(source="pos")
+
+
+def test_head_to_head_composition_counts_match_the_closed_form():
+    """The derivation's count step splits Q/K/Q&K-composition by whether a head is on the
+    composing side (the paper's head-to-head kind). Closed form for one source (embed, no
+    biases, no positions): a side of a layer-2 head has Π_l 2(1 + H_l) paths, 2^l of them
+    through MLPs only (the empty path included)."""
+    from pathexpand.symbolic.derivation import derive
+
+    arch = Architecture(3, (2, 1, 1), mlp=True, positional=None)
+    exp = expand_scores(arch, "L2H0")
+    per_side = 2 * 3 * 2 * 2                 # layers 0 and 1: (1 + H_l) head choices × MLP or not
+    with_head = per_side - 2 ** 2            # minus the MLP-only paths (and the empty one)
+    composing = per_side - 1
+    assert exp.count(kind="q_composition") == composing
+    rows = {r.args[0].name: r.args[1] for r in derive(exp)[-1].expr.args}
+    assert rows["q_composition terms with a head on the query side"] == with_head
+    assert rows["k_composition terms with a head on the key side"] == with_head
+    assert rows["qk_composition terms with a head on both sides"] == with_head ** 2
+    attn_only = derive(expand_scores(Architecture(2, 2, positional=None), "L1H0"))
+    assert not any("with a head" in str(r.args[0]) for r in attn_only[-1].expr.args)
+    assert "every composing side passes a head" in attn_only[5].text
