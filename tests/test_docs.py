@@ -8,26 +8,27 @@ just before a fence skips that block, and the reason is required.
 
 How a page runs: one subprocess per page, in a scratch directory holding an empty
 ``docs/images/`` and a link to ``examples/`` (pages run ``python examples/05_attribute.py``
-as a reader would from the repository root), with the repository importable and the venv's ``bin`` first on PATH (so
-``pathexpand`` is the CLI), matplotlib on Agg, and a 120-column terminal (COLUMNS=120: wide enough that every rich
-table on the pages takes its natural width, so the CLI's tables print as on the page).
-Python blocks run in order in that one
-interpreter (``exec`` in one namespace, like a notebook); bash blocks run in between, in
-page order, with ``bash -c`` and the same cwd. A separator line goes to stdout before
-each block, so each block's output is cut out of the page's stdout and compared with its
-own output block. Python blocks compare stdout; bash blocks compare stdout and stderr
-together (what a terminal shows: a CLI's ``error:`` line is part of what the page shows).
-A block that raises, or a bash block that exits non-zero, fails the page (a page that
-shows a refused command writes ``|| echo "exit $?"``).
+as a reader would from the repository root), with the repository importable, the venv's
+``bin`` first on PATH (so ``pathexpand`` is the CLI), matplotlib on Agg and COLUMNS=120
+(wide enough that every rich table on the pages takes its natural width, so the CLI's
+tables print as on the page). Python blocks run in order in that one interpreter (``exec``
+in one namespace, like a notebook); bash blocks run in between, in page order, with
+``bash -c`` and the same cwd. A separator line goes to stdout before each block, so each
+block's output is cut out of the page's stdout and compared with its own output block.
+Python blocks compare stdout; bash blocks compare stdout and stderr together (what a
+terminal shows: a CLI's ``error:`` line is part of what the page shows). A block that
+raises, or a bash block that exits non-zero, fails the page and stops it (later blocks may
+need its names); a page that shows a refused command writes ``|| echo "exit $?"``.
 
 How outputs compare (``match``): trailing whitespace of each line and blank lines at the
 ends are dropped; ``...`` in the expected text matches any text (doctest's ELLIPSIS);
 every other character must be equal, except numbers, which match when
-``|a − e| ≤ RTOL · max(|a|, |e|) + ATOL``. RTOL = 1e-3: the pages print 3–4 significant
-digits, and float32 sums in another BLAS order move the fifth; a change in the
-third digit is a real change. ATOL = 1e-5: values below it on these pages are float
-rounding (residuals like ``1e-07`` of logits near 10 in float32, eps 1.2e-7), which any
-BLAS order changes completely.
+``|a − e| ≤ max(RTOL · max(|a|, |e|), ATOL)`` (``math.isclose``). RTOL = 1e-3: the pages
+print 3–4 significant digits, and float32 sums in another BLAS order move the fifth or
+sixth; a change in the third digit is a real change (a value printed with 2 digits that
+sits on a rounding edge could still flip). ATOL = 1e-5:
+values below it on these pages are float rounding (residuals like ``1e-07`` of logits near
+10 in float32, eps 1.2e-7), which another BLAS order changes completely.
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ def match(expected: str, actual: str) -> bool:
     found = re.fullmatch("".join(pattern), act, re.DOTALL)
     if not found:
         return False
-    return all(math.isclose(_num(a), e, rel_tol=RTOL, abs_tol=ATOL) for a, e in zip(found.groups(), numbers))
+    return all(math.isclose(_num(a), e, rel_tol=RTOL, abs_tol=ATOL)
+               for a, e in zip(found.groups(), numbers))
 
 
 def _normalise(s: str) -> str:
@@ -220,8 +222,20 @@ def test_page_snippets(page: Path, tmp_path: Path):
             failures.append(f"{name}:{b.line}: output differs for block `{b.first_line}`\n{diff}")
     if rc != 0:
         b = run[len(outputs) - 1] if outputs else run[0]
-        failures.append(f"{name}:{b.line}: block `{b.first_line}` failed (exit {rc}):\n{stderr[-3000:]}")
+        failures.append(
+            f"{name}:{b.line}: block `{b.first_line}` failed (exit {rc}):\n{stderr[-3000:]}")
     assert not failures, "\n\n".join(failures)
+
+
+def test_skipped_blocks_give_reasons():
+    """Every skip marker on every page names its reason; the reasons are listed (-rP, -s)."""
+    skips, bad = [], []
+    for page in PAGES:
+        for b in parse(page.read_text()):
+            if b.skip:
+                (bad if b.bad_skip else skips).append(f"{_page_id(page)}:{b.line}: {b.skip}")
+    print("\n".join(["skipped docs blocks:", *skips]))
+    assert not bad, f"skip markers without a reason: {bad}"
 
 
 # The harness itself, checked on small pages whose right answers are known by construction.
