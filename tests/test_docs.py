@@ -54,7 +54,7 @@ OWNED_ELSEWHERE = {"docs/derivations.md": "generated; checked by tests/cli/test_
 RTOL = 1e-3
 ATOL = 1e-5
 SEPARATOR = "\x1e--- docs-test block {} ---\x1e"
-_FENCE = re.compile(r"^(`{3,}|~{3,})\s*([^`\s]*)[^`]*$")
+_FENCE = re.compile(r"^( {0,4})(`{3,}|~{3,})\s*([^`\s]*)[^`]*$")   # indented: inside a list
 _SKIP = re.compile(r"^\s*<!--\s*docs-test:\s*skip\b\s*(.*?)\s*-->\s*$")
 _NUMBER = re.compile(r"(?<![\w.])[-+−]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?![\w])")
 
@@ -83,12 +83,13 @@ def parse(text: str) -> list[Block]:
         if not m:
             i += 1
             continue
-        fence, info = m[1], m[2].lower()
+        indent, fence, info = len(m[1]), m[2], m[3].lower()
         j = i + 1
-        while j < len(lines) and not (lines[j].startswith(fence[0] * len(fence))
+        while j < len(lines) and not (lines[j].strip().startswith(fence[0] * len(fence))
                                       and lines[j].strip(fence[0] + " ") == ""):
             j += 1
-        fences.append((i, j, info, "\n".join(lines[i + 1:j])))
+        body = [ln[indent:] if ln[:indent].strip() == "" else ln for ln in lines[i + 1:j]]
+        fences.append((i, j, info, "\n".join(body)))
         i = j + 1
     blocks = []
     for n, (start, end, info, body) in enumerate(fences):
@@ -284,6 +285,8 @@ def test_parse_pairs_and_skips():
     assert [b.skip for b in blocks] == ["needs a network", None, None, None]
     assert [b.expected for b in blocks] == [None, "42", None, "a  b"]
     assert parse("<!-- docs-test: skip -->\n```bash\nls\n```\n")[0].bad_skip
+    listed = parse("- item:\n\n  ```python\n  print(1)\n  ```\n\n  ```text\n  1\n  ```\n")
+    assert [(b.code, b.expected) for b in listed] == [("print(1)", "1")]
 
 
 @pytest.mark.parametrize("expected, actual, ok", [
