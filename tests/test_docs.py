@@ -212,7 +212,8 @@ def test_page_snippets(page: Path, tmp_path: Path):
             print(f"{name}:{b.line}: skipped ({b.skip}): {b.first_line}")
     run = [b for b in blocks if not b.skip]
     if not run:
-        pytest.skip(f"{name}: no runnable snippets")
+        pytest.skip(f"{name}: no code blocks" if not blocks else
+                    f"{name}: every code block is skipped ({'; '.join(b.skip for b in blocks)})")
     outputs, stderr, rc = run_page(run, tmp_path)
     failures = []
     for b, out in zip(run, outputs):
