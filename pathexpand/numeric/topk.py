@@ -298,14 +298,23 @@ def _head_norms(fz: Frozen, l: int):
     return torch.stack(out)
 
 
-_EXACT_MLP_FLOPS = 2e9  # below this, per-position MLP norms are computed exactly
+_EXACT_MLP_FLOPS = 2e10  # below this, per-position MLP norms are computed exactly
+
+
+def _spectral_norm(M):
+    """``‖M‖₂`` of each matrix in ``M`` ``[*, d, e]`` (float64), from the eigenvalues of the
+    smaller Gram matrix (cheaper than an SVD; the largest eigenvalue is exact to rounding)."""
+    import torch
+
+    G = M @ M.transpose(-1, -2) if M.shape[-2] <= M.shape[-1] else M.transpose(-1, -2) @ M
+    return torch.linalg.eigvalsh(G)[..., -1].clamp_min(0).sqrt()
 
 
 def _mlp_norms(fz: Frozen, l: int):
     """Upper bound on ``‖C diag(w) W_in diag(g_p) W_out‖₂`` per prompt and position: ``[b, n]``.
 
-    Exact (one ``d × d`` matrix and its spectral norm per position) when that costs under
-    ``2·10⁹`` flops for the layer; else ``min(Frobenius, ‖L‖₂ max|g_p| ‖W_out‖₂)``.
+    Exact (one ``d × d`` matrix per position, the top eigenvalue of its Gram matrix) when that
+    costs under ``2·10¹⁰`` flops for the layer; else ``min(Frobenius, ‖L‖₂ max|g_p| ‖W_out‖₂)``.
     """
     import torch
 
@@ -314,12 +323,14 @@ def _mlp_norms(fz: Frozen, l: int):
     R = fz.p[m + ".W_out"].double()                                    # [m, d]
     g = fz.gates[:, l].double()                                        # [b, n, m]
     d, dm = L.shape
-    if fz.batch * fz.n_pos * d * d * dm <= _EXACT_MLP_FLOPS:
-        M = torch.einsum("dm,bnm,me->bnde", L, g, R)
-        return torch.linalg.matrix_norm(M, ord=2)
+    if fz.batch * fz.n_pos * d * d * (2 * dm + 12 * d) <= _EXACT_MLP_FLOPS:
+        flat = g.reshape(-1, dm)                                       # [b·n, m]
+        step = max(1, 2**26 // (d * d))                                # ≤ 512 MB of d × d matrices
+        out = [_spectral_norm((L * flat[i:i + step, None, :]) @ R) for i in range(0, len(flat), step)]
+        return torch.cat(out).reshape(g.shape[:-1])
     K = (L.T @ L) * (R @ R.T)                                          # [m, m]
     frob = torch.einsum("bnm,mk,bnk->bn", g, K, g).clamp_min(0).sqrt()
-    prod = torch.linalg.matrix_norm(L, ord=2) * torch.linalg.matrix_norm(R, ord=2) * g.abs().amax(-1)
+    prod = _spectral_norm(L) * _spectral_norm(R) * g.abs().amax(-1)
     return torch.minimum(frob, prod)
 
 
@@ -368,10 +379,13 @@ def top_k_paths(
                 "top_k_paths ranks paths of one number; target='logits' is many. Give a token, "
                 "('diff', a, b) or a vector"
             )
-        return _search(fz, tgt, k, budget_nodes, budget_seconds, progress, start)
+        return search(fz, tgt, k, budget_nodes, budget_seconds, progress, start)
 
 
-def _search(fz: Frozen, tgt, k, budget_nodes, budget_seconds, progress, start) -> TopK:
+def search(fz: Frozen, tgt, k, budget_nodes, budget_seconds, progress, start) -> TopK:
+    """The best-first search itself, on a frozen model and a resolved one-number target
+    (``top_k_paths`` and the attribution's path view past ``max_paths`` both call it);
+    ``start``: the ``time.monotonic()`` the time budget counts from."""
     import torch
 
     widen = 1 + (1e-9 if fz.dtype == torch.float64 else 1e-4)
