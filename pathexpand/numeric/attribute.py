@@ -191,9 +191,9 @@ class Attribution(Result):
             return False, (f"no share column: {why}",)
         const = sum(float(self.summarize(v[None])[0]) for v in self.constants.values())
         if self.path_search is not None:
-            return True, (f"share = contribution / output ({self.total:.4g}); the listed paths, "
-                          f"the remainder ({self.remainder:+.4g}) and the constants ({const:+.4g}) "
-                          "sum to it exactly",)
+            why = (f"share = contribution / output ({self.total:.4g}); the listed paths, the "
+                   f"remainder ({self.remainder:+.4g}) and the constants ({const:+.4g}) sum to it exactly")
+            return True, (why,)
         return True, (f"share = contribution / output ({self.total:.4g}); the paths and the "
                       f"constants ({const:+.4g}) sum to it exactly",)
 
@@ -215,9 +215,9 @@ class Attribution(Result):
         if self.path_search is None:
             return ()
         n_left = self.n_paths - len(self.paths)
-        return (f"{len(self.paths):,} of {self.n_paths:,} paths listed (the largest found by "
-                f"best-first search): {self.path_search.status()}",
-                f"remainder: the {n_left:,} unlisted paths sum to {self.remainder:+.4g}")
+        listed = (f"{len(self.paths):,} of {self.n_paths:,} paths listed (the largest found by "
+                  f"best-first search): {self.path_search.status()}")
+        return listed, f"remainder: the {n_left:,} unlisted paths sum to {self.remainder:+.4g}"
 
     def rankings(self) -> tuple[Ranking, ...]:
         """Every view held, as rankings (what ``path_graph`` reads)."""

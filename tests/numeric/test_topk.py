@@ -171,8 +171,8 @@ def _suffix_vectors(fz, r):
     """``(first stage, per-position norms [b, n])`` of every non-empty suffix's backward vector
     ``N_1ᵀ ⋯ N_mᵀ r``, built from the readout back by the transposed node maps (no bound)."""
     done = [(len(fz.stages), r)]                                      # the empty suffix
-    for st in reversed(fz.stages):
-        done += [(st.index, b) for _, g in list(done) for b in fz.stage_T(g, st)]
+    for stage in reversed(fz.stages):
+        done += [(stage.index, b) for _, g in list(done) for b in fz.stage_T(g, stage)]
     return [(first, torch.linalg.vector_norm(b, dim=-1)) for first, b in done[1:]]
 
 
