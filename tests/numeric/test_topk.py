@@ -145,6 +145,9 @@ def test_refusals():
         pe.top_k_paths(w, toks, target=1, budget_seconds=-1)
     res = pe.top_k_paths(w, toks, target=1, k=3, budget_seconds=1e-9)
     assert not res.complete and res.stopped_by == "budget_seconds"
+    gap = res.certificate / abs(res.values).min()
+    assert res.status().startswith("NOT certified") and f"({gap:.3g}× apart)" in res.status()
+    assert res.n_certified == int((abs(res.values) >= res.certificate).sum()) < 3
 
 
 # the bound, checked against every suffix and every prefix ------------------------------------
