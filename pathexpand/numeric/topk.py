@@ -14,14 +14,21 @@ and the per-position norms of any suffix's ``b`` are bounded elementwise by ``β
   ``‖(Nᵀb)_p‖ ≤ (‖M‖₂ / σ_p) Σ_q A_qp ‖b_q‖`` (``A ≥ 0``; ``‖M‖₂`` exact via a QR of
   ``C diag(w) W_V`` and an SVD of ``R W_O``);
 - a frozen MLP, per position ``f_p ↦ f_p L diag(g_p) W_out / σ_p`` with ``L = C diag(w) W_in``:
-  ``‖(Nᵀb)_p‖ ≤ c_p ‖b_p‖ / σ_p`` where ``c_p = ‖L diag(g_p) W_out‖₂`` computed exactly when
-  cheap (small models), else bounded by ``min(‖L diag(g_p) W_out‖_F, ‖L‖₂ max|g_p| ‖W_out‖₂)``
+  ``‖(Nᵀb)_p‖ ≤ c_p ‖b_p‖ / σ_p`` where ``c_p = ‖L diag(g_p) W_out‖₂`` is computed exactly
+  (top eigenvalue of the ``d × d`` Gram matrix per position) up to ``2·10¹⁰`` flops a layer,
+  else bounded by ``min(‖L diag(g_p) W_out‖_F, ‖L‖₂ max|g_p| ‖W_out‖₂)``
   (``‖·‖_F² = gᵀ((LᵀL) ∘ (W_out W_outᵀ))g``: no ``d × d`` matrix per position).
 
 These maps are monotone in ``β``, so ``β*_s`` = elementwise max over the stages ``≥ s`` of
 (skip, or each node's map applied to ``β_{s+1}``) bounds every non-empty suffix starting at
-stage ``≥ s``, and ``|any strict extension of P| ≤ Σ_p ‖f_p‖ β*_{next}[p]``. Bounds are
-computed in float64 and widened by ``1 + 10⁻⁹`` (float64) or ``1 + 10⁻⁴`` (float32) against rounding.
+stage ``≥ s``. An elementwise max over suffixes that weigh different positions adds up
+their masses, so a second, scalar bound caps each suffix's total ``Σ_p ‖b_p‖ ≤ ν*_s``: in
+the max-over-positions norm a frozen pattern is a contraction (rows ``≥ 0`` summing to 1),
+and ``Σ_p (Nᵀb)_p = Σ_q w_q ‖b_q‖`` with ``w_q = ‖M‖₂ Σ_p A_qp / σ_p`` for a head and
+``c_q / σ_q`` for the MLP, maximised over the previous stage's ``(β, ν)`` (``suffix_bounds``).
+Then ``|any strict extension of P| ≤ max {Σ_p ‖f_p‖ x_p : 0 ≤ x ≤ β*_{next}, Σ x ≤ ν*_{next}}``,
+a fractional knapsack (``SuffixBounds.of``). Bounds are computed in float64 and widened by
+``1 + 10⁻⁹`` (float64) or ``1 + 10⁻⁴`` (float32) against rounding.
 
 The search pops the prefix with the largest bound until that bound is no larger than the
 k-th largest ``|value|`` found (then the listed paths are the true top-k), or a budget
