@@ -306,6 +306,7 @@ def _head_norms(fz: Frozen, l: int):
 
 
 _EXACT_MLP_FLOPS = 2e10  # below this, per-position MLP norms are computed exactly
+_FROBENIUS_FLOPS = 1e10  # below this, also the Frobenius bound (two m × m Gram matrices)
 
 
 def _spectral_norm(M):
@@ -321,7 +322,8 @@ def _mlp_norms(fz: Frozen, l: int):
     """Upper bound on ``‖C diag(w) W_in diag(g_p) W_out‖₂`` per prompt and position: ``[b, n]``.
 
     Exact (one ``d × d`` matrix per position, the top eigenvalue of its Gram matrix) when that
-    costs under ``2·10¹⁰`` flops for the layer; else ``min(Frobenius, ‖L‖₂ max|g_p| ‖W_out‖₂)``.
+    costs under ``2·10¹⁰`` flops for the layer; else ``‖L‖₂ max|g_p| ‖W_out‖₂``, and the smaller
+    of it and the Frobenius norm when the ``m × m`` Gram matrices cost under ``10¹⁰`` flops.
     """
     import torch
 
@@ -335,9 +337,11 @@ def _mlp_norms(fz: Frozen, l: int):
         step = max(1, 2**26 // (d * d))                                # ≤ 512 MB of d × d matrices
         out = [_spectral_norm((L * flat[i:i + step, None, :]) @ R) for i in range(0, len(flat), step)]
         return torch.cat(out).reshape(g.shape[:-1])
+    prod = _spectral_norm(L) * _spectral_norm(R) * g.abs().amax(-1)
+    if 4 * d * dm * dm > _FROBENIUS_FLOPS:       # the m × m Gram matrices cost more than they give
+        return prod
     K = (L.T @ L) * (R @ R.T)                                          # [m, m]
     frob = torch.einsum("bnm,mk,bnk->bn", g, K, g).clamp_min(0).sqrt()
-    prod = _spectral_norm(L) * _spectral_norm(R) * g.abs().amax(-1)
     return torch.minimum(frob, prod)
 
 

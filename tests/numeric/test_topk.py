@@ -123,6 +123,28 @@ def test_operator_norms_bound_the_dense_maps(shape, exact_below, monkeypatch):
                 assert bound[p] <= (np.sqrt(d) if not exact_below else 1.0) * exact * (1 + 1e-9)
 
 
+@pytest.mark.parametrize("shape", ["gelu_new", "relu_noln"])
+def test_mlp_bound_without_the_gram_matrices_is_the_norm_product(shape, monkeypatch):
+    """When neither the exact norms nor the Frobenius bound are affordable the MLP bound is
+    ‖L‖₂ max|g_p| ‖W_out‖₂, still ≥ the dense ‖L diag(g_p) W_out‖₂."""
+    monkeypatch.setattr(topk, "_EXACT_MLP_FLOPS", 0)
+    monkeypatch.setattr(topk, "_FROBENIUS_FLOPS", 0)
+    w = cases.random_weights(seed=2, **SMALL, **SHAPES[shape])
+    fz = freeze(w, [[1, 2, 3, 4, 5, 6]], dtype=torch.float64)
+    P = w.state_dict()
+    d = w.config.d_model
+    C = np.eye(d) - np.ones((d, d)) / d if w.config.normalization else np.eye(d)
+    for l in range(w.config.n_layers):
+        L = C @ (np.diag(P[f"blocks.{l}.ln2.w"]) if w.config.normalization else np.eye(d)) @ P[f"blocks.{l}.mlp.W_in"]
+        R = P[f"blocks.{l}.mlp.W_out"]
+        g = fz.gates[0, l].numpy()
+        bound = _mlp_norms(fz, l).numpy()[0]
+        for p in range(6):
+            prod = np.linalg.norm(L, 2) * np.abs(g[p]).max() * np.linalg.norm(R, 2)
+            assert bound[p] == pytest.approx(prod, rel=1e-9)
+            assert np.linalg.norm(L @ np.diag(g[p]) @ R, 2) <= bound[p] * (1 + 1e-12)
+
+
 def test_designed_path_found_first_and_certified():
     w = cases.v_composition_model()
     tokens = cases.repeated_tokens()
