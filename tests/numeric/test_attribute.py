@@ -269,6 +269,9 @@ def test_path_view_past_max_paths_lists_the_largest_and_the_exact_remainder(shap
     assert any("certified top 7" in n for n in notes) and any("remainder" in n for n in notes)
     doc = part.to_dict()
     assert doc["path_search"]["certified"] and doc["path_remainder"] == pytest.approx(part.remainder)
+    chunked = pe.attribute(w, TOKENS, views=("path",), max_paths=k, batch_size=1, **kw)
+    assert chunked.paths == part.paths                 # one search over every prompt at once
+    np.testing.assert_allclose(chunked.path_remainder, part.path_remainder, rtol=1e-9, atol=1e-12)
 
 
 def test_path_view_stopped_by_its_budget_says_not_certified():
