@@ -95,10 +95,14 @@ def attribute(
 
 
 def _run(weights, ids, position, top, kw, budget_seconds, *, progress: bool):
-    from ..numeric.attribute import attribute
+    from ..architecture import Architecture
+    from ..numeric.attribute import MAX_PATHS, VIEWS, attribute
     from ..numeric.tokens import as_tokens
 
-    res = attribute(weights, ids, positions=position, **kw)   # no path view above max_paths
+    # past MAX_PATHS the path view lists the `top` largest, by the certified best-first search
+    many = Architecture.from_weights(weights).n_logit_paths() > MAX_PATHS
+    res = attribute(weights, ids, positions=position, views=VIEWS, budget_seconds=budget_seconds,
+                    max_paths=top if many else MAX_PATHS, progress=progress and many, **kw)
     toks = as_tokens(weights, ids)
     tok = weights.tokenizer
     at = int(toks[0, res.positions[0]])
@@ -110,14 +114,9 @@ def _run(weights, ids, position, top, kw, budget_seconds, *, progress: bool):
         **res.to_dict(k=top),
     }
     doc["constant_total"] = float(sum(doc["constants"].values()))
-    paths = res.ranking("path").top(top) if res.paths is not None else None
-    if paths is None:
-        from ..numeric.topk import top_k_paths
-
-        found = top_k_paths(weights, ids, positions=position, k=top, budget_seconds=budget_seconds,
-                            progress=progress, **kw)
-        paths = found.ranking()
-        doc["paths"] = found.to_records()
+    paths = res.ranking("path").top(top)
+    found = res.path_search
+    if found is not None:
         doc["certificate"] = found.certificate
         doc["complete"] = found.complete
         doc["certified"] = found.certified
@@ -125,5 +124,5 @@ def _run(weights, ids, position, top, kw, budget_seconds, *, progress: bool):
     heads = res.ranking("node").top(top)
     edges = res.ranking("edge").top(top)
     heads.title, edges.title = "heads and MLPs", "edges"
-    paths.title = "paths" if res.paths is not None or doc["certified"] else "paths (NOT certified)"
+    paths.title = "paths" if found is None or found.certified else "paths (NOT certified)"
     return doc, [paths.rich_table(), heads.rich_table(), edges.rich_table()]

@@ -106,11 +106,12 @@ def demo(
     ranking_exp = exp if exp.n_terms <= 20_000 else expand_logits(arch, max_depth=2)
     console.print(evaluate(ranking_exp, weights, metric="frobenius").top(8).rich_table())
 
-    from ..numeric.attribute import attribute
+    from ..numeric.attribute import MAX_PATHS, attribute
 
+    many = arch.n_logit_paths() > MAX_PATHS      # then the path view lists the 8 largest (search)
     step("6. Attribute the next-token logit of a prompt to paths (exact)",
-         f"pe.attribute(w, {text!r})")
-    result = attribute(weights, text)
+         f"pe.attribute(w, {text!r}" + (", views=('path', 'node', 'edge'), max_paths=8)" if many else ")"))
+    result = attribute(weights, text, views=("path", "node", "edge"), max_paths=8) if many else attribute(weights, text)
     console.print(f"target: {result.target_label}; Σ paths + constants − model output: "
                   f"{result.residual_error():.1e} (relative)")
     console.print(result.ranking("path").top(8).rich_table())

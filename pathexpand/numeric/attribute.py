@@ -4,7 +4,9 @@ With patterns, LayerNorm scales and MLP gates frozen (``numeric/frozen.py``) the
 ``T = Σ_t u_t · logits[p_t]`` is ``Σ_paths ⟨r, M_k ⋯ M_1 S⟩ + constants`` exactly, over
 sources ``S`` and node maps ``M`` (DESIGN.md §2). Three views, all exact:
 
-- **path**: every path's contribution (when the count is small; else use ``top_k_paths``);
+- **path**: every path's contribution when there are at most ``max_paths``; past that, the
+  ``max_paths`` largest by ``|contribution|`` from ``top_k_paths``' best-first search, with
+  its certificate and the exact remainder (the sum over every unlisted path);
 - **node**: for each head/MLP ``n``, the sum over every path through ``n``:
   ``⟨G_n, O_n⟩`` with ``O_n`` = everything that reaches ``n`` pushed through ``n``
   (forward) and ``G_n`` = everything from ``n``'s output to the target (backward);
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import PathexpandError, check_int
+from ..errors import PathexpandError, check_int, check_number
 from ..names import parse_node, parse_term_name, path_info, term_name
 from ..ranking import Ranking, Result
 from ..symbolic import expand_logits
@@ -35,6 +37,7 @@ from ._progress import progress as track
 from .frozen import CONSTANTS, Frozen, freeze
 from .targets import Target, own_target, resolve_target
 from .tokens import as_tokens, batches
+from .topk import TopK, search
 from .weights import as_weights
 
 __all__ = ["MAX_PATHS", "VIEWS", "Attribution", "attribute"]
@@ -72,6 +75,8 @@ class Attribution(Result):
     edges: tuple[tuple[str, str], ...] | None = None
     edge_values: np.ndarray | None = None
     n_paths: int = 0
+    path_search: TopK | None = None     # past max_paths: the search that listed the paths
+    path_remainder: np.ndarray | None = None   # then: Σ over unlisted paths [batch, *shape]
     model: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -87,6 +92,8 @@ class Attribution(Result):
         reads (``scale``).
         """
         parts = self.path_values if self.path_values is not None else self.end_values
+        if self.path_remainder is not None:
+            parts = np.concatenate([parts, self.path_remainder[None]])
         total = parts.sum(0) + sum(self.constants.values())
         err = np.abs(total - self.output)
         err = err.reshape(err.shape[0], -1).max(-1)
@@ -165,6 +172,8 @@ class Attribution(Result):
                          depth=sum(parse_node(x).kind in ("head", "mlp") for x in (a, b)))
                     for (a, b), v in zip(self.edges, self.summarize(self.edge_values))]
         shares, notes = self._shares(view)
+        if view == "path":
+            notes = (*self._path_notes(), *notes)
         return Ranking(rows, total=self.total if shares else None, shares=shares,
                        title=f"{view} contributions to {self.target_label}", value_label="contribution",
                        notes=(*notes, *self.notes), of=f"{view}s", by_magnitude=True)
@@ -181,8 +190,34 @@ class Attribution(Result):
                         "whole would flip sign")
             return False, (f"no share column: {why}",)
         const = sum(float(self.summarize(v[None])[0]) for v in self.constants.values())
+        if self.path_search is not None:
+            why = (f"share = contribution / output ({self.total:.4g}); the listed paths, the "
+                   f"remainder ({self.remainder:+.4g}) and the constants ({const:+.4g}) sum to it exactly")
+            return True, (why,)
         return True, (f"share = contribution / output ({self.total:.4g}); the paths and the "
                       f"constants ({const:+.4g}) sum to it exactly",)
+
+    @property
+    def paths_complete(self) -> bool:
+        """True when the path view lists every path (none left in a remainder)."""
+        return self.paths is not None and len(self.paths) == self.n_paths
+
+    @property
+    def remainder(self) -> float:
+        """Headline value of the sum over every path the path view does not list (0 when it
+        lists them all): total − listed − constants, from the exact end-partition of all paths."""
+        if self.path_remainder is None:
+            return 0.0
+        return float(self.summarize(self.path_remainder[None])[0])
+
+    def _path_notes(self) -> tuple[str, ...]:
+        """What a streamed path view is: the search's status and the remainder."""
+        if self.path_search is None:
+            return ()
+        n_left = self.n_paths - len(self.paths)
+        listed = (f"{len(self.paths):,} of {self.n_paths:,} paths listed (the largest found by "
+                  f"best-first search): {self.path_search.status()}")
+        return listed, f"remainder: the {n_left:,} unlisted paths sum to {self.remainder:+.4g}"
 
     def rankings(self) -> tuple[Ranking, ...]:
         """Every view held, as rankings (what ``path_graph`` reads)."""
@@ -194,8 +229,8 @@ class Attribution(Result):
         if view not in VIEWS:
             raise PathexpandError(f"view must be one of {VIEWS}, got {view!r}")
         if view not in self.views:
-            why = (f"{self.n_paths:,} paths > max_paths; use pe.top_k_paths for the largest ones, "
-                   "or the node and edge views") if view == "path" else f"ask for views=('{view}', ...)"
+            why = (f"{self.n_paths:,} paths > max_paths; ask for views=('path', ...) to list the "
+                   "largest ones") if view == "path" else f"ask for views=('{view}', ...)"
             raise PathexpandError(f"this attribution has no {view} view ({why})")
         return view
 
@@ -216,6 +251,10 @@ class Attribution(Result):
         }
         for view in self.views:
             out[view + "s"] = self.top(k or 10**9, view=view).to_records()
+        if self.path_search is not None:
+            out["path_search"] = {key: v for key, v in self.path_search.to_dict().items()
+                                  if key not in ("paths", "notes")}
+            out["path_remainder"] = self.remainder
         if self.notes:
             out["notes"] = list(self.notes)
         return out
@@ -253,6 +292,7 @@ def attribute(
     positions=None,
     views: Iterable[str] | None = None,
     max_paths: int = MAX_PATHS,
+    budget_seconds: float | None = 60.0,
     device=None,
     dtype=None,
     batch_size: int | None = None,
@@ -266,8 +306,12 @@ def attribute(
     of the logits), or None (the logit of the model's own top prediction). ``positions``:
     None (last), an int, a list of ints or ``"all"``. ``tokens``: ids ``[pos]``/``[batch, pos]``
     or text when the weights have a tokenizer. ``views``: any of ``"path"``, ``"node"``,
-    ``"edge"`` (default: all, leaving out paths when there are more than ``max_paths``;
-    asking for ``"path"`` then raises, pointing at ``top_k_paths``). Prompts are processed
+    ``"edge"`` (default: all, leaving out paths when there are more than ``max_paths``).
+    The path view lists every path when there are at most ``max_paths``; asked for past that,
+    it lists the ``max_paths`` largest by ``|contribution|`` to the target summed over prompts
+    and positions (``top_k_paths``' search, stopped after ``budget_seconds``; its status in
+    ``path_search`` says how many are proven the largest) and the exact sum of the rest in
+    ``path_remainder``: listed + remainder + constants = output. Prompts are processed
     ``batch_size`` at a time (bounded memory), with a progress bar if ``progress``. ``model``
     is anything ``pe.load`` takes; ``tokens`` text, ids or a ``.npy`` path.
 
@@ -283,17 +327,14 @@ def attribute(
     views = _views(views)
     own_top = target is None and diff is None
     tgt = None if own_top else resolve_target(weights, target, diff, positions, (B, n))
-    chunks, first, dropped = [], None, False
+    if budget_seconds is not None:
+        check_number("budget_seconds", budget_seconds)
+    chunks, first, dropped, stream = [], None, False, False
     for lo, hi in track(batches(B, batch_size), progress, "attributing"):
         frozen = freeze(weights, tokens[lo:hi], device=device, dtype=dtype)
         if "path" in views and frozen.n_paths() > max_paths:
-            if chosen:
-                raise PathexpandError(
-                    f"this model has {frozen.n_paths():,} paths, more than max_paths={max_paths:,}; "
-                    "use pe.top_k_paths(weights, tokens, target=...) for the largest ones, or the "
-                    "node and edge views (views=('node', 'edge'))"
-                )
-            views, dropped = tuple(v for v in views if v != "path"), True
+            stream, dropped = chosen, not chosen     # asked for: list the largest; else leave out
+            views = tuple(v for v in views if v != "path")
         part = own_target(frozen, weights, positions) if own_top else tgt.for_batch(lo, hi)
         first = first or part
         chunks.append(_attribute_chunk(frozen, part, views))
@@ -303,9 +344,40 @@ def attribute(
     if dropped:
         res.notes.append(
             f"{res.n_paths:,} paths > max_paths={max_paths:,}: no per-path view; "
-            "pe.top_k_paths finds the largest ones with a certificate"
+            "views=('path', ...) or pe.top_k_paths lists the largest ones with a certificate"
         )
+    if stream:
+        _stream_paths(res, weights, tokens, None if own_top else tgt, positions, max_paths,
+                      budget_seconds, device, dtype, progress)
     return res
+
+
+def _stream_paths(res: Attribution, weights, tokens, tgt, positions, k, budget_seconds, device,
+                  dtype, progress) -> None:
+    """The path view past ``max_paths``: the ``k`` largest paths by the best-first search of
+    ``top_k_paths`` on every prompt at once, and the remainder ``Σ ends − Σ listed``."""
+    import time
+
+    import torch
+
+    if k < 1:
+        raise PathexpandError("max_paths must be >= 1 to list the largest paths")
+    start = time.monotonic()
+    with torch.no_grad():
+        fz = freeze(weights, tokens, device=device, dtype=dtype)
+        tgt = own_target(fz, weights, positions) if tgt is None else tgt
+        if tgt.U is None:
+            raise PathexpandError(
+                f"this model has {res.n_paths:,} paths, more than max_paths={k:,}; past that the "
+                "path view lists the largest by |contribution| to one number, and target='logits' "
+                "is many: give a token, a difference or a vector, raise max_paths, or ask for "
+                "views=('node', 'edge')"
+            )
+        found = search(fz, tgt, k, None, budget_seconds, progress, start)
+    res.path_search = found
+    res.paths = tuple(tuple(p) for p in found.paths)
+    res.path_values = found.path_values.reshape(len(found.paths), *res.output.shape)
+    res.path_remainder = res.end_values.sum(0) - res.path_values.sum(0)
 
 
 def _views(views) -> tuple[str, ...]:

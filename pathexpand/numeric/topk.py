@@ -14,14 +14,21 @@ and the per-position norms of any suffix's ``b`` are bounded elementwise by ``β
   ``‖(Nᵀb)_p‖ ≤ (‖M‖₂ / σ_p) Σ_q A_qp ‖b_q‖`` (``A ≥ 0``; ``‖M‖₂`` exact via a QR of
   ``C diag(w) W_V`` and an SVD of ``R W_O``);
 - a frozen MLP, per position ``f_p ↦ f_p L diag(g_p) W_out / σ_p`` with ``L = C diag(w) W_in``:
-  ``‖(Nᵀb)_p‖ ≤ c_p ‖b_p‖ / σ_p`` where ``c_p = ‖L diag(g_p) W_out‖₂`` computed exactly when
-  cheap (small models), else bounded by ``min(‖L diag(g_p) W_out‖_F, ‖L‖₂ max|g_p| ‖W_out‖₂)``
+  ``‖(Nᵀb)_p‖ ≤ c_p ‖b_p‖ / σ_p`` where ``c_p = ‖L diag(g_p) W_out‖₂`` is computed exactly
+  (top eigenvalue of the ``d × d`` Gram matrix per position) up to ``2·10¹⁰`` flops a layer,
+  else bounded by ``min(‖L diag(g_p) W_out‖_F, ‖L‖₂ max|g_p| ‖W_out‖₂)``
   (``‖·‖_F² = gᵀ((LᵀL) ∘ (W_out W_outᵀ))g``: no ``d × d`` matrix per position).
 
 These maps are monotone in ``β``, so ``β*_s`` = elementwise max over the stages ``≥ s`` of
 (skip, or each node's map applied to ``β_{s+1}``) bounds every non-empty suffix starting at
-stage ``≥ s``, and ``|any strict extension of P| ≤ Σ_p ‖f_p‖ β*_{next}[p]``. Bounds are
-computed in float64 and widened by ``1 + 10⁻⁹`` (float64) or ``1 + 10⁻⁴`` (float32) against rounding.
+stage ``≥ s``. An elementwise max over suffixes that weigh different positions adds up
+their masses, so a second, scalar bound caps each suffix's total ``Σ_p ‖b_p‖ ≤ ν*_s``: in
+the max-over-positions norm a frozen pattern is a contraction (rows ``≥ 0`` summing to 1),
+and ``Σ_p (Nᵀb)_p = Σ_q w_q ‖b_q‖`` with ``w_q = ‖M‖₂ Σ_p A_qp / σ_p`` for a head and
+``c_q / σ_q`` for the MLP, maximised over the previous stage's ``(β, ν)`` (``suffix_bounds``).
+Then ``|any strict extension of P| ≤ max {Σ_p ‖f_p‖ x_p : 0 ≤ x ≤ β*_{next}, Σ x ≤ ν*_{next}}``,
+a fractional knapsack (``SuffixBounds.of``). Bounds are computed in float64 and widened by
+``1 + 10⁻⁹`` (float64) or ``1 + 10⁻⁴`` (float32) against rounding.
 
 The search pops the prefix with the largest bound until that bound is no larger than the
 k-th largest ``|value|`` found (then the listed paths are the true top-k), or a budget
@@ -49,7 +56,7 @@ from .targets import own_target, resolve_target
 from .tokens import as_tokens
 from .weights import as_weights
 
-__all__ = ["top_k_paths", "TopK", "suffix_bounds"]
+__all__ = ["top_k_paths", "TopK", "SuffixBounds", "suffix_bounds", "target_bounds"]
 
 _FIELD_BYTES = 2**28  # keep prefix fields in the queue up to this much, then replay paths
 
@@ -81,6 +88,7 @@ class TopK(Result):
     target_label: str
     stopped_by: str | None = None
     notes: list[str] = field(default_factory=list)
+    path_values: np.ndarray | None = None   # [k, batch, T]: each listed path per prompt and position
 
     @property
     def explained(self) -> float:
@@ -96,15 +104,26 @@ class TopK(Result):
         """True when the listed paths are proven to be the top k (the search finished)."""
         return bool(self.complete)
 
+    @property
+    def n_certified(self) -> int:
+        """How many of the leading listed paths are proven to be the largest of all paths:
+        those with ``|value| ≥ certificate`` (every path listed, when the search finished)."""
+        if self.complete:
+            return len(self.paths)
+        return int((np.abs(self.values) >= self.certificate).sum())
+
     def status(self) -> str:
         """One line: certified, or not, with the bound beside the k-th listed value."""
         kth = float(np.abs(self.values).min()) if len(self.values) else float("nan")
         if self.certified:
             return (f"certified top {len(self.paths)}: no unlisted path exceeds |c| = "
                     f"{self.certificate:.3g} (k-th listed |c| = {kth:.3g})")
+        proven = (f"; the first {self.n_certified} are proven the largest" if self.n_certified
+                  else "")
         return (f"NOT certified: the search stopped ({self.stopped_by}) before it could prove "
                 f"these are the top {len(self.paths)}; an unlisted path may reach |c| = "
-                f"{self.certificate:.3g}, against a k-th listed |c| of {kth:.3g}")
+                f"{self.certificate:.3g}, against a k-th listed |c| of {kth:.3g} "
+                f"({self.certificate / kth:.3g}× apart){proven}")
 
     def ranking(self) -> Ranking:
         """The listed paths as a ``Ranking`` (largest ``|value|`` first); its title and notes say
@@ -139,6 +158,7 @@ class TopK(Result):
             "constants": self.constants,
             "visited": self.visited,
             "expanded": self.expanded,
+            "n_certified": self.n_certified,
             "seconds": self.seconds,
             "stopped_by": self.stopped_by,
             "notes": list(self.notes),
@@ -149,38 +169,120 @@ class TopK(Result):
         return "\n".join([self.summary(), *rows])
 
 
-def suffix_bounds(fz: Frozen, rho):
-    """``β*`` per stage: ``[S + 1, b, n]`` float64; ``β*[s]`` bounds the per-position norms of
-    the backward vector of every non-empty suffix whose first node is at stage ``≥ s``."""
+@dataclass(frozen=True)
+class SuffixBounds:
+    """Per stage ``s``, what every non-empty suffix starting at a stage ``≥ s`` can do to a field.
+
+    A suffix's backward vector ``b`` (``value = ⟨b, f⟩``) has per-position norms ``‖b_p‖`` that
+    lie, for every such suffix, below ``beta[s]`` (elementwise, ``[S + 1, b, n]``) and sum to at
+    most ``nu[s]`` (``[S + 1]``). So every strict extension of a prefix ending at stage
+    ``last`` with field ``f`` has ``|value| ≤ max {Σ_p ‖f_p‖ x_p : 0 ≤ x ≤ beta[last + 1],
+    Σ x ≤ nu[last + 1]}`` — a fractional knapsack (``of``), never larger than either the
+    per-position bound ``Σ_p ‖f_p‖ beta_p`` or the max-over-positions bound ``max_p ‖f_p‖ · nu``.
+    """
+
+    beta: object   # torch [S + 1, b, n], float64
+    nu: object     # torch [S + 1], float64
+
+    def of(self, norms, last: int):
+        """Bound on ``|value|`` of every strict extension of prefixes ending at stage ``last``
+        whose fields have per-position norms ``norms`` ``[*, b, n]``: ``[*]`` (float64)."""
+        return _knapsack(norms.double().flatten(-2), self.beta[last + 1].flatten(), self.nu[last + 1])
+
+
+def _knapsack(a, cap, budget):
+    """``max Σ a_i x_i`` over ``0 ≤ x ≤ cap``, ``Σ x ≤ budget`` (``a, cap ≥ 0``): fill the
+    largest ``a`` first. ``a`` ``[*, m]``, ``cap`` ``[m]`` or ``[*, m]``, ``budget`` scalar → ``[*]``."""
+    import torch
+
+    a_sorted, order = torch.sort(a, dim=-1, descending=True)
+    c = torch.broadcast_to(cap, a.shape).gather(-1, order)
+    before = torch.cumsum(c, -1) - c                          # capacity used by larger a's
+    x = torch.minimum(c, (budget - before).clamp_min(0))
+    return (a_sorted * x).sum(-1)
+
+
+def target_bounds(fz: Frozen, tgt) -> SuffixBounds:
+    """``suffix_bounds`` for one scalar target (summed over prompts and positions)."""
+    import torch
+
+    r = tgt.readout_vectors(fz).sum(0)                                 # [b, n, d]
+    return suffix_bounds(fz, torch.linalg.vector_norm(r.double(), dim=-1))   # rho [b, n]
+
+
+def suffix_bounds(fz: Frozen, rho) -> SuffixBounds:
+    """Bounds of every non-empty suffix, per stage, by dynamic programming from the readout.
+
+    ``rho`` ``[b, n]``: per-position norms of the readout vector (the empty suffix). Going
+    back one stage, a node ``N`` maps a suffix's per-position norms ``β`` to at most ``N♯(β)``
+    (``_node_bounds``) and their sum ``Σ β`` to at most ``c_N · max {Σ_q a^N_q x_q : x ≤ β,
+    Σ x ≤ ν}`` (a frozen pattern's rows are non-negative and sum to one, so ``Σ_p (Aᵀβ)_p /
+    σ_p = Σ_q β_q Σ_p A_qp/σ_p``; ``_node_sum_weights``). Over all suffixes the bounds are
+    maxima: elementwise for ``β``, scalar for ``ν``.
+    """
     import torch
 
     S = len(fz.stages)
-    b_e = rho.clone()                                   # every suffix from stage S: only the empty one
-    b_star = [torch.zeros_like(rho) for _ in range(S + 1)]
+    b_e, nu_e = rho.double(), rho.double().sum()      # every suffix from stage S: only the empty one
+    beta = [torch.zeros_like(b_e) for _ in range(S + 1)]
+    nu = [torch.zeros((), dtype=torch.float64, device=b_e.device) for _ in range(S + 1)]
     for st in reversed(fz.stages):
-        mapped = _node_bounds(fz, st, b_e)              # [k, b, n]
-        m = mapped.amax(0)
-        b_star[st.index] = torch.maximum(b_star[st.index + 1], m)
-        b_e = torch.maximum(b_e, m)
-    return torch.stack(b_star)
+        maps = _stage_maps(fz, st)
+        mapped = _node_bounds(maps, b_e)                                     # [k, b, n]
+        weights = _node_sum_weights(maps)                                    # [k, b, n]
+        sums = torch.minimum(mapped.flatten(1).sum(-1),
+                             _knapsack(weights.flatten(1), b_e.flatten(), nu_e))   # [k]
+        beta[st.index] = torch.maximum(beta[st.index + 1], mapped.amax(0))
+        nu[st.index] = torch.maximum(nu[st.index + 1], sums.max())
+        b_e = torch.maximum(b_e, mapped.amax(0))
+        nu_e = torch.maximum(nu_e, sums.max())
+    return SuffixBounds(torch.stack(beta), torch.stack(nu))
 
 
-def _node_bounds(fz: Frozen, st, beta):
-    """``N♯(β)`` for every node of a stage: ``[k, b, n]`` (float64)."""
-    import torch
-
+def _stage_maps(fz: Frozen, st):
+    """What bounds a stage's node maps on per-position norms, all float64:
+    ``(c_heads [H] or None, A [b, H, q, k] or None, c_mlp [b, n] or None)`` with the norms'
+    ``1/σ`` folded in (``A_qp/σ_p`` for heads, ``c_p/σ_p`` for the MLP)."""
     l = st.layer
     normed = fz.config.normalization is not None
-    parts = []
+    c_heads = A = c_mlp = None
     if st.has_heads:
-        c = _head_norms(fz, l)                                         # [H]
-        A = fz.patterns[:, l].double()                                 # [b, H, q, k]
-        spread = torch.einsum("bhqk,bq->hbk", A, beta)                # Σ_q A_qp β_q
-        out = c[:, None, None] * spread
-        parts.append(out * fz.inv_scale[f"blocks.{l}.ln1"][..., 0].double()[None] if normed else out)
+        c_heads = _head_norms(fz, l)                                       # [H]
+        A = fz.patterns[:, l].double()                                     # [b, H, q, k]
+        if normed:
+            A = A * fz.inv_scale[f"blocks.{l}.ln1"][..., 0].double()[:, None, None, :]
     if st.has_mlp:
-        out = (_mlp_norms(fz, l) * beta)[None]                        # [1, b, n]
-        parts.append(out * fz.inv_scale[f"blocks.{l}.ln2"][..., 0].double()[None] if normed else out)
+        c_mlp = _mlp_norms(fz, l)                                          # [b, n]
+        if normed:
+            c_mlp = c_mlp * fz.inv_scale[f"blocks.{l}.ln2"][..., 0].double()
+    return c_heads, A, c_mlp
+
+
+def _node_sum_weights(maps):
+    """Per node ``N`` of a stage, ``w`` with ``Σ_p N♯(β)_p = Σ_q w_q β_q``: ``[k, b, n]``
+    (a head: ``c_h Σ_p A_qp / σ_p``; the MLP: ``c_p / σ_p``)."""
+    import torch
+
+    c_heads, A, c_mlp = maps
+    parts = []
+    if c_heads is not None:
+        parts.append(c_heads[:, None, None] * A.sum(-1).movedim(1, 0))    # [H, b, q]
+    if c_mlp is not None:
+        parts.append(c_mlp[None])                                          # [1, b, n]
+    return torch.cat(parts)
+
+
+def _node_bounds(maps, beta):
+    """``N♯(β)`` for every node of a stage: ``[k, b, n]`` (a head: ``(c_h/σ_p) Σ_q A_qp β_q``;
+    the MLP: ``(c_p/σ_p) β_p``)."""
+    import torch
+
+    c_heads, A, c_mlp = maps
+    parts = []
+    if c_heads is not None:
+        parts.append(c_heads[:, None, None] * torch.einsum("bhqk,bq->hbk", A, beta))
+    if c_mlp is not None:
+        parts.append((c_mlp * beta)[None])
     return torch.cat(parts)
 
 
@@ -203,14 +305,25 @@ def _head_norms(fz: Frozen, l: int):
     return torch.stack(out)
 
 
-_EXACT_MLP_FLOPS = 2e9  # below this, per-position MLP norms are computed exactly
+_EXACT_MLP_FLOPS = 2e10  # below this, per-position MLP norms are computed exactly
+_FROBENIUS_FLOPS = 1e10  # below this, also the Frobenius bound (two m × m Gram matrices)
+
+
+def _spectral_norm(M):
+    """``‖M‖₂`` of each matrix in ``M`` ``[*, d, e]`` (float64), from the eigenvalues of the
+    smaller Gram matrix (cheaper than an SVD; the largest eigenvalue is exact to rounding)."""
+    import torch
+
+    G = M @ M.transpose(-1, -2) if M.shape[-2] <= M.shape[-1] else M.transpose(-1, -2) @ M
+    return torch.linalg.eigvalsh(G)[..., -1].clamp_min(0).sqrt()
 
 
 def _mlp_norms(fz: Frozen, l: int):
     """Upper bound on ``‖C diag(w) W_in diag(g_p) W_out‖₂`` per prompt and position: ``[b, n]``.
 
-    Exact (one ``d × d`` matrix and its spectral norm per position) when that costs under
-    ``2·10⁹`` flops for the layer; else ``min(Frobenius, ‖L‖₂ max|g_p| ‖W_out‖₂)``.
+    Exact (one ``d × d`` matrix per position, the top eigenvalue of its Gram matrix) when that
+    costs under ``2·10¹⁰`` flops for the layer; else ``‖L‖₂ max|g_p| ‖W_out‖₂``, and the smaller
+    of it and the Frobenius norm when the ``m × m`` Gram matrices cost under ``10¹⁰`` flops.
     """
     import torch
 
@@ -219,12 +332,16 @@ def _mlp_norms(fz: Frozen, l: int):
     R = fz.p[m + ".W_out"].double()                                    # [m, d]
     g = fz.gates[:, l].double()                                        # [b, n, m]
     d, dm = L.shape
-    if fz.batch * fz.n_pos * d * d * dm <= _EXACT_MLP_FLOPS:
-        M = torch.einsum("dm,bnm,me->bnde", L, g, R)
-        return torch.linalg.matrix_norm(M, ord=2)
+    if fz.batch * fz.n_pos * d * d * (2 * dm + 12 * d) <= _EXACT_MLP_FLOPS:
+        flat = g.reshape(-1, dm)                                       # [b·n, m]
+        step = max(1, 2**26 // (d * d))                                # ≤ 512 MB of d × d matrices
+        out = [_spectral_norm((L * flat[i:i + step, None, :]) @ R) for i in range(0, len(flat), step)]
+        return torch.cat(out).reshape(g.shape[:-1])
+    prod = _spectral_norm(L) * _spectral_norm(R) * g.abs().amax(-1)
+    if 4 * d * dm * dm > _FROBENIUS_FLOPS:       # the m × m Gram matrices cost more than they give
+        return prod
     K = (L.T @ L) * (R @ R.T)                                          # [m, m]
     frob = torch.einsum("bnm,mk,bnk->bn", g, K, g).clamp_min(0).sqrt()
-    prod = torch.linalg.matrix_norm(L, ord=2) * torch.linalg.matrix_norm(R, ord=2) * g.abs().amax(-1)
     return torch.minimum(frob, prod)
 
 
@@ -273,60 +390,59 @@ def top_k_paths(
                 "top_k_paths ranks paths of one number; target='logits' is many. Give a token, "
                 "('diff', a, b) or a vector"
             )
-        return _search(fz, tgt, k, budget_nodes, budget_seconds, progress, start)
+        return search(fz, tgt, k, budget_nodes, budget_seconds, progress, start)
 
 
-def _search(fz: Frozen, tgt, k, budget_nodes, budget_seconds, progress, start) -> TopK:
+def search(fz: Frozen, tgt, k, budget_nodes, budget_seconds, progress, start) -> TopK:
+    """The best-first search itself, on a frozen model and a resolved one-number target
+    (``top_k_paths`` and the attribution's path view past ``max_paths`` both call it);
+    ``start``: the ``time.monotonic()`` the time budget counts from."""
     import torch
 
     widen = 1 + (1e-9 if fz.dtype == torch.float64 else 1e-4)
-    r = tgt.readout_vectors(fz).sum(0)                                 # [b, n, d]
-    rho = torch.linalg.vector_norm(r.double(), dim=-1)                 # [b, n]
-    beta = suffix_bounds(fz, rho) * widen                              # [S + 1, b, n]
-
-    def value_of(f) -> float:
-        return float(tgt.readout(fz, f).sum())
-
-    def bound_of(f, last) -> float:
-        return float((torch.linalg.vector_norm(f.double(), dim=-1) * beta[last + 1]).sum())
+    bounds = target_bounds(fz, tgt)
 
     counter = itertools.count()
     heap: list = []
-    best: list = []             # min-heap of (|v|, tie, v, path)
+    best: list = []             # min-heap of (|v|, tie, v, path, per-prompt values [b, K])
     state = {"others": 0.0, "pruned": 0.0, "visited": 0, "field_bytes": 0}
 
     def kth() -> float:
         return best[0][0] if len(best) == k else 0.0
 
-    def visit(path, f, last):
-        v = value_of(f)
-        state["visited"] += 1
-        item = (abs(v), next(counter), v, path)
-        if len(best) < k:
-            heapq.heappush(best, item)
-        elif item[0] > best[0][0]:
-            out = heapq.heappushpop(best, item)
-            state["others"] = max(state["others"], out[0])
-        else:
-            state["others"] = max(state["others"], item[0])
-        if last + 1 >= len(fz.stages):
-            return
-        bnd = bound_of(f, last)
-        if bnd <= kth():
-            state["pruned"] = max(state["pruned"], bnd)
-            return
-        keep = f if state["field_bytes"] < _FIELD_BYTES else None
-        if keep is not None:
-            state["field_bytes"] += f.numel() * f.element_size()
-        heapq.heappush(heap, (-bnd, next(counter), path, keep, last))
+    def visit(paths, fields, last):
+        """Evaluate the prefixes ``paths`` (fields ``[j, b, n, d]``, all ending at stage ``last``)."""
+        parts = tgt.readout(fz, fields).double()                      # [j, b, K]
+        values = parts.flatten(1).sum(-1).tolist()
+        state["visited"] += len(paths)
+        inner = last + 1 < len(fz.stages)
+        if inner:
+            bnds = (bounds.of(torch.linalg.vector_norm(fields.double(), dim=-1), last) * widen).tolist()
+        for i, (path, v) in enumerate(zip(paths, values)):
+            item = (abs(v), next(counter), v, path, parts[i])
+            if len(best) < k:
+                heapq.heappush(best, item)
+            elif item[0] > best[0][0]:
+                out = heapq.heappushpop(best, item)
+                state["others"] = max(state["others"], out[0])
+            else:
+                state["others"] = max(state["others"], item[0])
+            if not inner:
+                continue
+            if bnds[i] <= kth():
+                state["pruned"] = max(state["pruned"], bnds[i])
+                continue
+            f = fields[i]
+            keep = f if state["field_bytes"] < _FIELD_BYTES else None
+            if keep is not None:
+                state["field_bytes"] += f.numel() * f.element_size()
+            heapq.heappush(heap, (-bnds[i], next(counter), path, keep, last))
 
     for src in fz.sources():
         if src.entry is not None:
-            outs = fz.ln_bias_stage(src.name)
-            for i, n in enumerate(src.readers):
-                visit((src.name, n), outs[i], src.entry)
+            visit([(src.name, n) for n in src.readers], fz.ln_bias_stage(src.name), src.entry)
         else:
-            visit((src.name,), fz.source_field(src.name), src.birth)
+            visit([(src.name,)], fz.source_field(src.name)[None], src.birth)
 
     expanded = 0
     stopped_by = None
@@ -347,9 +463,7 @@ def _search(fz: Frozen, tgt, k, budget_nodes, budget_seconds, progress, start) -
             state["field_bytes"] -= f.numel() * f.element_size()
         expanded += 1
         for st in fz.stages[last + 1:]:
-            outs = fz.stage(f, st)
-            for i, n in enumerate(st.nodes):
-                visit(path + (n,), outs[i], st.index)
+            visit([path + (n,) for n in st.nodes], fz.stage(f, st), st.index)
         tick(state["visited"])
     tick(None)
 
@@ -373,6 +487,8 @@ def _search(fz: Frozen, tgt, k, budget_nodes, budget_seconds, progress, start) -
     return TopK(
         paths=[t[3] for t in listed],
         values=np.array([t[2] for t in listed], dtype=np.float64),
+        path_values=(torch.stack([t[4] for t in listed]).cpu().numpy() if listed
+                     else np.zeros((0, fz.batch, len(tgt.positions)))),
         certificate=float(certificate),
         complete=complete,
         total=out_val - sum(consts.values()),

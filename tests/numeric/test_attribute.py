@@ -189,10 +189,14 @@ def test_views_and_refusals():
     w = cases.random_weights()
     res = pe.attribute(w, TOKENS, target=1, views="node")
     assert res.paths is None and res.edges is None and res.nodes is not None
-    with pytest.raises(PathexpandError, match="top_k_paths"):
-        pe.attribute(w, TOKENS, target=1, views=("path",), max_paths=10)
     small = pe.attribute(w, TOKENS, target=1, max_paths=10)  # default views drop paths
-    assert small.paths is None and any("top_k_paths" in n for n in small.notes)
+    assert small.paths is None and any("views=('path', ...)" in n for n in small.notes)
+    with pytest.raises(PathexpandError, match="views=\\('path', ...\\) to list"):
+        small.ranking("path")
+    with pytest.raises(PathexpandError, match="one number"):   # the largest of many numbers?
+        pe.attribute(w, TOKENS, target="logits", views=("path",), max_paths=10)
+    with pytest.raises(PathexpandError, match="budget_seconds"):
+        pe.attribute(w, TOKENS, target=1, views=("path",), max_paths=10, budget_seconds=-1)
     with pytest.raises(PathexpandError, match="views"):
         pe.attribute(w, TOKENS, views=("paths",))
     with pytest.raises(PathexpandError, match="out of range"):
@@ -236,3 +240,43 @@ def test_rankings_and_json():
     with pytest.raises(PathexpandError, match="no edge"):
         res.edge("L1H0", "L0H0")
     assert "residual error" in str(res)
+
+
+@pytest.mark.parametrize("shape", ["gelu", "ln_attn", "attn3"])
+def test_path_view_past_max_paths_lists_the_largest_and_the_exact_remainder(shape):
+    """Past max_paths the path view lists the k largest paths (by |Σ over prompts and positions|)
+    with their per-prompt values, and the remainder is the sum over every unlisted path — both
+    checked against the full enumeration of the same model; listed + remainder + constants =
+    output."""
+    w = cases.random_weights(seed=4, **cases.CONFIGS[shape])
+    kw = dict(target=("diff", 1, 2), positions=[3, 6])
+    full = pe.attribute(w, TOKENS, views=("path",), **kw)
+    assert full.paths_complete and full.path_search is None and full.remainder == 0.0
+    k = 7
+    part = pe.attribute(w, TOKENS, views=("path", "node"), max_paths=k, **kw)
+    assert part.path_search is not None and part.path_search.certified
+    assert len(part.paths) == k and not part.paths_complete and part.n_paths == full.n_paths
+    summed = {p: float(full.path(p).sum()) for p in full.paths}
+    largest = sorted(summed, key=lambda p: -abs(summed[p]))
+    np.testing.assert_allclose(sorted((abs(summed[p]) for p in part.paths), reverse=True),
+                               [abs(summed[p]) for p in largest[:k]], rtol=1e-9)
+    for p in part.paths:
+        np.testing.assert_allclose(part.path(p), full.path(p), rtol=1e-9, atol=1e-12)
+    unlisted = sum(full.path(p) for p in full.paths if p not in set(part.paths))
+    np.testing.assert_allclose(part.path_remainder, unlisted, rtol=1e-9, atol=1e-10)
+    assert part.residual_error() < 1e-9
+    notes = part.ranking("path").notes
+    assert any("certified top 7" in n for n in notes) and any("remainder" in n for n in notes)
+    doc = part.to_dict()
+    assert doc["path_search"]["certified"] and doc["path_remainder"] == pytest.approx(part.remainder)
+    chunked = pe.attribute(w, TOKENS, views=("path",), max_paths=k, batch_size=1, **kw)
+    assert chunked.paths == part.paths                 # one search over every prompt at once
+    np.testing.assert_allclose(chunked.path_remainder, part.path_remainder, rtol=1e-9, atol=1e-12)
+
+
+def test_path_view_stopped_by_its_budget_says_not_certified():
+    w = cases.random_weights(seed=5, **cases.CONFIGS["gelu"])
+    part = pe.attribute(w, TOKENS, target=1, views=("path",), max_paths=4, budget_seconds=1e-9)
+    assert not part.path_search.certified and part.path_search.stopped_by == "budget_seconds"
+    assert any("NOT certified" in n for n in part.ranking("path").notes)
+    assert part.residual_error() < 1e-9          # the remainder keeps the sum exact regardless

@@ -22,6 +22,7 @@ import pathexpand as pe
 import pathexpand.numeric.topk as topk
 from pathexpand.errors import PathexpandError
 from pathexpand.numeric.frozen import freeze
+from pathexpand.numeric.targets import resolve_target
 from pathexpand.numeric.topk import _head_norms, _mlp_norms
 
 _spec = importlib.util.spec_from_file_location("attribute_cases", Path(__file__).with_name("attribute_cases.py"))
@@ -122,6 +123,28 @@ def test_operator_norms_bound_the_dense_maps(shape, exact_below, monkeypatch):
                 assert bound[p] <= (np.sqrt(d) if not exact_below else 1.0) * exact * (1 + 1e-9)
 
 
+@pytest.mark.parametrize("shape", ["gelu_new", "relu_noln"])
+def test_mlp_bound_without_the_gram_matrices_is_the_norm_product(shape, monkeypatch):
+    """When neither the exact norms nor the Frobenius bound are affordable the MLP bound is
+    ‖L‖₂ max|g_p| ‖W_out‖₂, still ≥ the dense ‖L diag(g_p) W_out‖₂."""
+    monkeypatch.setattr(topk, "_EXACT_MLP_FLOPS", 0)
+    monkeypatch.setattr(topk, "_FROBENIUS_FLOPS", 0)
+    w = cases.random_weights(seed=2, **SMALL, **SHAPES[shape])
+    fz = freeze(w, [[1, 2, 3, 4, 5, 6]], dtype=torch.float64)
+    P = w.state_dict()
+    d = w.config.d_model
+    C = np.eye(d) - np.ones((d, d)) / d if w.config.normalization else np.eye(d)
+    for l in range(w.config.n_layers):
+        L = C @ (np.diag(P[f"blocks.{l}.ln2.w"]) if w.config.normalization else np.eye(d)) @ P[f"blocks.{l}.mlp.W_in"]
+        R = P[f"blocks.{l}.mlp.W_out"]
+        g = fz.gates[0, l].numpy()
+        bound = _mlp_norms(fz, l).numpy()[0]
+        for p in range(6):
+            prod = np.linalg.norm(L, 2) * np.abs(g[p]).max() * np.linalg.norm(R, 2)
+            assert bound[p] == pytest.approx(prod, rel=1e-9)
+            assert np.linalg.norm(L @ np.diag(g[p]) @ R, 2) <= bound[p] * (1 + 1e-12)
+
+
 def test_designed_path_found_first_and_certified():
     w = cases.v_composition_model()
     tokens = cases.repeated_tokens()
@@ -144,3 +167,100 @@ def test_refusals():
         pe.top_k_paths(w, toks, target=1, budget_seconds=-1)
     res = pe.top_k_paths(w, toks, target=1, k=3, budget_seconds=1e-9)
     assert not res.complete and res.stopped_by == "budget_seconds"
+    gap = res.certificate / abs(res.values).min()
+    assert res.status().startswith("NOT certified") and f"({gap:.3g}× apart)" in res.status()
+    assert res.n_certified == int((abs(res.values) >= res.certificate).sum()) < 3
+
+
+# the bound, checked against every suffix and every prefix ------------------------------------
+BOUND_SHAPES = {
+    **SHAPES,
+    "gelu3": dict(n_layers=3, d_mlp=6, act_fn="gelu", normalization="LN", n_heads=2),
+    "modern": dict(d_mlp=6, act_fn="silu", normalization="RMS", gated_mlp=True, n_heads=2,
+                   positional="rotary", rotary_dim=2),
+    "parallel": dict(d_mlp=6, act_fn="gelu", normalization="LN", parallel_attn_mlp=True, n_heads=2),
+}
+BUNDLED_TEXT = "def f(x):\n    return f(x"
+
+
+def _case(shape, seed=0):
+    """``(weights, tokens, target)``: a random model of ``shape`` or a bundled model by name."""
+    if shape in BOUND_SHAPES:
+        w = cases.random_weights(seed=seed, **SMALL, **BOUND_SHAPES[shape])
+        return w, np.random.default_rng(seed).integers(0, 9, (1, 6)), ("diff", 1, 2)
+    w = pe.load(shape)
+    return w, BUNDLED_TEXT, ("diff", ord("x"), ord(")"))
+
+
+def _suffix_vectors(fz, r):
+    """``(first stage, per-position norms [b, n])`` of every non-empty suffix's backward vector
+    ``N_1ᵀ ⋯ N_mᵀ r``, built from the readout back by the transposed node maps (no bound)."""
+    done = [(len(fz.stages), r)]                                      # the empty suffix
+    for stage in reversed(fz.stages):
+        done += [(stage.index, b) for _, g in list(done) for b in fz.stage_T(g, stage)]
+    return [(first, torch.linalg.vector_norm(b, dim=-1)) for first, b in done[1:]]
+
+
+@pytest.mark.parametrize("shape", [*BOUND_SHAPES, "attn-only-2l", "gelu-2l", "modern-2l"])
+def test_suffix_bounds_hold_for_every_suffix(shape):
+    """β[s] ≥ every suffix's per-position backward norms and ν[s] ≥ their sum, for every
+    suffix starting at a stage ≥ s — the two facts the prefix bound rests on."""
+    w, tokens, target = _case(shape)
+    fz = freeze(w, tokens, dtype=torch.float64)
+    tgt = resolve_target(w, target, None, None, fz.tokens.shape)
+    bounds = topk.target_bounds(fz, tgt)
+    r = tgt.readout_vectors(fz).sum(0).double()                       # [b, n, d]
+    suffixes = _suffix_vectors(fz, r)
+    assert len(suffixes) == fz._n_suffixes(0) - 1
+    for s in range(len(fz.stages) + 1):
+        later = [v for first, v in suffixes if first >= s]
+        if not later:
+            assert float(bounds.nu[s]) == 0.0
+            continue
+        norms = torch.stack(later)                                    # [m, b, n]
+        assert (norms <= bounds.beta[s] * (1 + 1e-9) + 1e-12).all()
+        assert float(norms.sum((1, 2)).max()) <= float(bounds.nu[s]) * (1 + 1e-9) + 1e-12
+
+
+@pytest.mark.parametrize("shape", [*BOUND_SHAPES, "attn-only-2l", "gelu-2l", "modern-2l"])
+def test_prefix_bound_covers_every_completion(shape):
+    """For every prefix, the bound the search uses ≥ the largest |contribution| of any strict
+    extension (what best-first top-k needs: a bound on the best single completion), with every
+    path's contribution from the attribution's path view (full enumeration)."""
+    w, tokens, target = _case(shape)
+    res = pe.attribute(w, tokens, target=target, views=("path",), dtype=torch.float64)
+    value = dict(zip(res.paths, res.path_values.reshape(len(res.paths), -1).sum(-1)))
+    fz = freeze(w, tokens, dtype=torch.float64)
+    tgt = resolve_target(w, target, None, None, fz.tokens.shape)
+    bounds = topk.target_bounds(fz, tgt)
+    checked = 0
+    for path in value:
+        src, stages = fz.check_path(path)
+        last = stages[-1].index if stages else src.birth
+        if last + 1 >= len(fz.stages):
+            continue
+        best = max((abs(v) for q, v in value.items() if len(q) > len(path) and q[:len(path)] == path),
+                   default=0.0)
+        norms = torch.linalg.vector_norm(fz.path_field(path), dim=-1)
+        bound = float(bounds.of(norms, last))
+        assert best <= bound * (1 + 1e-9) + 1e-12, (path, best, bound)
+        checked += 1
+    assert checked > 0
+
+
+@pytest.mark.parametrize("name", ["attn-only-1l", "attn-only-2l", "gelu-2l", "modern-2l"])
+def test_bundled_top10_is_certified_and_exact(name):
+    """On every bundled model the search certifies the top 10, and they are the 10 largest of the
+    full enumeration (attribution path view), with the same values."""
+    w, text, target = _case(name)
+    res = pe.attribute(w, text, target=target, views=("path",))
+    exact = dict(zip(res.paths, res.path_values.reshape(len(res.paths), -1).sum(-1)))
+    top = pe.top_k_paths(w, text, target=target, k=10)
+    assert top.certified and top.n_certified == 10
+    want = sorted(exact.values(), key=abs, reverse=True)
+    np.testing.assert_allclose(np.abs(top.values), np.abs(want[:10]), rtol=1e-5, atol=1e-7)
+    for p, v in zip(top.paths, top.values):
+        assert v == pytest.approx(exact[p], rel=1e-5, abs=1e-7)
+    assert top.certificate <= abs(top.values[-1]) * (1 + 1e-4)
+    unlisted = [abs(v) for p, v in exact.items() if p not in set(top.paths)]
+    assert max(unlisted, default=0.0) <= top.certificate * (1 + 1e-4) + 1e-7
