@@ -29,7 +29,6 @@ metrics sum to 1. Filtering keeps the original total: shares stay shares of the 
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 import math
@@ -145,8 +144,13 @@ class Result:
         """One line saying what the result is (the notebook's heading)."""
         return type(self).__name__
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.summary()}>"
+
     def _repr_html_(self) -> str:
-        return f"<p>{html.escape(self.summary())}</p>" + self.ranking()._repr_html_()
+        from .render.notebook import result_html  # display only: render is imported on use
+
+        return result_html(self.summary(), self.ranking())
 
 
 class Ranking(Result, Sequence[Row]):
@@ -401,18 +405,9 @@ class Ranking(Result, Sequence[Row]):
         return self.rich_table()
 
     def _repr_html_(self) -> str:
-        header, body = self._cells()
-        esc = html.escape
-        shown = body[:HTML_ROWS]
-        rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in b) + "</tr>" for b in shown)
-        cap = f"<caption>{esc(self.title)}</caption>" if self.title else ""
-        more = (f"<p>… {len(body) - HTML_ROWS} more rows ({len(body)} in all)</p>"
-                if len(body) > HTML_ROWS else "")
-        notes = "".join(f"<p>note: {esc(n)}</p>" for n in self.notes)
-        return (
-            f"<table>{cap}<thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in header)}</tr></thead>"
-            f"<tbody>{rows}</tbody></table>{more}{notes}"
-        )
+        from .render.notebook import result_html  # display only: render is imported on use
+
+        return result_html("", self)
 
 
 def _as_set(value) -> set | None:
