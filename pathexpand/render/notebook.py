@@ -81,14 +81,14 @@ def _is_number(v: Any) -> bool:
 def table_html(ranking, rows: int = ROWS) -> str:
     """The first ``rows`` rows of ``ranking`` as a table, with "showing r of n" under it.
 
-    The path column is left out when every path is just the row's name (head statistics), and
-    the share column when shares mean nothing; rows below their baseline are faded.
+    The path column is left out when the names say the paths (``Ranking.path_in_name``), and the
+    share column when shares mean nothing; rows below their baseline are faded.
     """
     esc = html.escape
     data = list(ranking)
     cols = [c for c in ranking.columns
             if not (c == "share" and not math.isfinite(ranking.total))
-            and not (c == "path" and all(r.path == (r.name,) for r in data))]
+            and not (c == "path" and ranking.path_in_name())]
     numeric = {c for c in cols if c in _NUMERIC or c == "value" or (
         c not in BASE_COLUMNS and any(c in r.extra for r in data)
         and all(_is_number(r.extra[c]) for r in data if r.extra.get(c) is not None))}
