@@ -1,5 +1,6 @@
-"""One result protocol, and Jupyter display: every result object has ``ranking()``, ``to_records()``,
-``top(k)`` and ``_repr_html_``; graphs show SVG diagrams, expansions LaTeX.
+"""One result protocol, Jupyter display and the tutorial notebook: every result object has
+``ranking()``, ``to_records()``, ``top(k)`` and ``_repr_html_``; graphs show SVG diagrams,
+expansions LaTeX; docs/tutorial.ipynb runs and its committed outputs match a fresh run.
 
 Second route: the HTML repr holds the result's summary and its ranking's top rows (escaped), and
 the graph's SVG the same node ids as the diagram drawn by ``pe.render.diagram``.
@@ -239,3 +240,97 @@ def test_path_graph_repr_is_a_summary_and_without_dot_the_notebook_falls_back_to
     assert f"{G.number_of_edges()} reads" in text
     monkeypatch.setenv("PATH", "")                    # no Graphviz `dot`
     assert G._repr_svg_() is None                     # IPython then shows repr(G)
+
+
+# -- docs/tutorial.ipynb: runs, and its committed outputs are what a fresh run prints -------------
+TUTORIAL = Path(__file__).resolve().parents[1] / "docs" / "tutorial.ipynb"
+_NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+
+
+def execute_tutorial(path: Path = TUTORIAL):
+    """The tutorial executed in a fresh kernel (nbclient, no network), from a scratch directory.
+
+    Refresh the committed outputs with ``PYTHONPATH=. python tests/test_notebook.py``.
+    """
+    import os
+    import tempfile
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    root = str(Path(__file__).resolve().parents[1])
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    with tempfile.TemporaryDirectory() as tmp:
+        NotebookClient(nb, timeout=600, kernel_name="python3", record_timing=False,
+                       resources={"metadata": {"path": tmp}}).execute()
+    return nb
+
+
+def _shown(output) -> dict[str, str]:
+    """What a reader sees of one output: stream text, text/plain, the text of the HTML tables."""
+    if output["output_type"] == "stream":
+        return {"stream": output["text"]}
+    data = output.get("data", {})
+    out = {k: data[k] for k in ("text/plain", "text/latex") if k in data}
+    if "text/html" in data:
+        text = re.sub(r"<style>.*?</style>", "", data["text/html"], flags=re.S)
+        out["text/html"] = html.unescape(re.sub(r"<[^>]+>", " ", text))
+    if "image/svg+xml" in data:
+        out["svg"] = "an SVG"
+    return out
+
+
+def _same_text(committed: str, fresh: str) -> bool:
+    """Equal but for float noise: the words exactly, the numbers to 1e-3 relative (numbers below
+    1e-5 in size, like residual errors, only need to stay below it)."""
+    if _NUMBER.split(committed) != _NUMBER.split(fresh):
+        return False
+    a, b = _NUMBER.findall(committed), _NUMBER.findall(fresh)
+    for x, y in zip(a, b):
+        x, y = float(x), float(y)
+        if abs(x) < 1e-5 and abs(y) < 1e-5:
+            continue
+        if abs(x - y) > 1e-3 * max(abs(x), abs(y)):
+            return False
+    return True
+
+
+def test_same_text_tolerates_float_noise_only():
+    assert _same_text("output 3.468, residual error 6.0e-08", "output 3.4681, residual error 2.1e-07")
+    assert not _same_text("output 3.468", "output 3.481")
+    assert not _same_text("best L1H2 0.504", "best L1H3 0.504")
+    assert not _same_text("[0.1, 0.2]", "[0.1, 0.2, 0.3]")
+
+
+def test_tutorial_runs_and_its_committed_outputs_match_a_fresh_run():
+    import nbformat
+
+    assert TUTORIAL.stat().st_size < 300_000
+    committed = nbformat.read(TUTORIAL, as_version=4)
+    fresh = execute_tutorial()                      # raises CellExecutionError if a cell fails
+    code = [(c, f) for c, f in zip(committed.cells, fresh.cells) if c.cell_type == "code"]
+    assert len(code) >= 10 and len(committed.cells) == len(fresh.cells)
+    for old, new in code:
+        assert old.source == new.source
+        assert old.outputs, f"committed without outputs: {old.source!r}"
+        assert all(o["output_type"] != "error" for o in old.outputs)
+        assert len(old.outputs) == len(new.outputs), old.source
+        for a, b in zip(old.outputs, new.outputs):
+            shown_a, shown_b = _shown(a), _shown(b)
+            assert shown_a.keys() == shown_b.keys(), old.source
+            for kind in shown_a:
+                assert _same_text(shown_a[kind], shown_b[kind]), (old.source, kind, shown_a[kind][:500],
+                                                                  shown_b[kind][:500])
+    # the story the tutorial tells, read from the committed outputs
+    text = "\n".join(v for c, _ in code for o in c.outputs for v in _shown(o).values())
+    assert "56 terms; 25 paths per source" in text
+    assert "induction circuit L0H1 → L1H2" in text
+    assert "residual error below 1e-5: True" in text
+
+
+if __name__ == "__main__":  # refresh the committed outputs
+    import nbformat
+
+    nbformat.write(execute_tutorial(), TUTORIAL)
+    print(f"wrote {TUTORIAL}")
