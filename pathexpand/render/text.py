@@ -296,7 +296,7 @@ def terminal_table(
 
     width = terminal_width() if width is None else width
     kept = fit_columns(header, body, width, list(drop))
-    table = Table(title=title or None, caption=caption or None, width=None)
+    table = Table(title=title or None, caption=caption or None, caption_justify="left")
     for i in kept:
         h = header[i]
         longest = max([len(h), *(len(row[i]) for row in body)])
