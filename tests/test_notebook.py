@@ -334,3 +334,15 @@ if __name__ == "__main__":  # refresh the committed outputs
 
     nbformat.write(execute_tutorial(), TUTORIAL)
     print(f"wrote {TUTORIAL}")
+
+
+def test_heatmaps_too_large_for_a_notebook_are_left_out_and_said_so():
+    from pathexpand.render.notebook import MAX_CELLS, Heatmap, result_html
+
+    r = Ranking([dict(name="a", kind="k", depth=0, path=("a",), value=1.0)])
+    n = int(MAX_CELLS ** 0.5) + 1
+    big = Heatmap("huge", [[0.0] * n] * n, [str(i) for i in range(n)], [str(i) for i in range(n)])
+    small = Heatmap("small", [[1.0, 2.0]], ["r"], ["c1", "c2"])
+    shown = result_html("s", r, [small, big])
+    assert [t["caption"] for t in _tables(shown) if t["class"] == "pe-heat"] == ["small"]
+    assert f"heatmaps left out ({n}×{n} cells, over {MAX_CELLS}): huge" in html.unescape(shown)

@@ -174,8 +174,17 @@ def heatmap_html(m: Heatmap) -> str:
     return "<div>" + "".join(out) + "</div>"
 
 
+MAX_CELLS = 64 * 64  # a heatmap larger than this is left out of the notebook (say so instead)
+
+
 def result_html(summary: str, ranking, heatmaps: Sequence[Heatmap] = (), rows: int = ROWS) -> str:
-    """A result in a notebook: its one-line summary, its heatmaps, then its ranking's top rows."""
-    maps = (f'<div class="pe-maps">{"".join(heatmap_html(m) for m in heatmaps)}</div>' if heatmaps else "")
+    """A result in a notebook: its one-line summary, its heatmaps (those of at most ``MAX_CELLS``
+    cells; a line says which were left out), then its ranking's top rows."""
+    shown = [m for m in heatmaps if len(m.rows) * len(m.cols) <= MAX_CELLS]
+    left = [m for m in heatmaps if m not in shown]
+    maps = (f'<div class="pe-maps">{"".join(heatmap_html(m) for m in shown)}</div>' if shown else "")
+    if left:
+        maps += (f'<p class="pe-note">heatmaps left out ({len(left[0].rows)}×{len(left[0].cols)} cells, '
+                 f'over {MAX_CELLS}): {html.escape(", ".join(m.title for m in left))}</p>')
     head = f'<p class="pe-head">{html.escape(summary)}</p>' if summary else ""
     return f'<div class="pe-nb"><style>{CSS}</style>{head}{maps}{table_html(ranking, rows)}</div>'
