@@ -363,8 +363,8 @@ class Ranking(Result, Sequence[Row]):
         """True when every row's path can be read off its name (``L1H2∘L0H0`` is
         ``embed → L0H0 → L1H2``, a head statistic's path is the head), so tables need not show both."""
         for r in self._rows:
-            if r.path == (r.name,) or ARROW.join(r.path) == r.name:
-                continue
+            if r.path == (r.name,) or (r.path and r.name.startswith(ARROW.join(r.path))):
+                continue                # a head; an edge a → b; a pair a → b.k
             try:
                 if parse_term_name(r.name) != r.path:
                     return False
