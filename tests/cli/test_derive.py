@@ -165,3 +165,22 @@ def test_standalone_latex_is_a_whole_document_and_the_fragment_stays_the_default
              if line.startswith("\\mathrm{") and " &:" in line]
     assert len(names) == 2 * 3**3        # (1 + 2)^3 paths from embed and as many from pos
     assert all(f"{n} &:" in doc for n in names)
+
+
+@pytest.mark.needs_latex
+def test_every_worked_example_as_one_document_compiles_without_overfull_boxes(capsys, tmp_path):
+    import shutil
+    import subprocess
+
+    from pathexpand.cli.derive import examples
+
+    tex = tmp_path / "examples.tex"
+    rc, _, err = run(capsys, "--examples", "--format", "latex", "--standalone", "-o", str(tex))
+    assert rc == 0 and err.startswith("wrote")
+    text = tex.read_text(encoding="utf-8")
+    assert text.count("\\section*{") == len(examples()) == 7
+    proc = subprocess.run([shutil.which("pdflatex"), "-interaction=nonstopmode", "-halt-on-error", tex.name],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    log = (tmp_path / "examples.log").read_text(encoding="utf-8", errors="replace")
+    assert [line for line in log.splitlines() if line.startswith("Overfull")] == []
