@@ -215,7 +215,7 @@ def test_shown_text_is_escaped_and_styles_are_scoped():
     shown = r._repr_html_()
     assert "<b>x</b>" not in shown and "&lt;b&gt;x&lt;/b&gt;" in shown and "&lt;t&gt;" in shown
     assert "<i>" not in shown and "a&amp;b" in shown
-    css = re.search(r"<style>(.*)</style>", shown, re.S).group(1)
+    css = re.search(r"<style>(.*)</style>", shown, re.DOTALL).group(1)
     selectors = [s.strip() for block in re.findall(r"([^{}]+)\{", css) for s in block.split(",")]
     assert selectors and all(s.startswith(".pe-nb") for s in selectors)
 
@@ -274,7 +274,7 @@ def _shown(output) -> dict[str, str]:
     data = output.get("data", {})
     out = {k: data[k] for k in ("text/plain", "text/latex") if k in data}
     if "text/html" in data:
-        text = re.sub(r"<style>.*?</style>", "", data["text/html"], flags=re.S)
+        text = re.sub(r"<style>.*?</style>", "", data["text/html"], flags=re.DOTALL)
         out["text/html"] = html.unescape(re.sub(r"<[^>]+>", " ", text))
     if "image/svg+xml" in data:
         out["svg"] = "an SVG"

@@ -6,7 +6,17 @@ from typing import Annotated
 
 import typer
 
-from ._app import DEFAULT_MODEL, app, console, fail, load_model, print_json, prompt, read_text, read_tokens
+from ._app import (
+    DEFAULT_MODEL,
+    app,
+    console,
+    fail,
+    load_model,
+    print_json,
+    prompt,
+    read_text,
+    read_tokens,
+)
 
 __all__ = ["attribute"]
 

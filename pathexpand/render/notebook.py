@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..ranking import BASE_COLUMNS, HTML_ROWS
+from ..ranking import BASE_COLUMNS, HTML_ROWS, _text
 
 __all__ = ["CSS", "Heatmap", "heatmap_html", "result_html", "table_html"]
 
@@ -60,18 +60,13 @@ class Heatmap:
 
 
 def cell_text(v: Any, column: str = "") -> str:
-    """One table cell: 4 significant digits, shares in %, ``True`` as ✓, paths joined by →."""
+    """One table cell as the text tables write it (4 significant digits, shares in %, paths
+    joined by →), with ``True`` as ✓ and nothing for ``False`` or a missing value."""
     if v is None:
         return ""
     if isinstance(v, bool):
         return "✓" if v else ""
-    if isinstance(v, tuple | list):
-        return " → ".join(str(x) for x in v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "—"
-        return f"{v:.1%}" if column == "share" else f"{v:.4g}"
-    return str(v)
+    return _text(tuple(v) if isinstance(v, list) else v, column)
 
 
 def _is_number(v: Any) -> bool:

@@ -173,7 +173,14 @@ def _flat(rows: list[str]) -> str:
 
 @pytest.mark.parametrize("name, make", COMPILE_CASES, ids=[c[0] for c in COMPILE_CASES])
 def test_fitted_rows_keep_every_symbol_and_fit_the_width(name, make):
-    from pathexpand.render.latex import DOCUMENT_WIDTH, PathLatexPrinter, _pieces, _width, fit_rows, latex_rows
+    from pathexpand.render.latex import (
+        DOCUMENT_WIDTH,
+        PathLatexPrinter,
+        _pieces,
+        _width,
+        fit_rows,
+        latex_rows,
+    )
     from pathexpand.render.notation import make_printer
     from pathexpand.symbolic.derivation import derive
 
