@@ -64,6 +64,11 @@ def render(expansion, fmt: str, summarize_above: int) -> str:
     printers = {"text": to_text, "latex": to_latex, "markdown": to_markdown, "mathml": to_mathml}
     if fmt not in printers:
         raise PathexpandError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if fmt == "text":  # prose wrapped to the terminal (COLUMNS), at most the printer's 88
+        from ..render.text import PathTextPrinter, terminal_width
+
+        width = min(PathTextPrinter._default_settings["width"], terminal_width() - 1)
+        return to_text(expansion, summarize_above=summarize_above, width=max(width, 40))
     return printers[fmt](expansion, summarize_above=summarize_above)
 
 

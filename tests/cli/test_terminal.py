@@ -80,3 +80,15 @@ def test_a_flag_pair_shows_both_spellings(capsys, monkeypatch):
     assert main(["rank", "--help"]) == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if "--positional" in l)
     assert "--no-positional" in line and "<bool>" not in line
+
+
+@pytest.mark.parametrize("columns", [60, 200])
+def test_derive_wraps_its_prose_to_the_terminal(columns, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", str(columns))
+    assert main(["derive", "--layers", "1", "--heads", "2", "--positional", "none"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    prose = [l for l in lines if l.startswith("   ") and not l.startswith("     ")]
+    assert len(prose) > 5
+    assert max(len(l) for l in prose) <= min(88, columns - 1)   # 88: the printer's own width
+    if columns == 200:
+        assert max(len(l) for l in prose) > 80                 # no narrower than it need be
