@@ -87,10 +87,9 @@ def table_html(ranking, rows: int = ROWS) -> str:
     numeric = {c for c in cols if c in _NUMERIC or c == "value" or (
         c not in BASE_COLUMNS and any(c in r.extra for r in data)
         and all(_is_number(r.extra[c]) for r in data if r.extra.get(c) is not None))}
-    head = "".join(
-        f'<th class="pe-num">{esc(_label(ranking, c))}</th>' if c in numeric else f"<th>{esc(_label(ranking, c))}</th>"
-        for c in ["#", *cols]
-    )
+    num = ' class="pe-num"'
+    head = "".join(f'<th{num if c == "#" or c in numeric else ""}>{esc(_label(ranking, c))}</th>'
+                   for c in ["#", *cols])
     body = []
     for i, r in enumerate(data[:rows], 1):
         cells = [f'<td class="pe-num">{i}</td>']
