@@ -83,7 +83,7 @@ from typing import Any
 import networkx as nx
 
 from .architecture import Architecture, as_architecture
-from .errors import PathexpandError, UnknownHeadError, check_int
+from .errors import MissingDependencyError, PathexpandError, UnknownHeadError, check_int
 from .names import CHANNELS, REMAINDER, SCORE_SEP, head_name, mlp_name, parse_node, parse_term_name, term_name
 from .ranking import Ranking, Result, Row
 from .symbolic import Expansion, Selection
@@ -111,10 +111,23 @@ READ_CHANNELS = ("q", "k", "v", "in", "out")
 class PathGraph(nx.MultiDiGraph):
     """A ``networkx.MultiDiGraph`` that shows itself as its circuit diagram in Jupyter."""
 
-    def _repr_svg_(self) -> str:
+    def _repr_svg_(self) -> str | None:
+        """The circuit diagram as SVG; None (the notebook then shows ``repr``) without Graphviz."""
         from .render.dot import diagram  # graphviz only when a notebook asks for the picture
 
-        return diagram(self).svg()
+        try:
+            return diagram(self).svg()
+        except MissingDependencyError:
+            return None
+
+    def __repr__(self) -> str:
+        g = self.graph
+        kinds: dict[str, int] = {}
+        for _, kind in self.nodes(data="kind"):
+            kinds[kind] = kinds.get(kind, 0) + 1
+        shape = (f"{g['n_layers']} layers, heads {g['n_heads']}" if "n_layers" in g else "")
+        nodes = ", ".join(f"{n} {k}" for k, n in kinds.items())
+        return f"<PathGraph {shape}: {self.number_of_nodes()} nodes ({nodes}), {self.number_of_edges()} reads>"
 
 
 def _as_path_graph(G: nx.MultiDiGraph) -> PathGraph:

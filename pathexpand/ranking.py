@@ -29,7 +29,6 @@ metrics sum to 1. Filtering keeps the original total: shares stay shares of the 
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 import math
@@ -42,13 +41,15 @@ from typing import Any
 import numpy as np
 
 from .errors import PathexpandError, check_int
+from .names import parse_term_name
 
 __all__ = ["BASE_COLUMNS", "ROWS_OF", "Ranking", "Result", "Row"]
 
 BASE_COLUMNS = ("name", "kind", "depth", "path", "value", "share")
 ROWS_OF = ("paths", "score_terms", "nodes", "edges", "pairs", "heads", "depths")
 ARROW = " → "
-HTML_ROWS = 20  # rows a notebook shows before "… n more"
+HTML_ROWS = 20  # rows a notebook shows before "showing 20 of n"
+_BASELINE_COLUMNS = ("score", "baseline", "null", "ratio", "z")  # the last a narrow table gives up
 
 
 @dataclass(frozen=True)
@@ -145,8 +146,13 @@ class Result:
         """One line saying what the result is (the notebook's heading)."""
         return type(self).__name__
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.summary()}>"
+
     def _repr_html_(self) -> str:
-        return f"<p>{html.escape(self.summary())}</p>" + self.ranking()._repr_html_()
+        from .render.notebook import result_html  # display only: render is imported on use
+
+        return result_html(self.summary(), self.ranking())
 
 
 class Ranking(Result, Sequence[Row]):
@@ -353,8 +359,22 @@ class Ranking(Result, Sequence[Row]):
             Path(path).write_text(text, encoding="utf-8")
         return text
 
-    def _cells(self) -> tuple[list[str], list[list[str]]]:
-        cols = [c for c in self.columns if c != "share" or math.isfinite(self.total)]
+    def path_in_name(self) -> bool:
+        """True when every row's path can be read off its name (``L1H2∘L0H0`` is
+        ``embed → L0H0 → L1H2``, a head statistic's path is the head), so tables need not show both."""
+        for r in self._rows:
+            if r.path == (r.name,) or (r.path and r.name.startswith(ARROW.join(r.path))):
+                continue                # a head; an edge a → b; a pair a → b.k
+            try:
+                if parse_term_name(r.name) != r.path:
+                    return False
+            except PathexpandError:
+                return False
+        return True
+
+    def _cells(self, path: bool = True) -> tuple[list[str], list[list[str]]]:
+        cols = [c for c in self.columns if (c != "share" or math.isfinite(self.total))
+                and (c != "path" or path)]
         header = ["#"] + [self.value_label if c == "value" else c for c in cols]
         body = []
         for i, r in enumerate(self._rows, 1):
@@ -385,34 +405,46 @@ class Ranking(Result, Sequence[Row]):
         more = ", ..." if len(self) > 3 else ""
         return f"Ranking({len(self)} rows: {head}{more})"
 
-    def rich_table(self):
-        """A ``rich.table.Table`` of the rows (rich is imported here, on use)."""
-        from rich.table import Table
+    def rich_table(self, width: int | None = None):
+        """A ``rich.table.Table`` of the rows that fits ``width`` columns (default: the terminal's,
+        ``COLUMNS`` respected): the path is left out when the name says it, then the path, kind,
+        depth, share and extra columns while too wide; names are never cut."""
+        from .render.text import terminal_table  # display only: rich is imported on use
 
-        header, body = self._cells()
-        table = Table(title=self.title or None, caption="; ".join(self.notes) or None)
-        for h in header:
-            table.add_column(h, justify="right" if h in ("#", "depth", self.value_label, "share") else "left")
-        for b in body:
-            table.add_row(*b)
-        return table
+        header, body = self._cells(path=not self.path_in_name())
+        fixed = ("#", "name", self.value_label, "path", "kind", "depth", "share")
+        extras = [h for h in header if h not in fixed]
+        same = [h for h in extras if len({b[header.index(h)] for b in body}) == 1 and len(body) > 1]
+        late = [h for h in extras if h in _BASELINE_COLUMNS]
+        drop = ("path", *same, "kind", "depth", "share",
+                *reversed([h for h in extras if h not in same and h not in late]), *reversed(late))
+        right = tuple(h for i, h in enumerate(header)
+                      if h in ("#", "depth", self.value_label, "share") or _numbers([b[i] for b in body]))
+        return terminal_table(header, body, width=width, title=self.title, caption="; ".join(self.notes),
+                              right=right, drop=drop,
+                              whole=("name",), wrap=("path",))
 
     def __rich__(self):
         return self.rich_table()
 
     def _repr_html_(self) -> str:
-        header, body = self._cells()
-        esc = html.escape
-        shown = body[:HTML_ROWS]
-        rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in b) + "</tr>" for b in shown)
-        cap = f"<caption>{esc(self.title)}</caption>" if self.title else ""
-        more = (f"<p>… {len(body) - HTML_ROWS} more rows ({len(body)} in all)</p>"
-                if len(body) > HTML_ROWS else "")
-        notes = "".join(f"<p>note: {esc(n)}</p>" for n in self.notes)
-        return (
-            f"<table>{cap}<thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in header)}</tr></thead>"
-            f"<tbody>{rows}</tbody></table>{more}{notes}"
-        )
+        from .render.notebook import result_html  # display only: render is imported on use
+
+        return result_html("", self)
+
+
+def _numbers(cells: list[str]) -> bool:
+    """True when every non-empty cell reads as a number (``—`` for NaN allowed)."""
+    seen = False
+    for c in cells:
+        if c in ("", "—"):
+            continue
+        try:
+            float(c.rstrip("%"))
+        except ValueError:
+            return False
+        seen = True
+    return seen
 
 
 def _as_set(value) -> set | None:

@@ -23,7 +23,7 @@ LAYERS = {
 }
 # the one backward reach: display methods importing render, lazily
 DISPLAY = {"_repr_latex_", "_repr_svg_", "_repr_html_", "_repr_mimebundle_", "to_latex",
-           "to_markdown", "to_mathml", "to_text", "diagram", "_latex", "_sympystr", "__str__"}
+           "to_markdown", "to_mathml", "to_text", "diagram", "_latex", "_sympystr", "__str__", "rich_table"}
 
 
 def _modules() -> dict[str, Path]:

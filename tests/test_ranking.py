@@ -128,3 +128,17 @@ def test_rows_and_errors():
         row.extra["new"] = 1  # read-only
     assert Ranking([row]) == Ranking([row]) and Ranking([]).total == 0
     assert math.isnan(Ranking([dict(name="z", kind="k", depth=0, path=(), value=0.0)])[0].share)
+
+
+def test_path_in_name_is_true_only_when_every_name_spells_its_path():
+    def one(name, path):
+        return Ranking([dict(name=name, kind="k", depth=len(path) - 1, path=path, value=1.0)])
+
+    assert one("L1H2∘L0H0", ("embed", "L0H0", "L1H2")).path_in_name()
+    assert one("pos:L1H0", ("pos", "L1H0")).path_in_name()
+    assert one("direct", ("embed",)).path_in_name()
+    assert one("L0H1", ("L0H1",)).path_in_name()                       # a head statistic
+    assert one("L0H1 → L1H2.k", ("L0H1", "L1H2")).path_in_name()       # a composition pair
+    assert not one("L1H2∘L0H0", ("embed", "L0H1", "L1H2")).path_in_name()
+    assert not one("q:direct · k:L0H1", ("embed",)).path_in_name()     # a score term: query side only
+    assert not one("my row", ("embed", "L0H0")).path_in_name()

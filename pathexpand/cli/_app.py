@@ -58,6 +58,26 @@ def _jsonable(obj):
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
+def console():
+    """A ``rich`` console on stdout as wide as the terminal (``COLUMNS`` respected; 100 columns
+    when writing to a pipe or file), the width the tables are fitted to."""
+    from rich.console import Console
+
+    from ..render.text import terminal_width
+
+    return Console(width=terminal_width())
+
+
+def _flags_as_flags(command) -> None:
+    """On/off options (``--json``, ``--mlp``, ``--positional/--no-positional``, ``--help``) show in
+    ``--help`` as flags, without a ``<bool>`` value that they do not take."""
+    for cmd in [command, *getattr(command, "commands", {}).values()]:
+        ctx = cmd.context_class(cmd, info_name=cmd.name)
+        for param in cmd.get_params(ctx):          # with the help option, made and cached here
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+
+
 def load_model(model: str | None):
     """Load ``model`` (bundled name or file path; the default bundled model when None, but an
     empty name is an error)."""
@@ -130,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     try:
-        rc = app(args=argv, standalone_mode=False, prog_name="pathexpand")
+        command = typer.main.get_command(app)
+        _flags_as_flags(command)
+        rc = command(args=argv, standalone_mode=False, prog_name="pathexpand")
     except typer.Exit as exc:
         return exc.exit_code
     except PathexpandError as exc:

@@ -6,7 +6,17 @@ from typing import Annotated
 
 import typer
 
-from ._app import DEFAULT_MODEL, app, fail, load_model, print_json, prompt, read_text, read_tokens
+from ._app import (
+    DEFAULT_MODEL,
+    app,
+    console,
+    fail,
+    load_model,
+    print_json,
+    prompt,
+    read_text,
+    read_tokens,
+)
 
 __all__ = ["attribute"]
 
@@ -77,21 +87,19 @@ def attribute(
     if as_json:
         print_json(doc)
         return
-    from rich.console import Console
-
-    console = Console()
-    console.print(
+    out = console()
+    out.print(
         f"[bold]{doc['model']}[/bold]: {doc['target']} at position {doc['position']} "
         f"(token {doc['token_at_position']!r}) = [bold]{doc['output']:.4g}[/bold]; "
         f"constants {doc['constant_total']:+.4g}; residual error {doc['residual_error']:.1e}",
         soft_wrap=True,
     )
-    console.print("[dim]heads/MLPs: sum over every path through them; edge a → b: sum over "
+    out.print("[dim]heads/MLPs: sum over every path through them; edge a → b: sum over "
                   "every path in which b reads a directly[/dim]", soft_wrap=True)
     for table in tables:
-        console.print(table)
+        out.print(table)
     for note in doc.get("notes", []):
-        console.print(f"[dim]note: {note}[/dim]", soft_wrap=True)
+        out.print(f"[dim]note: {note}[/dim]", soft_wrap=True)
 
 
 def _run(weights, ids, position, top, kw, budget_seconds, *, progress: bool):

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from ._app import DEFAULT_MODEL, app, fail, load_model, prompt, read_text, read_tokens
+from ._app import console as terminal
 
 __all__ = ["demo", "DEMO_TEXT"]
 
@@ -34,13 +35,11 @@ def demo(
     report: Annotated[bool, typer.Option(help="Also write the one-file HTML report.")] = True,
 ) -> None:
     """Derive, detect, rank, attribute and draw MODEL (the bundled default when omitted)."""
-    from rich.console import Console
-
     from ..architecture import Architecture
     from ..render.text import to_text
     from ..symbolic import expand_logits
 
-    console = Console()
+    console = terminal()
     if out.exists() and not out.is_dir():
         fail(f"--output {str(out)!r} is a file; give a folder for the diagram and the report")
     weights = load_model(model)                 # inputs first: nothing is printed or made before

@@ -5,7 +5,7 @@ model, with ``--mlp``, ``--norm ln|rms`` (``--layernorm`` = ``--norm ln``), ``--
 ``--parallel``, ``--kv-heads N``, ``--positional standard|shortformer|rotary|none`` and
 ``--biases``; ``--model NAME|FILE`` reads the architecture of loaded weights instead. ``--scores
 L1H0`` expands that head's attention scores; ``--examples`` renders the worked examples of
-``docs/derivations.md``.
+``docs/derivations.md``; ``--format latex --standalone`` a complete document for pdflatex.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from .._files import check_output_path, write_atomic
 from ..errors import PathexpandError
 from ._app import app, load_model
 
-__all__ = ["derive", "examples", "examples_document", "parse_heads", "parse_norm", "render"]
+__all__ = ["derive", "examples", "examples_document", "examples_latex_document", "parse_heads", "parse_norm",
+           "render"]
 
 FORMATS = ("text", "latex", "markdown", "mathml")
 NORMS = {"ln": "LN", "rms": "RMS"}
@@ -63,6 +64,11 @@ def render(expansion, fmt: str, summarize_above: int) -> str:
     printers = {"text": to_text, "latex": to_latex, "markdown": to_markdown, "mathml": to_mathml}
     if fmt not in printers:
         raise PathexpandError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if fmt == "text":  # prose wrapped to the terminal (COLUMNS), at most the printer's 88
+        from ..render.text import PathTextPrinter, terminal_width
+
+        width = min(PathTextPrinter._default_settings["width"], terminal_width() - 1)
+        return to_text(expansion, summarize_above=summarize_above, width=max(width, 40))
     return printers[fmt](expansion, summarize_above=summarize_above)
 
 
@@ -132,6 +138,20 @@ def examples_document(fmt: str, summarize_above: int) -> str:
     return "\n".join(parts)
 
 
+def examples_latex_document(summarize_above: int) -> str:
+    """Every worked example as one complete LaTeX document (``--examples --standalone``)."""
+    from ..render.latex import to_latex_document
+    from ..symbolic import expand_logits, expand_scores
+
+    sections = []
+    for title, arch, head, depth in examples():
+        exps = [expand_logits(arch, max_depth=depth)]
+        if head is not None:
+            exps.append(expand_scores(arch, head, max_depth=depth))
+        sections.append((title, exps))
+    return to_latex_document(sections, title="Worked derivations", summarize_above=summarize_above)
+
+
 _EXAMPLES = """
 Examples:
 
@@ -140,6 +160,8 @@ Examples:
   pathexpand derive --layers 1 --heads 4 --scores L0H0   # a head's QK terms (skip-trigrams)
 
   pathexpand derive --model attn-only-2l --format latex -o paths.tex
+
+  pathexpand derive --layers 3 --heads 2 --format latex --standalone -o paths.tex   # pdflatex paths.tex
 
   pathexpand derive --layers 12 --heads 12 --max-depth 2 # counted and summarised, with a remainder
 
@@ -187,6 +209,9 @@ def derive(
     worked: Annotated[
         bool, typer.Option("--examples", help="Render the worked examples (docs/derivations.md).")
     ] = False,
+    standalone: Annotated[
+        bool, typer.Option("--standalone", help="With --format latex: a complete document for pdflatex, long sums broken to fit the page.")
+    ] = False,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
     ] = None,
@@ -197,6 +222,8 @@ def derive(
 
     if fmt not in FORMATS:
         raise PathexpandError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if standalone and fmt != "latex":
+        raise PathexpandError(f"--standalone makes a LaTeX document; add --format latex (got --format {fmt})")
     if output is not None:
         output = check_output_path(output, "derivation.md")  # before any work: write nothing
     flags = [f for f, on in (("--mlp", mlp), ("--layernorm", layernorm), ("--norm", norm is not None),
@@ -208,7 +235,8 @@ def derive(
                                       ("--scores", scores), ("--max-depth", max_depth)) if v is not None]
         if given or flags:
             raise PathexpandError("--examples renders fixed architectures; drop " + ", ".join(given + flags))
-        text = examples_document(fmt, summarize_above)
+        text = (examples_latex_document(summarize_above) if standalone
+                else examples_document(fmt, summarize_above))
     else:
         if model is not None:
             if layers is not None or heads is not None:
@@ -235,7 +263,12 @@ def derive(
             )
         exp = (expand_logits(arch, max_depth=max_depth) if scores is None
                else expand_scores(arch, scores, max_depth=max_depth))
-        text = render(exp, fmt, summarize_above)
+        if standalone:
+            from ..render.latex import to_latex_document
+
+            text = to_latex_document([exp], summarize_above=summarize_above)
+        else:
+            text = render(exp, fmt, summarize_above)
     if output is not None:
         write_atomic(output, text if text.endswith("\n") else text + "\n")
         typer.echo(f"wrote {output}", err=True)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._app import DEFAULT_MODEL, app, print_json
+from ._app import DEFAULT_MODEL, app, console, print_json
 
 __all__ = ["models", "model_rows"]
 
@@ -64,21 +64,15 @@ def models(
     if json_:
         print_json(rows)
         return
-    import shutil
+    from ..render.text import terminal_table
 
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="bundled models", caption=f"default: {DEFAULT_MODEL}; bytes-level tokens")
-    for col, justify in (("name", "left"), ("layers", "right"), ("heads", "right"),
-                         ("d_model", "right"), ("d_mlp", "right"), ("positional", "left"),
-                         ("params", "right"), ("file", "right"), ("loss", "right"),
-                         ("detected heads", "left")):
-        table.add_column(col, justify=justify, no_wrap=col != "detected heads")
+    header = ["name", "layers", "heads", "d_model", "d_mlp", "positional", "params", "file", "loss",
+              "detected heads"]
+    body = []
     for r in rows:
         c, card = r["config"], r["card"]
         loss = card.get("final_loss")
-        table.add_row(
+        body.append([
             r["name"] + (" *" if r["default"] else ""),
             str(c.get("n_layers", "?")),
             str(c.get("n_heads", "?")),
@@ -89,8 +83,13 @@ def models(
             f"{r['file_bytes'] / 1024:.0f} kB",
             "-" if loss is None else f"{loss:.3f}",
             _detected(card),
-        )
-    width = max(shutil.get_terminal_size((160, 24)).columns, 120)
-    Console(width=width, soft_wrap=False).print(table)
+        ])
+    out = console()
+    out.print(terminal_table(
+        header, body, width=out.width, title="bundled models",
+        caption=f"default: {DEFAULT_MODEL}; bytes-level tokens",
+        right=("layers", "heads", "d_model", "d_mlp", "params", "file", "loss"),
+        drop=("file", "d_mlp", "d_model", "params", "positional"), whole=("name",), wrap=("detected heads",),
+    ))
     if not rows:
         typer.echo("no bundled models installed")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ._app import DEFAULT_MODEL, app, fail, load_model, print_json
+from ._app import DEFAULT_MODEL, app, console, fail, load_model, print_json
 
 __all__ = ["rank"]
 
@@ -75,12 +75,10 @@ def rank(
                    n_terms=len(ranking), rows=doc["rows"][: top or None])
         print_json(doc)
         return
-    from rich.console import Console
-
-    console = Console()
-    console.print(shown.rich_table())
+    out = console()
+    out.print(shown.rich_table(width=out.width))
     if top and len(ranking) > top:
-        console.print(f"[dim]{top} of {len(ranking)} terms shown; --top 0 for all[/dim]")
+        out.print(f"[dim]{top} of {len(ranking)} terms shown; --top 0 for all[/dim]")
 
 
 def _ranking(model, metric, scope, head, max_depth, positional, baseline, offset=None, *, progress: bool):

@@ -47,7 +47,7 @@ MAX_PATHS = 20_000
 
 
 # result -------------------------------------------------------------------------------------
-@dataclass
+@dataclass(repr=False)  # repr: Result's one-line summary
 class Attribution(Result):
     """Contributions to ``target`` of paths, nodes and edges, exact to rounding.
 

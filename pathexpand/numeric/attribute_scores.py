@@ -39,7 +39,7 @@ MAX_SIDE_PATHS = 5_000   # beyond this many paths per side, split by writer (by=
 BY = ("path", "writer")
 
 
-@dataclass
+@dataclass(repr=False)  # repr: Result's one-line summary
 class ScoreAttribution(Result):
     """A head's pre-softmax score at (query, key) split into (query path × key path) terms.
 

@@ -58,7 +58,7 @@ KINDS = ("q_composition", "k_composition", "v_composition")
 _CHANNEL = {"q_composition": "q", "k_composition": "k", "v_composition": "v"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # repr: Result's one-line summary
 class CompositionScores(Result):
     """Composition scores per kind: ``raw[kind]`` is ``[L1, H1, L2, H2]`` (TransformerLens layout).
 
@@ -165,8 +165,22 @@ class CompositionScores(Result):
         null = f"; null {self._null_text()}" if self.n_samples else ""
         return f"composition scores of {L}×{H} heads ({', '.join(self.kinds)}){null}"
 
-    def __repr__(self) -> str:
-        return f"<CompositionScores {self.summary()}>"
+    def _repr_html_(self) -> str:
+        """Summary, one heatmap per kind (earlier head × later head, the ranking's value), top rows."""
+        from ..render.notebook import Heatmap, result_html  # display only
+
+        L, H = self.shape[:2]
+        earlier = [(l, h) for l in range(L - 1) for h in range(H)]
+        later = [(l, h) for l in range(1, L) for h in range(H)]
+        label = self.ranking().value_label
+        maps = []
+        for kd in self.kinds:
+            val = self.value(kd)
+            cells = [[float(val[a + b]) if a[0] < b[0] else math.nan for b in later] for a in earlier]
+            maps.append(Heatmap(f"{kd}: {label}", cells, [head_name(*a) for a in earlier],
+                                [head_name(*b) for b in later], signed=bool(self.baseline or self.zscore),
+                                note="rows write, columns read"))
+        return result_html(self.summary(), self.ranking(), maps)
 
     def __str__(self) -> str:
         return str(self.top(10))

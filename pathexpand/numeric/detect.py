@@ -72,7 +72,7 @@ METHODS = ("data", "weights")
 
 
 # the result ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # repr: Result's one-line summary
 class HeadScores(Result):
     """One ``[n_layers, n_heads]`` score array per statistic (``kinds``), each with its baseline.
 
@@ -150,6 +150,20 @@ class HeadScores(Result):
         best = ", ".join(f"{k} {r.name} {r.value:.3f}" for k in self.kinds
                          for r in self.ranking(k)[:1])
         return f"head scores from {self.method} ({self.shape[0]}×{self.shape[1]} heads): best {best}"
+
+    def _repr_html_(self) -> str:
+        """Summary, one heatmap per statistic (layer × head), then the top rows."""
+        from ..render.notebook import Heatmap, result_html  # display only
+
+        L, H = self.shape
+        maps = []
+        for kd in self.kinds:
+            base = self.baseline[kd][np.isfinite(self.baseline[kd])]
+            note = (f"baseline {float(base.min()):.3g}" if base.size and np.ptp(base) < 1e-12
+                    else f"baseline {float(base.min()):.3g} … {float(base.max()):.3g}" if base.size else "")
+            maps.append(Heatmap(kd, self.scores[kd].tolist(), [f"L{l}" for l in range(L)],
+                                [f"H{h}" for h in range(H)], note=note))
+        return result_html(self.summary(), self.ranking(), maps)
 
     def to_dict(self) -> dict:
         """``{kind: [[score per head] per layer]}``, baselines and the settings (JSON-ready)."""
@@ -489,7 +503,7 @@ def _induction(w, prev: HeadScores, *, seed: int, device, dtype) -> HeadScores:
 
 
 # the induction circuit ----------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # repr: Result's one-line summary
 class InductionCircuit(Result):
     """A previous-token head → induction head pair found by ``induction_circuit``, or none.
 

@@ -31,7 +31,7 @@ from .weights import as_weights
 __all__ = ["order_importance", "OrderImportance"]
 
 
-@dataclass
+@dataclass(repr=False)  # repr: Result's one-line summary
 class OrderImportance(Result):
     """Loss and logit error of the frozen model keeping paths up to each depth.
 

@@ -61,7 +61,7 @@ __all__ = ["top_k_paths", "TopK", "SuffixBounds", "suffix_bounds", "target_bound
 _FIELD_BYTES = 2**28  # keep prefix fields in the queue up to this much, then replay paths
 
 
-@dataclass
+@dataclass(repr=False)  # repr: Result's one-line summary
 class TopK(Result):
     """The ``k`` largest paths (by ``|contribution|``) with a proof about the rest.
 

@@ -3,13 +3,18 @@
 ``to_latex(term)`` → ``A^{1,0} A^{0,1} \\otimes W_U W_{OV}^{1,0} W_{OV}^{0,1} W_E``;
 ``to_latex(expansion)`` → the whole derivation as one ``align*`` block (amsmath, amssymb),
 explanations in ``\\intertext``; ``jupyter=True`` gives ``$$\\begin{aligned}…$$`` for MathJax.
+``to_latex_document(expansions)`` is a complete pdflatex document (``derive --standalone``): prose
+as paragraphs, rows broken before ``=``, ``+``, ``⊗`` or between factors to fit the text width.
 """
 
 from __future__ import annotations
 
+import re
+
 from sympy import Basic, Mul, Symbol
 from sympy.printing.latex import LatexPrinter
 
+from ..errors import PathexpandError
 from ..symbolic.derivation import DEFAULT_SUMMARIZE_ABOVE, Step, derive
 from ..symbolic.expansion import Expansion, Selection
 from ..symbolic.symbols import (
@@ -39,7 +44,7 @@ from .notation import (
     mathjax_text,
 )
 
-__all__ = ["PathLatexPrinter", "latex_rows", "to_latex"]
+__all__ = ["PathLatexPrinter", "fit_rows", "latex_rows", "to_latex", "to_latex_document"]
 
 _PAREN_IN_PRODUCT = (Terms, SumOver, TensorProduct, Hadamard)
 
@@ -299,3 +304,188 @@ def _selection_block(sel, printer) -> str:
     block = f"\\begin{{{env}}}\n{body}\n\\end{{{env}}}"
     return f"$$\n{block}\n$$" if jupyter else block
 
+
+
+# --- a complete document (--standalone): rows broken to fit the page ----------------------------
+DOCUMENT_WIDTH = 62.0  # what fits one line of the document's text width, in _width units
+_PREAMBLE = r"""\documentclass[10pt]{article}
+\usepackage[a4paper,margin=2.2cm]{geometry}
+\usepackage{amsmath,amssymb}
+\allowdisplaybreaks
+\setlength{\parindent}{0pt}
+\setlength{\parskip}{0.5ex}
+\raggedright
+"""
+_NO_WIDTH = {"left", "right", "mathrm", "operatorname", "mathbf", "textstyle", "textbf", "text",
+             "displaystyle", "limits"}
+_OPERATORS = {"otimes", "circ", "cdot", "in", "cup", "succ", "prec", "odot", "times", "quad"}
+
+
+def _width(tex: str) -> float:
+    """A rough width of math ``tex`` in units of one italic letter (an upper bound on purpose):
+    sub- and superscripts count 0.75, binary operators and relations 1.8, commands 1."""
+    total, i, scale = 0.0, 0, [1.0]
+    n = len(tex)
+    while i < n:
+        ch = tex[i]
+        if ch == "\\":
+            j = i + 1
+            while j < n and tex[j].isalpha():
+                j += 1
+            name = tex[i + 1:j] or tex[i + 1:i + 2]
+            i = max(j, i + 2)
+            if name in _NO_WIDTH:
+                continue
+            total += scale[-1] * (1.8 if name in _OPERATORS else 1.0)
+            continue
+        if ch in "_^":
+            i += 1
+            if i < n and tex[i] == "{":
+                scale.append(scale[-1] * 0.75)
+                i += 1
+            else:
+                total += scale[-1] * 0.75
+                i += 1
+            continue
+        if ch == "{":
+            scale.append(scale[-1])
+        elif ch == "}":
+            if len(scale) > 1:
+                scale.pop()
+        elif ch in "+=:-" and i + 1 < n and tex[i + 1] == " ":
+            total += scale[-1] * 1.8
+        elif ch != " " and ch != "&":
+            total += scale[-1]
+        i += 1
+    return total
+
+
+def _top_level_splits(tex: str, seps: tuple[str, ...]) -> list[str]:
+    """``tex`` cut before each occurrence of one of ``seps`` outside braces and ``\\left…\\right``."""
+    cuts, depth, i = [0], 0, 0
+    while i < len(tex):
+        if tex.startswith(r"\left", i) and not tex[i + 5:i + 6].isalpha():
+            depth += 1
+            i += 5
+            continue
+        if tex.startswith(r"\right", i) and not tex[i + 6:i + 7].isalpha():
+            depth -= 1
+            i += 6
+            continue
+        ch = tex[i]
+        if depth == 1 and r"}\mathrm" in seps and tex.startswith(r"}\mathrm", i):
+            cuts.append(i + 1)                  # after a \text{…} that runs into a name
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+        elif depth == 0 and i > 0 and any(tex.startswith(s, i) for s in seps):
+            cuts.append(i)
+        i += 1
+    return [tex[a:b].strip() for a, b in zip(cuts, cuts[1:] + [len(tex)]) if tex[a:b].strip()]
+
+
+# where a long right-hand side may break, best first: before = (a summary's body), before + or -,
+# before ⊗, between factors
+_BREAKS = ((" = ",), (" + ", " - "), (r" \otimes ",),
+           (r" \left(", " W", " A^", " P_", " M_", " N_", " R_", " B_", " X", r" \mathcal", r"}\mathrm"))
+
+
+def _pieces(tex: str, width: float, level: int = 0) -> list[str]:
+    """``tex`` in pieces each narrower than ``width`` where the break points allow."""
+    if _width(tex) <= width or level == len(_BREAKS):
+        return [tex]
+    parts = _top_level_splits(tex, _BREAKS[level])
+    if len(parts) == 1:
+        return _pieces(tex, width, level + 1)
+    out = []
+    for p in parts:
+        out += _pieces(p, width, level + 1)
+    return out
+
+
+def _fill(pieces: list[str], first: float, rest: float) -> list[str]:
+    """Greedy lines: as many pieces as fit (``first`` wide, then ``rest``)."""
+    lines, cur = [], ""
+    for p in pieces:
+        room = first if not lines else rest
+        trial = f"{cur} {p}".strip()
+        if cur and _width(trial) > room:
+            lines.append(cur)
+            cur = p
+        else:
+            cur = trial
+    return lines + ([cur] if cur else [])
+
+
+def fit_rows(rows: list[str], width: float = DOCUMENT_WIDTH) -> list[str]:
+    """``align`` rows (``lhs &= rhs``, ``&\\quad + t``, ``label &: body``) broken to fit ``width``.
+
+    A left side wider than a third of the line moves into the right column above its body (in
+    ``align`` the left column is as wide as its widest entry); a right side too wide for what is
+    left breaks before ``+``, then before ``⊗``, then between factors, continuing indented.
+    """
+    split = [r.split("&", 1) if "&" in r else ["", r] for r in rows]
+    wide = width / 3
+    lhs_w = max((_width(a) for a, _ in split if _width(a) <= wide), default=0.0)
+    out = []
+    for lhs, rhs in split:
+        lhs, rhs = lhs.strip(), rhs.strip()
+        if _width(lhs) > wide:                  # a long label: on its own line, body below
+            out.append(f"&{lhs}{rhs[:1] if rhs[:1] in '=:' else ''}")
+            lhs, rhs = "", (rhs[1:].strip() if rhs[:1] in "=:" else rhs)
+            rhs = rf"\qquad {rhs}"
+        room = width - lhs_w
+        if out and out[-1].startswith("&") and not lhs and _width(out[-1]) > room:
+            out[-1] = "&" + _boxed(out[-1][1:], room, width)
+        text = re.fullmatch(r"\\text\{(.*)\}([:=]?)", rhs)
+        if text and _width(rhs) > room:           # prose cannot break inside \text: a paragraph box
+            out.append(f"{lhs} &{_boxed(rhs, room, width)}".strip())
+            continue
+        if _width(rhs) <= room:
+            out.append(f"{lhs} &{rhs}".strip())
+            continue
+        lines = _fill(_pieces(rhs, room - 2), room, room - 2)
+        out.append(f"{lhs} &{lines[0]}".strip())
+        out += [rf"&\qquad {line}" for line in lines[1:]]
+    return out
+
+
+def _boxed(tex: str, room: float, width: float) -> str:
+    """``\\text{prose}`` (with a trailing ``:`` or ``=``) as a paragraph box ``room`` wide."""
+    m = re.fullmatch(r"\\text\{(.*)\}([:=]?)", tex)
+    if m is None:
+        return tex
+    return rf"\parbox[t]{{{round(0.95 * room / width, 2)}\linewidth}}{{\raggedright {m.group(1)}}}{m.group(2)}"
+
+
+def _document_steps(steps: list[Step], printer: PathLatexPrinter, title: str) -> str:
+    parts = [rf"\subsection*{{{latex_text(title)}}}"]
+    for i, step in enumerate(steps, 1):
+        parts.append(rf"\textbf{{{i}. {latex_prose(step.title)}.}} {latex_prose(step.text)}".rstrip())
+        rows = fit_rows(latex_rows(printer, step.expr))
+        parts.append("\\begin{align*}\n" + " \\\\\n".join(rows) + "\n\\end{align*}")
+    return "\n\n".join(parts)
+
+
+def to_latex_document(objs, *, title: str | None = None, **settings) -> str:
+    """A complete pdflatex document of expansions (or ``(heading, [expansions])`` sections):
+    each step's prose as a paragraph, its rows in an ``align*`` broken to fit the page."""
+    printer = make_printer(PathLatexPrinter, {**settings, "jupyter": False, "text": "latex"})
+    items = objs if isinstance(objs, (list, tuple)) else [objs]
+    body = []
+    for item in items:
+        if isinstance(item, tuple):
+            heading, exps = item
+            body.append(rf"\section*{{{latex_text(heading)}}}")
+        else:
+            exps = [item]
+        for e in exps:
+            if isinstance(e, Expansion):
+                steps = derive(e, summarize_above=printer._settings["summarize_above"])
+                body.append(_document_steps(steps, printer, _title(e.arch, e.target)))
+            else:
+                raise PathexpandError(f"a LaTeX document is made of expansions; got {type(e).__name__}")
+    head = _PREAMBLE + (rf"\title{{{latex_text(title)}}}\date{{}}" + "\n" if title else "")
+    start = "\\begin{document}\n" + ("\\maketitle\n" if title else "")
+    return head + start + "\n\n".join(body) + "\n\\end{document}\n"

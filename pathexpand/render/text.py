@@ -34,7 +34,7 @@ from .notation import (
     text_index_name,
 )
 
-__all__ = ["PathTextPrinter", "text_rows", "to_text"]
+__all__ = ["PathTextPrinter", "fit_columns", "terminal_table", "terminal_width", "text_rows", "to_text"]
 
 _PAREN_IN_PRODUCT = (Terms, SumOver, TensorProduct, Hadamard)
 _SUP = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
@@ -239,3 +239,72 @@ def to_text(obj, **settings) -> str:
     if isinstance(obj, Step):
         return _block([obj], printer, obj.title)
     return printer.doprint(obj)
+
+
+# --- terminal tables ------------------------------------------------------------------------------
+def terminal_width(default: int = 100) -> int:
+    """The terminal's width in columns: ``COLUMNS`` when set (as rich and the shell do), else the
+    terminal's own, else ``default`` (output to a pipe or file)."""
+    import os
+    import shutil
+
+    cols = os.environ.get("COLUMNS", "")
+    if cols.strip().isdigit() and int(cols) > 0:
+        return int(cols)
+    return shutil.get_terminal_size((default, 24)).columns
+
+
+def fit_columns(header: list[str], body: list[list[str]], width: int, drop: list[str]) -> list[int]:
+    """Indices of the columns that fit ``width``: the columns named in ``drop`` are left out, in
+    that order, until the table's natural width (cells, 1 space of padding each side, borders)
+    fits. Columns not in ``drop`` always stay."""
+    from rich.cells import cell_len
+
+    widths = [max([cell_len(h), *(cell_len(row[i]) for row in body)]) for i, h in enumerate(header)]
+    kept = list(range(len(header)))
+
+    def natural() -> int:
+        return sum(widths[i] + 3 for i in kept) + 1
+
+    for name in drop:
+        if natural() <= width:
+            break
+        if name in header and header.index(name) in kept:
+            kept.remove(header.index(name))
+    return kept
+
+
+def terminal_table(
+    header: list[str],
+    body: list[list[str]],
+    *,
+    width: int | None = None,
+    title: str | None = None,
+    caption: str | None = None,
+    right: tuple[str, ...] = (),
+    drop: tuple[str, ...] = (),
+    whole: tuple[str, ...] = (),
+    wrap: tuple[str, ...] = (),
+):
+    """A ``rich.table.Table`` of ``body`` that fits ``width`` (default: ``terminal_width()``).
+
+    Columns in ``drop`` are left out, in that order, while the table is too wide; columns in
+    ``whole`` are never wrapped nor cut (names); columns in ``wrap`` may wrap, the others are
+    ellipsized when space runs out; ``right``: right-aligned (numbers).
+    """
+    from rich.table import Table
+
+    width = terminal_width() if width is None else width
+    kept = fit_columns(header, body, width, list(drop))
+    table = Table(title=title or None, caption=caption or None, caption_justify="left")
+    for i in kept:
+        h = header[i]
+        longest = max([len(h), *(len(row[i]) for row in body)])
+        table.add_column(
+            h, justify="right" if h in right else "left", no_wrap=h not in wrap,
+            overflow="fold" if h in wrap else "ellipsis",
+            min_width=longest if h in whole else None,
+        )
+    for row in body:
+        table.add_row(*(row[i] for i in kept))
+    return table

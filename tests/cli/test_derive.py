@@ -88,6 +88,7 @@ def test_twelve_by_twelve_is_summarised(capsys):
     (["--kv-heads", "3"], "error: n_kv_heads=3 must divide every layer's head count"),
     (["--kv-heads", "0"], "error: --kv-heads must be a positive number of key/value heads; got 0"),
     (["--examples", "--parallel"], "error: --examples renders fixed architectures; drop --parallel"),
+    (["--standalone"], "error: --standalone makes a LaTeX document; add --format latex (got --format text)"),
     (["--model", "x.safetensors", "--norm", "rms"],
      "error: --model reads the architecture from the weights; drop --norm"),
 ])
@@ -150,3 +151,36 @@ def test_committed_docs_are_generated_by_the_tool(capsys, tmp_path):
     assert DOCS.read_text(encoding="utf-8") == generated
     for title in ("# Zero layers", "# One layer", "# Two layers", "# Three layers (not written out"):
         assert any(line.startswith(title) for line in generated.splitlines())
+
+
+def test_standalone_latex_is_a_whole_document_and_the_fragment_stays_the_default(capsys):
+    rc, fragment, _ = run(capsys, "--layers", "3", "--heads", "2", "--format", "latex")
+    assert rc == 0 and fragment.startswith("\\begin{align*}") and "documentclass" not in fragment
+    rc, doc, _ = run(capsys, "--layers", "3", "--heads", "2", "--format", "latex", "--standalone")
+    assert rc == 0
+    assert doc.startswith("\\documentclass") and doc.rstrip().endswith("\\end{document}")
+    assert doc.count("\\begin{document}") == 1 and "\\intertext" not in doc
+    # the same terms as the fragment: every named term row of the fragment is in the document
+    names = [line.split(" &:")[0] for line in fragment.splitlines()
+             if line.startswith("\\mathrm{") and " &:" in line]
+    assert len(names) == 2 * 3**3        # (1 + 2)^3 paths from embed and as many from pos
+    assert all(f"{n} &:" in doc for n in names)
+
+
+@pytest.mark.needs_latex
+def test_every_worked_example_as_one_document_compiles_without_overfull_boxes(capsys, tmp_path):
+    import shutil
+    import subprocess
+
+    from pathexpand.cli.derive import examples
+
+    tex = tmp_path / "examples.tex"
+    rc, _, err = run(capsys, "--examples", "--format", "latex", "--standalone", "-o", str(tex))
+    assert rc == 0 and err.startswith("wrote")
+    text = tex.read_text(encoding="utf-8")
+    assert text.count("\\section*{") == len(examples()) == 7
+    proc = subprocess.run([shutil.which("pdflatex"), "-interaction=nonstopmode", "-halt-on-error", tex.name],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    log = (tmp_path / "examples.log").read_text(encoding="utf-8", errors="replace")
+    assert [line for line in log.splitlines() if line.startswith("Overfull")] == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -160,3 +161,73 @@ def test_jupyter_reprs_of_terms_and_selections():
     assert s._repr_latex_() == r"$\mathrm{Id} \otimes A^{0,1} \otimes W_E^{\top} W_{QK}^{1,0} W_{OV}^{0,1} W_E$"
     sel = exp.filter(kind="head")._repr_latex_()
     assert sel.startswith("$$\n\\begin{aligned}") and sel.count(r"\mathrm{L") == 4
+
+
+# --- the standalone document: rows broken to fit, compiled without overfull boxes ----------------
+def _flat(rows: list[str]) -> str:
+    """The math of ``align`` rows with the layout taken out (&, indents, spaces; a prose box
+    back to ``\\text``): what is left must not change when rows are broken."""
+    text = "".join(r.replace("&", "").replace(r"\qquad", "").replace(r"\quad", "") for r in rows)
+    text = re.sub(r"\\parbox\[t\]\{[\d.]+\\linewidth\}\{\\raggedright (.*?)\}(?=$|\\|[:=])", r"\\text{\1}", text)
+    return "".join(text.split())
+
+
+@pytest.mark.parametrize("name, make", COMPILE_CASES, ids=[c[0] for c in COMPILE_CASES])
+def test_fitted_rows_keep_every_symbol_and_fit_the_width(name, make):
+    from pathexpand.render.latex import (
+        DOCUMENT_WIDTH,
+        PathLatexPrinter,
+        _pieces,
+        _width,
+        fit_rows,
+        latex_rows,
+    )
+    from pathexpand.render.notation import make_printer
+    from pathexpand.symbolic.derivation import derive
+
+    printer = make_printer(PathLatexPrinter, {"summarize_above": 16})
+    exps = make()
+    for e in exps if isinstance(exps, list) else [exps]:
+        for step in derive(e, summarize_above=16):
+            rows = latex_rows(printer, step.expr)
+            fitted = fit_rows(rows)
+            assert _flat(fitted) == _flat(rows)      # the same symbols in the same order
+            math_rows = [r for r in fitted if r"\parbox" not in r]
+            lhs_w = max((_width(r.split("&")[0]) for r in math_rows if "&" in r), default=0)
+            for r in math_rows:   # each row within the estimated width, or without a break point
+                rhs = r.split("&", 1)[-1].replace(r"\qquad ", "")
+                assert _width(rhs) + lhs_w <= DOCUMENT_WIDTH or len(_pieces(rhs, 0.0)) == 1, r
+
+
+@pytest.mark.needs_latex
+@pytest.mark.parametrize("name, make", COMPILE_CASES, ids=[c[0] for c in COMPILE_CASES])
+def test_standalone_document_compiles_without_overfull_boxes(name, make, tmp_path):
+    from pathexpand.render.latex import to_latex_document
+
+    exps = make()
+    doc = to_latex_document(exps if isinstance(exps, list) else [exps], summarize_above=16)
+    assert doc.startswith("\\documentclass") and doc.endswith("\\end{document}\n")
+    (tmp_path / "d.tex").write_text(doc, encoding="utf-8")
+    proc = subprocess.run(
+        [shutil.which("pdflatex"), "-interaction=nonstopmode", "-halt-on-error", "d.tex"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )
+    log = (tmp_path / "d.log").read_text(encoding="utf-8", errors="replace")
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("!")]
+    assert proc.returncode == 0 and not errors, (errors, proc.stdout[-2000:])
+    overfull = [line for line in log.splitlines() if line.startswith("Overfull")]
+    assert overfull == [], overfull
+
+
+@pytest.mark.needs_latex
+def test_the_unbroken_fragment_overflows_the_same_page(tmp_path):
+    """The control: without the line breaking, the document's page has overfull boxes."""
+    from pathexpand.render.latex import _PREAMBLE
+
+    a = Architecture(2, (1, 2), mlp=True, layernorm=True, biases=True)
+    body = to_latex(expand_logits(a, max_depth=3), summarize_above=16)
+    (tmp_path / "d.tex").write_text(_PREAMBLE + "\\begin{document}\n" + body + "\n\\end{document}\n")
+    subprocess.run([shutil.which("pdflatex"), "-interaction=nonstopmode", "d.tex"], cwd=tmp_path,
+                   capture_output=True, text=True, timeout=120, check=False)
+    log = (tmp_path / "d.log").read_text(encoding="utf-8", errors="replace")
+    assert "Overfull \\hbox" in log
