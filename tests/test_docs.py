@@ -314,3 +314,45 @@ def test_run_page_splits_outputs_and_shares_namespace(tmp_path):
     failing = parse("```python\nraise ValueError('boom')\n```\n```python\nprint(1)\n```\n")
     outs, err, rc = run_page(failing, tmp_path / "f")
     assert rc != 0 and "ValueError: boom" in err and len(outs) == 1
+
+
+def update(page: Path) -> list[str]:
+    """Re-run a page and paste each checked pair's new output in place of the old one.
+
+    Output blocks holding ``...`` (cut on purpose) are left as they are and reported, for a
+    person to cut again; everything else on the page is kept byte for byte.
+    """
+    import tempfile
+    text = page.read_text()
+    blocks = [b for b in parse(text) if not b.skip]
+    with tempfile.TemporaryDirectory() as tmp:
+        outputs, stderr, rc = run_page(blocks, Path(tmp))
+    if rc != 0:
+        raise SystemExit(f"{_page_id(page)}: a block failed (exit {rc}):\n{stderr[-3000:]}")
+    lines = text.splitlines(keepends=True)
+    by_line = {b.line: (b, out) for b, out in zip(blocks, outputs)}
+    manual, edits = [], []
+    for fence_line, (b, out) in by_line.items():
+        if b.expected is None or match(b.expected, out):
+            continue
+        if "..." in b.expected:
+            manual.append(f"{_page_id(page)}:{b.line}: `{b.first_line}` (its output is cut with ...)")
+            continue
+        i = fence_line - 1 + len(b.code.splitlines()) + 2      # after the code's closing fence
+        while not _FENCE.match(lines[i]):
+            i += 1
+        j = i + 1
+        while not lines[j].strip().startswith(lines[i].strip()[:3]):
+            j += 1
+        edits.append((i + 1, j, _normalise(out)))
+    for start, end, new in reversed(edits):
+        lines[start:end] = [new + "\n"] if new else []
+    page.write_text("".join(lines))
+    return manual
+
+
+if __name__ == "__main__":
+    # Refresh pages after a deliberate change of output: python tests/test_docs.py docs/x.md ...
+    for arg in sys.argv[1:]:
+        for note in update(Path(arg).resolve()):
+            print("cut by hand:", note)
