@@ -28,6 +28,9 @@ __all__ = [
 _LAZY: dict[str, str] = {
     "diagram": ".dot",
     "report": ".html",
+    "attention_view": ".interactive",
+    "prompt_view": ".interactive",
+    "path_graph_view": ".interactive",
     **{
         name: ".plots"
         for name in (
@@ -41,7 +44,7 @@ _LAZY: dict[str, str] = {
         )
     },
 }
-_SUBMODULES = ("dot", "plots", "html")
+_SUBMODULES = ("dot", "plots", "html", "interactive")
 
 
 def __getattr__(name: str):
