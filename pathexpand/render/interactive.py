@@ -260,7 +260,8 @@ def prompt_view(weights, tokens, *, paths=None, k: int = 8) -> View:
         res = attribute(w, ids[None], views=("path",))
         if res.paths is None:
             raise PathexpandError("this model has too many paths to list; pass paths= explicitly")
-        rows = [r for r in res.ranking("path") if parse_node(r.path[0]).kind == "source"]
+        ranked = res.ranking("path")
+        rows = [r for r in ranked.top(len(ranked)) if parse_node(r.path[0]).kind == "source"]
         paths = [r.path for r in rows[:k]]
     if not paths:
         raise PathexpandError("no path with a token or position source to colour the prompt by")

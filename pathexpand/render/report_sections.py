@@ -691,7 +691,8 @@ def section_interactive(ctx: Context) -> str:
         out += ["<h3>Attention patterns</h3>", note(f"{who} on the sample (CircuitsVis)"), att.html]
         ctx.views.append(att)
         if res.paths is not None:
-            paths = [r.path for r in res.ranking("path") if parse_node(r.path[0]).kind == "source"][:8]
+            ranked = res.ranking("path")
+            paths = [r.path for r in ranked.top(len(ranked)) if parse_node(r.path[0]).kind == "source"][:8]
             if paths:
                 pv = prompt_view(ctx.weights, ctx.tokens[None], paths=paths)
                 out += ["<h3>The prompt, coloured by a path</h3>",

@@ -445,6 +445,16 @@ def test_prose_math_draws_raw_notation():
 
 
 # interactive views ------------------------------------------------------------------------------
+def _has_circuitsvis() -> bool:
+    from pathexpand.render.interactive import circuitsvis_bundle
+
+    return circuitsvis_bundle() is not None
+
+
+needs_circuitsvis = pytest.mark.skipif(not _has_circuitsvis(),
+                                       reason="circuitsvis is not installed (pip install -e '.[views]')")
+
+
 def _props(view_html: str, component: str) -> dict:
     import html as _html
     import json
@@ -453,6 +463,7 @@ def _props(view_html: str, component: str) -> dict:
     return json.loads(_html.unescape(m.group(1)))
 
 
+@needs_circuitsvis
 def test_circuitsvis_bundle_is_inlined_once(page):
     from pathexpand.render.interactive import circuitsvis_bundle
 
@@ -477,6 +488,7 @@ def test_report_builds_without_circuitsvis(w2, monkeypatch):
     assert 'class="pg view"' in section and page.count("<script>") == 1  # the path graph still works
 
 
+@needs_circuitsvis
 def test_attention_view_is_the_softmax_of_the_scores(w2):
     """Layer 0's patterns, recomputed by hand: softmax of (x W_Q + b_Q)(x W_K + b_K)ᵀ/√d_head, causal."""
     from pathexpand.render.interactive import attention_view
@@ -498,6 +510,7 @@ def test_attention_view_is_the_softmax_of_the_scores(w2):
     assert view._repr_html_().count("var CircuitsVis=") == 1  # a notebook gets the same view
 
 
+@needs_circuitsvis
 def test_prompt_view_splits_each_path_by_source_token(w2):
     """Per source token the contributions sum to the path's value in pe.attribute (a second route:
     attribute evaluates each path once, the view once per masked source position)."""
@@ -514,7 +527,10 @@ def test_prompt_view_splits_each_path_by_source_token(w2):
         assert np.count_nonzero(values[:-1, i]) == 0
     view = prompt_view(w2, text)
     props = _props(view.html, "ColoredTokensMulti")
-    assert len(props["labels"]) == np.asarray(props["values"]).shape[1] <= 8
+    ranked = res.ranking("path")
+    largest = [r.name for r in ranked.top(len(ranked)) if r.path[0] in ("embed", "pos")][:8]
+    assert props["labels"] == largest                    # the largest paths first
+    assert np.asarray(props["values"]).shape == (len(text), len(largest))
     assert props["tokens"] == list(text.replace(" ", "␣"))
 
 
