@@ -54,11 +54,14 @@ def circuitsvis_bundle() -> str | None:
     return path.read_text(encoding="utf-8").replace("</script", "<\\/script")
 
 
-# one script renders every CircuitsVis view on the page: <div data-cv="Component" data-props="{…}">
+# one script renders every CircuitsVis view on the page: <div data-cv="Component" data-props="{…}">,
+# the props merged over a shared <script type="application/json"> named by data-src (data sent once)
 _CV_INIT = """(function(){
 document.querySelectorAll('[data-cv]').forEach(function(el){
   if (el.dataset.cvDone) return; el.dataset.cvDone = '1';
-  CircuitsVis.render(el.id, CircuitsVis[el.dataset.cv], JSON.parse(el.dataset.props));
+  var shared = el.dataset.src ? JSON.parse(document.getElementById(el.dataset.src).textContent) : {};
+  var props = Object.assign({}, shared, JSON.parse(el.dataset.props || '{}'));
+  CircuitsVis.render(el.id, CircuitsVis[el.dataset.cv], props);
 });
 })();"""
 
@@ -146,21 +149,38 @@ def _id(prefix: str) -> str:
     return f"{prefix}-{_COUNTER[0]}"
 
 
-def _cv(parts: list[tuple[str, dict, str]], prefix: str, kind: str) -> View:
+def _json(value) -> str:
+    """Compact JSON: floats to 3 decimals, whole numbers as integers (0.25, 0, 1, 0.125)."""
+    def compact(v):
+        if isinstance(v, float):
+            x = float(f"{v:.3f}")
+            return int(x) if x.is_integer() else x
+        if isinstance(v, dict):
+            return {k: compact(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [compact(x) for x in v]
+        return v
+
+    return json.dumps(compact(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _cv(parts: list[tuple[str, dict, str]], prefix: str, kind: str, shared: dict | None = None) -> View:
     """CircuitsVis components ``(name, props, caption)`` as placeholder ``<div>``s that the
-    page's one render call fills; a one-line note instead when CircuitsVis is not installed."""
+    page's one render call fills, ``shared`` props written once for all of them; a one-line
+    note instead when CircuitsVis is not installed."""
     if circuitsvis_bundle() is None:
         return View(kind, f'<p class="unavailable">{html.escape(CIRCUITSVIS_MISSING)}</p>', True)
-    out = []
+    out, src = [], ""
+    if shared is not None:
+        key = _id(prefix + "-data")
+        text = _json(shared).replace("</", "<\\/")   # JSON's own escape: no "</script" inside
+        out.append(f'<script type="application/json" id="{key}">{text}</script>')
+        src = f' data-src="{key}"'
     for component, props, caption in parts:
-        data = html.escape(json.dumps(props, separators=(",", ":"), allow_nan=False), quote=True)
-        out.append(f'<figure class="view"><div class="cv" id="{_id(prefix)}" data-cv="{component}" '
+        data = html.escape(_json(props), quote=True)
+        out.append(f'<figure class="view"><div class="cv" id="{_id(prefix)}" data-cv="{component}"{src} '
                    f'data-props="{data}"></div><figcaption>{html.escape(caption)}</figcaption></figure>')
     return View(kind, "".join(out), True)
-
-
-def _round(a: np.ndarray, digits: int = 4) -> list:
-    return np.round(np.asarray(a, dtype=np.float64), digits).tolist()
 
 
 def _prompt(weights, tokens) -> tuple[Any, np.ndarray, list[str]]:
@@ -198,17 +218,16 @@ def attention_view(weights, tokens, *, heads=None) -> View:
     _, cache = run_with_cache(w, ids[None])
     pat = cache.patterns[0].detach().cpu().numpy()                      # [L, H, q, k]
     attention = np.stack([pat[l, h] for l, h in at])                   # [heads, q, k]
-    attention = _round(attention, 3)
     names = ", ".join(f"head {i} = {h}" for i, h in enumerate(chosen))
     return _cv([
-        ("AttentionHeads", {"attention": attention, "tokens": labels, "attentionHeadNames": chosen,
+        ("AttentionHeads", {"attentionHeadNames": chosen,
                             "maskUpperTri": w.config.attention_dir != "bidirectional"},
          "each head's pattern: hover or click a head to enlarge it, hover a cell for its value "
          "(row: query, column: key)"),
-        ("AttentionPatterns", {"attention": attention, "tokens": labels},
+        ("AttentionPatterns", {},
          f"hover a token to colour the tokens it attends to (or, switched, those attending to it); "
          f"{names}"),
-    ], "attn-view", "attention")
+    ], "attn-view", "attention", shared={"attention": attention.tolist(), "tokens": labels})
 
 
 # prompt coloured by a path ----------------------------------------------------------------------
@@ -267,7 +286,7 @@ def prompt_view(weights, tokens, *, paths=None, k: int = 8) -> View:
         raise PathexpandError("no path with a token or position source to colour the prompt by")
     values, target = source_position_contributions(w, ids, paths)
     names = [term_name(p) for p in paths]
-    return _cv([("ColoredTokensMulti", {"tokens": labels, "values": _round(values), "labels": names},
+    return _cv([("ColoredTokensMulti", {"tokens": labels, "values": values.tolist(), "labels": names},
                 f"each token coloured by what it adds, as the source of the chosen path, to the {target} "
                "(blue adds, red takes away); pick a path above the text, hover a token for every "
                 "path's value")], "prompt-view", "prompt")

@@ -104,7 +104,7 @@ def test_page_is_balanced_and_has_every_section_in_order(page, doc):
 
 
 def _no_scripts(page: str) -> str:
-    return re.sub(r"<script>.*?</script>", "", page, flags=re.S)
+    return re.sub(r"<script[^>]*>.*?</script>", "", page, flags=re.S)
 
 
 def test_page_is_self_contained(page, doc):
@@ -456,11 +456,17 @@ needs_circuitsvis = pytest.mark.skipif(not _has_circuitsvis(),
 
 
 def _props(view_html: str, component: str) -> dict:
+    """A CircuitsVis view's props as the page's render call builds them: shared data, then its own."""
     import html as _html
     import json
 
-    m = re.search(rf'data-cv="{component}" data-props="([^"]*)"', view_html)
-    return json.loads(_html.unescape(m.group(1)))
+    m = re.search(rf'data-cv="{component}"( data-src="([^"]*)")? data-props="([^"]*)"', view_html)
+    props = {}
+    if m.group(2):
+        shared = re.search(rf'<script type="application/json" id="{m.group(2)}">(.*?)</script>', view_html)
+        props.update(json.loads(shared.group(1)))
+    props.update(json.loads(_html.unescape(m.group(3))))
+    return props
 
 
 @needs_circuitsvis
@@ -505,8 +511,9 @@ def test_attention_view_is_the_softmax_of_the_scores(w2):
     s = q @ k.T / np.sqrt(q.shape[1]) + np.triu(np.full((len(ids),) * 2, -np.inf), 1)
     a = np.exp(s - s.max(1, keepdims=True))
     a /= a.sum(1, keepdims=True)
-    assert np.asarray(props["attention"][0]) == pytest.approx(a, abs=6e-4)
+    assert np.asarray(props["attention"][0]) == pytest.approx(a, abs=6e-4)   # 3 decimals
     assert _props(view.html, "AttentionPatterns")["attention"] == props["attention"]
+    assert view.html.count('"attention":') == 1            # the patterns are written once for both
     assert view._repr_html_().count("var CircuitsVis=") == 1  # a notebook gets the same view
 
 
@@ -560,3 +567,15 @@ def test_views_reachable_from_pe_render():
     assert pe.render.attention_view is interactive.attention_view
     assert pe.render.prompt_view is interactive.prompt_view
     assert pe.render.path_graph_view is interactive.path_graph_view
+
+
+def test_view_json_is_compact_and_cannot_close_its_script():
+    from pathexpand.render.interactive import _cv, _json
+
+    assert _json({"a": [0.0, 0.12345, 1.0, -0.0004, 2.5], "n": 3}) == '{"a":[0,0.123,1,0,2.5],"n":3}'
+    if not _has_circuitsvis():
+        pytest.skip("circuitsvis is not installed")
+    view = _cv([("ColoredTokens", {"values": [1.0]}, "c")], "t", "test", shared={"tokens": ["</script>"]})
+    doc = _Doc(view.html)
+    assert doc.errors == [] and [a["type"] for a in doc.all("script")] == ["application/json"]
+    assert _props(view.html, "ColoredTokens") == {"tokens": ["</script>"], "values": [1]}
