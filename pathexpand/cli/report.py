@@ -55,6 +55,6 @@ def report(
     sample = prompt(weights, text, read_tokens(tokens))
     page = make_report(weights, text=sample, path=path, progress=True, sections=chosen)
     size = len(page.encode("utf-8"))
-    missing = ("; without CircuitsVis: no attention or prompt view"
+    missing = ("; without CircuitsVis: no attention heatmaps or prompt colours"
                if html.escape(CIRCUITSVIS_MISSING) in page else "")
     typer.echo(f"wrote {path} ({size / 1024:.0f} kB, model {weights.name or model or DEFAULT_MODEL}{missing})")

@@ -1,7 +1,8 @@
 """Interactive views for one offline HTML page or a notebook: attention, a coloured prompt, paths.
 
-- ``attention_view(weights, tokens)``: every head's pattern ``A^h[query, key]`` on one prompt,
-  CircuitsVis ``AttentionHeads`` (hover a head or a token to focus it);
+- ``attention_view(weights, tokens)``: every head's pattern ``A^h[query, key]`` on one prompt:
+  the tokens, hover one to colour what it attends to (a few lines of our own script), and
+  CircuitsVis ``AttentionHeads`` (a heatmap per head; hover a head to enlarge it);
 - ``prompt_view(weights, tokens)``: the prompt's tokens coloured by how much each one, as the
   source of a path, adds to the prediction at the last position — one button per path
   (CircuitsVis ``ColoredTokensMulti``); per path the colours sum to the path's contribution;
@@ -12,8 +13,11 @@
 Each returns a ``View``: ``.html`` is the markup to place in a page that loads the scripts
 once (``page_scripts``); ``_repr_html_`` is a standalone fragment for a notebook. The
 CircuitsVis bundle (``circuitsvis/dist/cdn/iife.js``, 1.3 MB) is read from the installed
-package at run time and inlined once per page; without the package the two CircuitsVis views
-are a one-line note saying why, and the path graph still works.
+package at run time and inlined once per page; without the package the CircuitsVis parts are
+a one-line note saying why, and our own parts (token hover, path graph) still work.
+(CircuitsVis's ``AttentionPatterns`` also hovers tokens, but on a 110-token prompt with 8
+heads it kept headless Chromium from rendering a frame for over 20 s: our token view is
+40 lines.)
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ from ..names import parse_node
 __all__ = ["View", "attention_view", "prompt_view", "path_graph_view", "circuitsvis_bundle",
            "page_scripts", "VIEW_CSS"]
 
-CIRCUITSVIS_MISSING = ("interactive attention and prompt views need CircuitsVis: "
-                       "pip install 'circuitsvis>=1.43' (the path graph below works without it)")
+CIRCUITSVIS_MISSING = ("the attention heatmaps and the coloured prompt need CircuitsVis: "
+                       "pip install 'circuitsvis>=1.43' (the token and path views work without it)")
 
 
 # the CircuitsVis bundle ---------------------------------------------------------------------------
@@ -87,9 +91,42 @@ document.querySelectorAll('.pg').forEach(function(root){
 });
 })();"""
 
+# the attention tokens: pick a head, hover a query token, its keys coloured by A[head][query][key]
+_AT_SCRIPT = """(function(){
+document.querySelectorAll('.at').forEach(function(root){
+  if (root.dataset.atDone) return; root.dataset.atDone = '1';
+  var d = JSON.parse(document.getElementById(root.dataset.src).textContent);
+  var heads = root.querySelectorAll('.at-head'), toks = root.querySelectorAll('.at-tok');
+  var out = root.querySelector('.at-out'), h = 0;
+  function paint(q){
+    var row = q === null ? [] : d.attention[h][q], best = 0;
+    toks.forEach(function(t, k){
+      var a = row[k] || 0;
+      if (a > (row[best] || 0)) best = k;
+      t.style.backgroundColor = a ? 'rgba(31,95,168,' + a + ')' : '';
+      t.style.color = a > 0.5 ? '#fff' : '';
+      t.classList.toggle('q', k === q);
+    });
+    out.textContent = q === null ? 'Hover a token.' : d.attentionHeadNames[h] + ': query ' + q + ' (' +
+      d.tokens[q] + ') attends most to key ' + best + ' (' + d.tokens[best] + '), ' + Math.round(100 * row[best]) + '%';
+  }
+  heads.forEach(function(b, i){ b.addEventListener('click', function(){
+    h = i; heads.forEach(function(x){ x.classList.toggle('on', x === b); }); paint(null); }); });
+  toks.forEach(function(t, q){ t.addEventListener('mouseenter', function(){ paint(q); }); });
+});
+})();"""
+
 VIEW_CSS = """
 .view { margin: 10px 0 18px; }
 .view .cv { min-height: 40px; max-width: 820px; }
+.at-heads button { font: inherit; font-size: 13px; margin: 0 4px 6px 0; padding: 1px 8px; cursor: pointer;
+                   border: 1px solid #5b6672; border-radius: 3px; background: #fff; }
+.at-heads button.on { background: #1d232b; color: #fff; }
+.at-toks { font-family: "DejaVu Sans Mono", ui-monospace, monospace; font-size: 13px; line-height: 1.9;
+           max-width: 96ch; overflow-wrap: anywhere; }
+.at-tok { padding: 1px 1px; border-radius: 2px; cursor: default; }
+.at-tok.q { outline: 2px solid #a8501f; }
+.at .at-out { font-size: 13.5px; font-weight: 600; min-height: 1.5em; margin: 4px 0; }
 .pg { display: grid; grid-template-columns: minmax(300px, 3fr) minmax(240px, 2fr); gap: 8px 24px;
       align-items: start; font-size: 13.5px; }
 .pg svg { width: 100%; height: auto; }
@@ -119,6 +156,8 @@ def page_scripts(views) -> str:
         bundle = circuitsvis_bundle()
         if bundle is not None:
             out.append(f"<script>{bundle}</script><script>{_CV_INIT}</script>")
+    if any(v.kind == "attention" for v in views):
+        out.append(f"<script>{_AT_SCRIPT}</script>")
     if any(v.kind == "path_graph" for v in views):
         out.append(f"<script>{_PG_SCRIPT}</script>")
     return "".join(out)
@@ -198,11 +237,12 @@ def _prompt(weights, tokens) -> tuple[Any, np.ndarray, list[str]]:
 
 # attention --------------------------------------------------------------------------------------
 def attention_view(weights, tokens, *, heads=None) -> View:
-    """Each head's attention pattern ``A^h[query, key]`` on one prompt: CircuitsVis
-    ``AttentionHeads`` (a heatmap per head) and ``AttentionPatterns`` (hover a token).
+    """Each head's attention pattern ``A^h[query, key]`` on one prompt: the prompt's tokens, hover
+    one to colour the keys it attends to (our script), and CircuitsVis ``AttentionHeads`` (a
+    heatmap per head; hover or click one to enlarge it).
 
     ``tokens``: text or ids of one prompt; ``heads``: names like ``["L0H1", "L1H2"]`` (default
-    every head).
+    every head). The patterns are written once; both parts read them.
     """
     from ..architecture import Architecture
     from ..numeric.forward import run_with_cache
@@ -218,16 +258,27 @@ def attention_view(weights, tokens, *, heads=None) -> View:
     _, cache = run_with_cache(w, ids[None])
     pat = cache.patterns[0].detach().cpu().numpy()                      # [L, H, q, k]
     attention = np.stack([pat[l, h] for l, h in at])                   # [heads, q, k]
-    names = ", ".join(f"head {i} = {h}" for i, h in enumerate(chosen))
-    return _cv([
-        ("AttentionHeads", {"attentionHeadNames": chosen,
-                            "maskUpperTri": w.config.attention_dir != "bidirectional"},
-         "each head's pattern: hover or click a head to enlarge it, hover a cell for its value "
-         "(row: query, column: key)"),
-        ("AttentionPatterns", {},
-         f"hover a token to colour the tokens it attends to (or, switched, those attending to it); "
-         f"{names}"),
-    ], "attn-view", "attention", shared={"attention": attention.tolist(), "tokens": labels})
+    key = _id("attn-data")
+    shared = _json({"attention": attention.tolist(), "tokens": labels, "attentionHeadNames": chosen})
+    shared = shared.replace("</", "<\\/")   # JSON's own escape: no "</script" inside
+    out = [f'<script type="application/json" id="{key}">{shared}</script>']
+    buttons = "".join(f'<button type="button" class="at-head{" on" if i == 0 else ""}">{html.escape(h)}</button>'
+                      for i, h in enumerate(chosen))
+    toks = "".join(f'<span class="at-tok">{html.escape(t)}</span>' for t in labels)
+    out.append(f'<figure class="view at" data-src="{key}"><div class="at-heads">{buttons}</div>'
+               f'<div class="at-toks">{toks}</div><p class="at-out">Hover a token.</p>'
+               "<figcaption>pick a head, then hover a token (a query): the tokens it attends to "
+               "(keys) are coloured by its attention</figcaption></figure>")
+    bundle = circuitsvis_bundle() is not None
+    if bundle:
+        props = html.escape(_json({"maskUpperTri": w.config.attention_dir != "bidirectional"}), quote=True)
+        out.append(f'<figure class="view"><div class="cv" id="{_id("attn-view")}" data-cv="AttentionHeads" '
+                   f'data-src="{key}" data-props="{props}"></div><figcaption>'
+                   "each head's pattern (CircuitsVis): hover or click a head to enlarge it, hover a cell for its value "
+                   "(row: query, column: key)</figcaption></figure>")
+    else:
+        out.append(f'<p class="unavailable">{html.escape(CIRCUITSVIS_MISSING)}</p>')
+    return View("attention", "".join(out), bundle)
 
 
 # prompt coloured by a path ----------------------------------------------------------------------

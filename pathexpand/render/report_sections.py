@@ -677,28 +677,22 @@ def _why_attend(ctx: Context) -> str:
 def section_interactive(ctx: Context) -> str:
     """Attention per head (hover), the prompt coloured by a path, the clickable path graph."""
     from ..names import parse_node
-    from .interactive import CIRCUITSVIS_MISSING, attention_view, circuitsvis_bundle, path_graph_view, prompt_view
+    from .interactive import attention_view, circuitsvis_bundle, path_graph_view, prompt_view
 
     res = ctx.attribution()
     heads, who = _shown_heads(ctx)
-    out = []
-    if circuitsvis_bundle() is None:
-        out.append(unavailable(f"not shown: {CIRCUITSVIS_MISSING}"))
-    else:
-        if len(ctx.arch.heads) <= 16:      # interactive: every head of a small model
-            heads, who = None, "every head"
-        att = attention_view(ctx.weights, ctx.tokens[None], heads=heads)
-        out += ["<h3>Attention patterns</h3>", note(f"{who} on the sample (CircuitsVis)"), att.html]
-        ctx.views.append(att)
-        if res.paths is not None:
-            ranked = res.ranking("path")
-            paths = [r.path for r in ranked.top(len(ranked)) if parse_node(r.path[0]).kind == "source"][:8]
-            if paths:
-                pv = prompt_view(ctx.weights, ctx.tokens[None], paths=paths)
-                out += ["<h3>The prompt, coloured by a path</h3>",
-                        note("what each token adds to the prediction as the source of the chosen path; "
-                             "each path's colours sum to its contribution in Top paths"), pv.html]
-                ctx.views.append(pv)
+    att = attention_view(ctx.weights, ctx.tokens[None], heads=heads)
+    out = ["<h3>Attention patterns</h3>", note(f"{who} on the sample"), att.html]
+    ctx.views.append(att)
+    if circuitsvis_bundle() is not None and res.paths is not None:   # else att says what is missing
+        ranked = res.ranking("path")
+        paths = [r.path for r in ranked.top(len(ranked)) if parse_node(r.path[0]).kind == "source"][:8]
+        if paths:
+            pv = prompt_view(ctx.weights, ctx.tokens[None], paths=paths)
+            out += ["<h3>The prompt, coloured by a path</h3>",
+                    note("what each token adds to the prediction as the source of the chosen path; "
+                         "each path's colours sum to its contribution in Top paths"), pv.html]
+            ctx.views.append(pv)
     if res.paths is not None:
         pg = path_graph_view(res, k=10)
         out += ["<h3>The top paths, clickable</h3>",

@@ -142,7 +142,8 @@ def test_interactive_views_carry_the_circuitsvis_bundle_once(model_file, tmp_pat
                               "summary,interactive", "--text", "ab ab ab")
     page = out.read_text(encoding="utf-8")
     assert rc == 0, stderr
-    assert page.count(bundle) == 1 and page.count('data-cv="') == 3 and 'class="pg view"' in page
+    assert page.count(bundle) == 1 and page.count('data-cv="') == 2 and 'class="pg view"' in page
+    assert 'class="view at"' in page
     assert stdout.count("\n") == 1 and "without CircuitsVis" not in stdout
 
 
@@ -156,4 +157,5 @@ def test_without_circuitsvis_the_report_still_builds_and_says_why(model_file, tm
     page = out.read_text(encoding="utf-8")
     assert rc == 0, stderr
     assert "var CircuitsVis" not in page and "pip install" in page and 'class="pg view"' in page
-    assert stdout.count("\n") == 1 and stdout.rstrip().endswith("without CircuitsVis: no attention or prompt view)")
+    assert 'class="view at"' in page   # the token view is ours: it needs no CircuitsVis
+    assert stdout.count("\n") == 1 and stdout.rstrip().endswith("without CircuitsVis: no attention heatmaps or prompt colours)")

@@ -84,9 +84,10 @@ def test_served_page_makes_no_other_request(browser, report_file):
 def test_mathml_is_laid_out_and_svgs_are_drawn(browser, report_file):
     page, seen = _open(browser, report_file.as_uri())
     if os.environ.get("PATHEXPAND_UPDATE_SCREENSHOT") == "1":   # the top of the page, as it opens
+        _drawn(page)
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.set_viewport_size({"width": 1100, "height": 860})
-        page.screenshot(path=str(SCREENSHOT))
+        page.screenshot(path=str(SCREENSHOT), timeout=120_000)
     folded = page.evaluate("() => [...document.querySelectorAll('details')].filter(d => !d.open).length")
     assert folded >= 3   # card, derivation of the logits, derivation of the scores
     page.evaluate("() => document.querySelectorAll('details').forEach(d => { d.open = true; })")
@@ -126,14 +127,20 @@ def test_mathml_is_laid_out_and_svgs_are_drawn(browser, report_file):
 
 
 # interactive views -------------------------------------------------------------------------------
+def _drawn(page):
+    """Wait until React has drawn every CircuitsVis view (polled: it renders after load)."""
+    for _ in range(600):
+        if page.evaluate("() => [...document.querySelectorAll('[data-cv]')].every(e => e.children.length)"):
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError("the CircuitsVis views were not drawn within 60 s")
+
+
 @pytest.fixture(scope="module")
 def views(browser, report_file):
     """The report opened from its file, the views drawn; every request and console line kept."""
     page, seen = _open(browser, report_file.as_uri())
-    for _ in range(100):   # React renders after load; poll (wait_for_selector stalls on this page)
-        if page.evaluate("() => [...document.querySelectorAll('[data-cv]')].every(e => e.children.length)"):
-            break
-        page.wait_for_timeout(100)
+    _drawn(page)
     yield page, seen
     page.close()
 
@@ -146,7 +153,7 @@ def test_views_are_drawn_once_with_no_error_and_no_request(views, report_file):
     page, seen = views
     drawn = page.evaluate("""() => [...document.querySelectorAll('[data-cv]')].map(e =>
         [e.dataset.cv, e.children.length > 0, e.getBoundingClientRect().height])""")
-    assert [d[0] for d in drawn] == ["AttentionHeads", "AttentionPatterns", "ColoredTokensMulti"]
+    assert [d[0] for d in drawn] == ["AttentionHeads", "ColoredTokensMulti"]
     assert all(d[1] and d[2] > 50 for d in drawn), drawn
     bundles = page.evaluate("() => [...document.scripts].filter(s => s.text.includes('var CircuitsVis=')).length")
     assert bundles == 1
@@ -164,21 +171,31 @@ def _colours(page, selector):
 
 def test_hovering_a_head_or_a_token_changes_the_attention_view(views):
     page, _ = views
+    # CircuitsVis: hovering the second head's thumbnail enlarges it
     heads = page.locator(_cv("AttentionHeads") + " h4")
-    names = heads.all_inner_texts()
-    assert names[:2] == ["L0H0", "L0H1"]
+    assert heads.all_inner_texts() == ["L0H1", "L1H2"]      # the induction pair
     title = page.locator(_cv("AttentionHeads") + " h3").nth(1)
-    assert title.inner_text().startswith("L0H0")
+    assert title.inner_text().startswith("L0H1")
     heads.nth(1).hover()
     page.wait_for_timeout(100)
-    assert title.inner_text().startswith("L0H1")            # the enlarged pattern follows the mouse
-    tokens = _cv("AttentionPatterns") + " button"
-    before = _colours(page, tokens)
-    page.locator(tokens).nth(60).hover()
-    page.wait_for_timeout(100)
-    after = _colours(page, tokens)
-    assert len(before) == len(after) == page.evaluate("() => document.querySelectorAll('" + tokens + "').length")
-    assert before != after                                  # the tokens recoloured for that token
+    assert title.inner_text().startswith("L1H2")            # the enlarged pattern follows the mouse
+    # the tokens: hovering a query colours its keys by that head's attention, and says where most goes
+    view = page.locator(".at")
+    before = _colours(page, ".at .at-tok")
+    assert set(before) == {"rgba(0, 0, 0, 0)"}             # nothing coloured yet
+    last = len(before) - 1
+    view.locator(".at-tok").nth(last).hover()
+    after = _colours(page, ".at .at-tok")
+    assert after != before and after[last] != "rgba(0, 0, 0, 0)"
+    assert view.locator(".at-out").inner_text().startswith(f"L0H1: query {last} (")
+    view.locator(".at-head").nth(1).click()
+    view.locator(".at-tok").nth(last).hover()
+    text = view.locator(".at-out").inner_text()
+    row = page.evaluate(f"""() => JSON.parse(document.getElementById(
+        document.querySelector('.at').dataset.src).textContent).attention[1][{last}]""")
+    best = max(range(len(row)), key=row.__getitem__)
+    assert text.startswith(f"L1H2: query {last} (") and f"attends most to key {best} (" in text
+    assert text.endswith(f"{round(100 * row[best])}%")
 
 
 def test_picking_a_path_recolours_the_prompt(views):
