@@ -186,7 +186,10 @@ def test_hovering_a_head_or_a_token_changes_the_attention_view(views):
     last = len(before) - 1
     view.locator(".at-tok").nth(last).hover()
     after = _colours(page, ".at .at-tok")
-    assert after != before and after[last] != "rgba(0, 0, 0, 0)"
+    row0 = page.evaluate(f"""() => JSON.parse(document.getElementById(
+        document.querySelector('.at').dataset.src).textContent).attention[0][{last}]""")
+    coloured = [k for k, c in enumerate(after) if c != "rgba(0, 0, 0, 0)"]
+    assert coloured == [k for k, a in enumerate(row0) if a > 0]   # exactly the keys it attends to
     assert view.locator(".at-out").inner_text().startswith(f"L0H1: query {last} (")
     view.locator(".at-head").nth(1).click()
     view.locator(".at-tok").nth(last).hover()
