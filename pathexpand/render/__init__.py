@@ -1,4 +1,5 @@
-"""Rendering: printers for derivations (LaTeX, Markdown, MathML, text), diagrams and plots.
+"""Rendering: printers for derivations (LaTeX, Markdown, MathML, text), diagrams, plots, the
+HTML report and its interactive views (``attention_view``, ``prompt_view``, ``path_graph_view``).
 
 The printers are light (sympy only) and imported here; the diagram and plot modules need
 graphviz/matplotlib and are imported on first use of their names (module ``__getattr__``),

@@ -35,8 +35,8 @@ import numpy as np
 from ..errors import PathexpandError
 from ..names import parse_node
 
-__all__ = ["View", "attention_view", "prompt_view", "path_graph_view", "circuitsvis_bundle",
-           "page_scripts", "VIEW_CSS"]
+__all__ = ["View", "attention_view", "prompt_view", "path_graph_view", "source_position_contributions",
+           "circuitsvis_bundle", "page_scripts", "VIEW_CSS"]
 
 CIRCUITSVIS_MISSING = ("the attention heatmaps and the coloured prompt need CircuitsVis: "
                        "pip install 'circuitsvis>=1.43' (the token and path views work without it)")
@@ -165,16 +165,12 @@ def page_scripts(views) -> str:
 
 @dataclass(frozen=True)
 class View:
-    """One interactive view: ``html`` to place in a page (scripts from ``page_scripts``)."""
+    """One interactive view: ``html`` to place in a page (scripts from ``page_scripts``);
+    ``circuitsvis``: whether it draws CircuitsVis components (False: ours only, or a note)."""
 
     kind: str
     html: str
     circuitsvis: bool = False
-
-    @property
-    def available(self) -> bool:
-        """False when the view is only a note (CircuitsVis is not installed)."""
-        return 'class="unavailable"' not in self.html
 
     def _repr_html_(self) -> str:
         return f"<style>{VIEW_CSS}</style>{self.html}{page_scripts([self])}"

@@ -487,7 +487,9 @@ def _weight_detectors(ctx: Context) -> str:
     rows = [[f"L{l}H{h}"] + [f"{num(stats[k][l, h], '.3f')} (z {num(z[k][l, h], '.1f')})" for k in stats.kinds]
             for l in range(L) for h in range(H)]
     return ("<h3>From the weights alone</h3>"
-            + table(["head", *stats.kinds], rows, numeric=list(range(1, len(stats.kinds) + 1)))
+            + _folded(f"{len(rows)} heads × {len(stats.kinds)} weight statistics, each with its z against "
+                      "a Gaussian null",
+                      table(["head", *stats.kinds], rows, numeric=list(range(1, len(stats.kinds) + 1))))
             + "".join(note(f"{k}: {stats.descriptions[k]}") for k in stats.kinds if k in stats.descriptions))
 
 
