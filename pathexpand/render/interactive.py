@@ -35,8 +35,8 @@ import numpy as np
 from ..errors import PathexpandError
 from ..names import parse_node
 
-__all__ = ["View", "attention_view", "prompt_view", "path_graph_view", "source_position_contributions",
-           "circuitsvis_bundle", "page_scripts", "VIEW_CSS"]
+__all__ = ["VIEW_CSS", "View", "attention_view", "circuitsvis_bundle", "page_scripts", "path_graph_view",
+           "prompt_view", "source_position_contributions"]
 
 CIRCUITSVIS_MISSING = ("the attention heatmaps and the coloured prompt need CircuitsVis: "
                        "pip install 'circuitsvis>=1.43' (the token and path views work without it)")
@@ -52,7 +52,7 @@ def circuitsvis_bundle() -> str | None:
     spec = importlib.util.find_spec("circuitsvis")
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "dist" / "cdn" / "iife.js"
+    path = Path(next(iter(spec.submodule_search_locations))) / "dist" / "cdn" / "iife.js"
     if not path.is_file():
         return None
     return path.read_text(encoding="utf-8").replace("</script", "<\\/script")
@@ -333,10 +333,11 @@ def prompt_view(weights, tokens, *, paths=None, k: int = 8) -> View:
         raise PathexpandError("no path with a token or position source to colour the prompt by")
     values, target = source_position_contributions(w, ids, paths)
     names = [term_name(p) for p in paths]
-    return _cv([("ColoredTokensMulti", {"tokens": labels, "values": values.tolist(), "labels": names},
-                f"each token coloured by what it adds, as the source of the chosen path, to the {target} "
+    caption = (f"each token coloured by what it adds, as the source of the chosen path, to the {target} "
                "(blue adds, red takes away); pick a path above the text, hover a token for every "
-                "path's value")], "prompt-view", "prompt")
+               "path's value")
+    props = {"tokens": labels, "values": values.tolist(), "labels": names}
+    return _cv([("ColoredTokensMulti", props, caption)], "prompt-view", "prompt")
 
 
 # path graph --------------------------------------------------------------------------------------

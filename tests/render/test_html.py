@@ -104,7 +104,7 @@ def test_page_is_balanced_and_has_every_section_in_order(page, doc):
 
 
 def _no_scripts(page: str) -> str:
-    return re.sub(r"<script[^>]*>.*?</script>", "", page, flags=re.S)
+    return re.sub(r"<script[^>]*>.*?</script>", "", page, flags=re.DOTALL)
 
 
 def test_page_is_self_contained(page, doc):
@@ -417,7 +417,7 @@ def test_derivation_is_folded_aligned_and_its_prose_is_math(page):
     section = _section(page, "derivation")
     assert section.count("<details>") == 2
     assert '<mtd class="lhs">' in section and '<mtd class="rhs">' in section
-    prose = re.sub(r"<math.*?</math>", "", section, flags=re.S)
+    prose = re.sub(r"<math.*?</math>", "", section, flags=re.DOTALL)
     assert "A^h" not in prose and "W_OV^h" not in prose and "Π_{" not in prose
 
 
