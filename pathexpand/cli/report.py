@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +21,9 @@ Examples:
 
   pathexpand report --text 'def add(a, b): return add(a, b)' -o report.html
 
-  pathexpand report --sections card,derivation,heads -o short.html
+  pathexpand report --sections summary,interactive -o views.html
+
+Open the file in any browser; it needs no server and no network.
 """
 
 
@@ -37,12 +40,14 @@ def report(
     tokens: Annotated[str | None, typer.Option(
         help="The sample as comma-separated token ids instead of --text.")] = None,
     sections: Annotated[str | None, typer.Option(
-        help="Comma-separated section ids to include (default all): card, derivation, diagram, "
-             "terms, heads, composition, eigenvalues, attribution, order.")] = None,
+        help="Comma-separated section ids to include (default all): summary, card, derivation, "
+             "diagram, terms, heads, composition, eigenvalues, attribution, interactive, order.")] = None,
 ) -> None:
-    """Write one self-contained HTML report of MODEL: card, derivation, circuit, rankings, heads."""
+    """Write one self-contained HTML report of MODEL: summary, card, derivation, circuit, rankings,
+    heads, interactive views."""
     from ..render.html import check_output
     from ..render.html import report as make_report
+    from ..render.interactive import CIRCUITSVIS_MISSING
 
     path = check_output(output)  # before any work: fail fast, write nothing
     chosen = None if sections is None else [s.strip() for s in sections.split(",") if s.strip()]
@@ -50,4 +55,6 @@ def report(
     sample = prompt(weights, text, read_tokens(tokens))
     page = make_report(weights, text=sample, path=path, progress=True, sections=chosen)
     size = len(page.encode("utf-8"))
-    typer.echo(f"wrote {path} ({size / 1024:.0f} kB, model {weights.name or model or DEFAULT_MODEL})")
+    missing = ("; without CircuitsVis: no attention heatmaps or prompt colours"
+               if html.escape(CIRCUITSVIS_MISSING) in page else "")
+    typer.echo(f"wrote {path} ({size / 1024:.0f} kB, model {weights.name or model or DEFAULT_MODEL}{missing})")

@@ -1,4 +1,5 @@
-"""Rendering: printers for derivations (LaTeX, Markdown, MathML, text), diagrams and plots.
+"""Rendering: printers for derivations (LaTeX, Markdown, MathML, text), diagrams, plots, the
+HTML report and its interactive views (``attention_view``, ``prompt_view``, ``path_graph_view``).
 
 The printers are light (sympy only) and imported here; the diagram and plot modules need
 graphviz/matplotlib and are imported on first use of their names (module ``__getattr__``),
@@ -28,6 +29,9 @@ __all__ = [
 _LAZY: dict[str, str] = {
     "diagram": ".dot",
     "report": ".html",
+    "attention_view": ".interactive",
+    "prompt_view": ".interactive",
+    "path_graph_view": ".interactive",
     **{
         name: ".plots"
         for name in (
@@ -41,7 +45,7 @@ _LAZY: dict[str, str] = {
         )
     },
 }
-_SUBMODULES = ("dot", "plots", "html")
+_SUBMODULES = ("dot", "plots", "html", "interactive")
 
 
 def __getattr__(name: str):

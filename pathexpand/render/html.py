@@ -1,25 +1,32 @@
-"""One self-contained HTML report of a model: card, derivation, circuit, rankings, heads, text.
+"""One self-contained HTML report of a model: summary, card, derivation, circuit, rankings, views.
 
 ``report(weights, *, text=None, path=None)`` returns one HTML page (and writes it, atomically,
 when ``path`` is given) that needs nothing but a browser: CSS inline, the derivation in
-MathML (drawn by the browser itself, no JavaScript), the circuit diagrams and every plot as
-inline SVG with text as paths — no script, no font, no request of any kind, and a
-Content-Security-Policy of ``default-src 'none'`` tells the browser so. Sections, in order
-(``report_sections.SECTIONS``):
+MathML (drawn by the browser itself), the circuit diagrams and every plot as inline SVG with
+text as paths, and the interactive views' scripts inline (the CircuitsVis bundle once, from
+the installed package) — no font, no request of any kind, and a Content-Security-Policy of
+``default-src 'none'`` tells the browser so. Sections, in order (``report_sections.SECTIONS``):
 
-1. the model card (architecture, config, how it was trained);
-2. the derivation of the logits and of the strongest induction head's scores, in MathML;
+0. a one-screen summary: the model in one line, the circuit found (or "none found"), the
+   top terms, the detected heads;
+1. the model card (architecture, config, how it was trained; the full record folded);
+2. the derivation of the logits and of the strongest induction head's scores, in MathML
+   (folded: the full listing of every term);
 3. the circuit diagram (``render.dot.diagram``), the induction circuit highlighted;
 4. ranked terms (``evaluate``: Frobenius norm of each path's virtual weight matrix);
 5. detected heads (previous-token, induction, duplicate; from activations and from weights);
-6. composition scores (Q/K/V heatmaps, baseline marked) and the strongest pairs;
+6. composition scores (Q/K/V heatmaps, baseline marked) and the strongest pairs, each beside
+   its baseline, those not above it marked;
 7. OV eigenvalues with copying scores;
 8. an attribution of a sample text: attention patterns, top paths, nodes, edges, the top
    paths as a circuit, and why the induction head attends where it does;
-9. term importance by order (loss keeping paths up to depth n).
+9. interactive views (``render.interactive``): attention per head with hover, the prompt
+   coloured by a path's contribution, the top paths as a clickable graph;
+10. term importance by order (loss keeping paths up to depth n).
 
 A section that does not apply to a model (a 1-layer model has no composition) says why in
-one line instead of failing the report. All text is HTML-escaped.
+one line instead of failing the report; without CircuitsVis installed the attention and
+prompt views are such a line. All text is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ __all__ = ["report", "DEFAULT_TEXT", "SECTIONS", "CSP"]
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 """The page's Content-Security-Policy: inline styles and data: images only, no requests."""
+
+CSP_SCRIPTS = CSP + "; script-src 'unsafe-inline'"
+"""The same with the page's own inline scripts (the interactive views): still no requests."""
 
 
 def report(weights, *, text: str | None = None, path=None, progress: bool = False,
@@ -99,25 +109,29 @@ def _css() -> str:
 
 def _page(ctx: Context, parts: list[tuple[str, str, str]]) -> str:
     from .. import __version__
+    from .interactive import VIEW_CSS, page_scripts
 
     name = ctx.weights.name or "weights"
     nav = "".join(f'<li><a href="#{key}">{escape(title)}</a></li>' for key, title, _ in parts)
     body = "".join(
         f'<section id="{key}"><h2>{escape(title)}</h2>{content}</section>' for key, title, content in parts
     )
+    scripts = page_scripts(ctx.views)     # the CircuitsVis bundle at most once, after the views
+    kept = ("the CircuitsVis bundle and a few lines of our own script, inline" if "CircuitsVis" in scripts
+            else "a few lines of script, inline" if scripts else "no scripts")
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP_SCRIPTS if scripts else CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>pathexpand report: {escape(name)}</title>"
-        f"<style>{_css()}</style></head><body>"
+        f"<style>{_css()}{VIEW_CSS if ctx.views else ''}</style></head><body>"
         f"<header><h1>{escape(name)}</h1><p>{escape(ctx.arch)}: the model written as a sum over "
         "paths, and which paths matter.</p></header>"
         f"<nav><ol>{nav}</ol></nav><main>{body}</main>"
         f"<footer>Made by pathexpand {escape(__version__)}: <code>pathexpand report "
-        f"{escape(name)}</code>. One self-contained file: no scripts, fonts or requests.</footer>"
-        "</body></html>\n"
+        f"{escape(name)}</code>. One self-contained file: {kept}; no fonts, no requests.</footer>"
+        f"{scripts}</body></html>\n"
     )
 
 

@@ -40,8 +40,9 @@ def num(value: Any, spec: str = ".4g") -> str:
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, numeric: Sequence[int] = (),
-          best: Sequence[int] = ()) -> str:
-    """A ``<table>`` with escaped cells; columns in ``numeric`` right-aligned, ``best`` rows marked."""
+          best: Sequence[int] = (), dim: Sequence[int] = ()) -> str:
+    """A ``<table>`` with escaped cells; columns in ``numeric`` right-aligned, ``best`` rows marked,
+    ``dim`` rows greyed (e.g. below their baseline)."""
     cls = set(numeric)
 
     def td(tag: str, i: int, c: Any) -> str:
@@ -49,7 +50,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, numeric: Sequ
 
     head = "".join(td("th", i, h) for i, h in enumerate(header))
     body = "".join(
-        f'<tr{" class=best" if r in best else ""}>' + "".join(td("td", i, c) for i, c in enumerate(row)) + "</tr>"
+        f'<tr{" class=best" if r in best else " class=dim" if r in dim else ""}>' + "".join(td("td", i, c) for i, c in enumerate(row)) + "</tr>"
         for r, row in enumerate(rows)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,7 @@ class Context:
     text: str | None
     arch: Any
     _memo: dict = field(default_factory=dict, repr=False)
+    views: list = field(default_factory=list, repr=False)   # interactive views on the page
 
     def _once(self, key: str, make: Callable[[], Any]) -> Any:
         if key not in self._memo:
@@ -91,6 +93,20 @@ class Context:
     def induction(self):
         """The ``InductionCircuit`` (found or not)."""
         return self.circuit()[3]
+
+    def attribution(self):
+        """``attribute`` of the sample: the model's own top prediction at the last position."""
+        from ..numeric.attribute import attribute
+
+        return self._once("attribution", lambda: attribute(self.weights, self.tokens[None]))
+
+    def terms(self):
+        """The data-free ranking of every (listable) logit term by ‖W‖_F."""
+        from ..numeric.evaluate import evaluate
+        from ..symbolic import expand_logits
+
+        return self._once("terms", lambda: evaluate(_listable(expand_logits, self.arch), self.weights,
+                                                       metric="frobenius"))
 
 
 def sample_tokens(weights, text: str | None) -> tuple[np.ndarray, list[str], str | None]:
@@ -137,10 +153,83 @@ def sample_tokens(weights, text: str | None) -> tuple[np.ndarray, list[str], str
     return ids, labels, text
 
 
+# 0. summary -------------------------------------------------------------------------------------
+SUMMARY_TERMS = 5
+
+
+def section_summary(ctx: Context) -> str:
+    """One screen: the model in one line, the circuit (or "none found"), top terms, detected heads."""
+    w, arch = ctx.weights, ctx.arch
+    cfg = w.config
+    desc = (w.card or {}).get("description", "")
+    facts = [str(arch), f"d_model {cfg.d_model}", f"context {cfg.n_ctx}", f"vocabulary {cfg.d_vocab:,}"]
+    out = [f'<p class="lede"><b>{escape(w.name or "weights")}</b>: {escape(", ".join(facts))}.'
+           + (f" {escape(desc.split('. ')[0].rstrip('.'))}." if desc else "") + "</p>"]
+    ic = ctx.induction()
+    if ic.found:
+        prev, ind = ic.pair
+        kc = ic.k_composition or {}
+        score = (f" (K-composition {kc['score']:.3f} against a random baseline of {kc['baseline']:.3f}, "
+                 f"z {kc['z']:.1f})" if {"score", "baseline", "z"} <= set(kc) else "")
+        circuit = (f"<b>Induction circuit found</b>: the previous-token head <b>{escape(prev)}</b> "
+                   f"writes into the key of the induction head <b>{escape(ind)}</b>{escape(score)}.")
+    else:
+        circuit = f"<b>Induction circuit: none found</b> — {escape(ic.reason)}."
+    out.append(f'<p class="circuit">{circuit}</p>')
+    out.append('<div class="grid summary">')
+    res = ctx.attribution()
+    sample = "the sample text" if ctx.text is not None else "the sample tokens"
+    view = "path" if res.paths is not None else "node"
+    out.append(f"<div><h3>Top {'paths' if view == 'path' else 'heads and MLPs'} on {sample}</h3>"
+               + note(f"exact contributions to the {res.target_label} (value {res.total:.3g})")
+               + ranking_table(res.ranking(view), SUMMARY_TERMS, columns=("name",)) + "</div>")
+    out.append("<div><h3>Largest terms without data</h3>" + note("‖W‖_F of each term's virtual weights")
+               + ranking_table(ctx.terms(), SUMMARY_TERMS, columns=("name",), share=False) + "</div>")
+    out.append("<div><h3>Detected heads</h3>" + _heads_summary(ctx) + "</div>")
+    out.append("</div>")
+    return "".join(out)
+
+
+def _heads_summary(ctx: Context) -> str:
+    """Per statistic the best head with its score and chance level, or "none found"."""
+    if not ctx.arch.heads:
+        return note("none: this model has no attention heads")
+    scores = ctx.detected()
+    floor = ctx.induction().min_score
+    items = []
+    for kind in scores.kinds:
+        top = scores.top(1, kind=kind)
+        label = kind.replace("_", "-")
+        if not len(top):
+            items.append(f"<li>{escape(label)}: none found</li>")
+            continue
+        r = top[0]
+        if r.value >= floor:
+            items.append(f"<li>{escape(label)}: <b>{escape(r.name)}</b> {r.value:.2f} "
+                         f"(chance {r['baseline']:.3f})</li>")
+        else:
+            items.append(f"<li>{escape(label)}: none found (best {escape(r.name)} {r.value:.3g}, "
+                         f"chance {r['baseline']:.3g})</li>")
+    return (f"<ul>{''.join(items)}</ul>"
+            + note(f"mean attention on repeated random tokens; a head is named when it scores at least "
+                   f"{floor:g}, the bar pe.induction_circuit sets; see Detected heads"))
+
+
 # 1. model card ---------------------------------------------------------------------------------
 _CONFIG_KEYS = ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "act_fn", "normalization",
                 "positional", "attention_dir", "d_vocab", "d_vocab_out", "n_ctx")
 _CARD_SKIP = ("name", "description", "config", "head_scores")
+
+
+def _rounded(v: Any) -> Any:
+    """``v`` with every float rounded to 4 significant digits (nested lists and dicts too)."""
+    if isinstance(v, dict):
+        return {k: _rounded(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_rounded(x) for x in v]
+    if isinstance(v, float):
+        return float(f"{v:.4g}")
+    return v
 
 
 def _card_value(v: Any) -> Any:
@@ -148,11 +237,16 @@ def _card_value(v: Any) -> Any:
         return Raw(kv_table([(str(k), _card_value(x)) for k, x in v.items()]))
     if isinstance(v, (list, tuple)):
         if all(not isinstance(x, (dict, list)) for x in v):
-            return ", ".join(str(x) for x in v)
-        return json.dumps(v, ensure_ascii=False)
+            return ", ".join(str(_rounded(x)) for x in v)
+        return json.dumps(_rounded(v), ensure_ascii=False)
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return num(v)
     return v
+
+
+def _folded(summary: str, body: str) -> str:
+    """``body`` inside a closed ``<details>`` whose one-line ``summary`` says what it holds."""
+    return f"<details><summary>{escape(summary)}</summary>{body}</details>"
 
 
 def section_card(ctx: Context) -> str:
@@ -161,30 +255,106 @@ def section_card(ctx: Context) -> str:
     card = dict(w.card or {})
     cfg = w.config.to_dict()
     out = []
-    if card.get("description"):
-        out.append(f'<p class="lede">{escape(card["description"])}</p>')
+    lede = f'<p class="lede">{escape(card["description"])}</p>' if card.get("description") else ""
     stored = num(w.n_params()) + " (every W and b as stored: absent biases are zeros, a tied W_U a copy)"
     pairs: list[tuple[str, Any]] = [("architecture", str(ctx.arch)), ("stored scalars", stored)]
     pairs += [(k, _card_value(cfg[k])) for k in _CONFIG_KEYS if cfg.get(k) is not None]
     if w.tokenizer is not None:
         pairs.append(("tokenizer", getattr(w.tokenizer, "name", repr(w.tokenizer))))
     out.append('<div class="grid"><div><h3>Architecture</h3>' + kv_table(pairs) + "</div><div>")
-    rest = [(k, _card_value(v)) for k, v in card.items() if k not in _CARD_SKIP]
-    if rest:
-        out.append("<h3>Training</h3>" + kv_table(rest))
-    else:
+    rest = [(k, v) for k, v in card.items() if k not in _CARD_SKIP]
+    short = [(k, _card_value(v)) for k, v in rest if not isinstance(v, (dict, list, tuple))]
+    long = [(k, _card_value(v)) for k, v in rest if isinstance(v, (dict, list, tuple))]
+    if short:
+        out.append("<h3>Training</h3>" + kv_table(short))
+    elif not long:
         out.append(note("no model card: these weights are not a bundled model"))
+    if long:
+        out.append(_folded(f"the full training record ({', '.join(k for k, _ in long)})", kv_table(long)))
     out.append("</div></div>")
-    return "".join(out)
+    return lede + _folded(f"{ctx.arch}; {num(w.n_params())} stored scalars: configuration and training",
+                          "".join(out))
 
 
 # 2. derivation ---------------------------------------------------------------------------------
 def _mathml(expansion) -> str:
-    """An expansion's derivation as MathML markup to inline (any XML prolog dropped)."""
+    """An expansion's derivation as MathML markup to inline (any XML prolog dropped), its
+    equations aligned on "=" and the notation in its prose drawn as math."""
     markup = expansion.to_mathml()
     if markup.startswith("<?xml"):
         markup = markup[markup.index("?>") + 2:].lstrip()
-    return markup
+    return _prose_math(_align_equations(markup))
+
+
+_TAG = re.compile(r"<(/?)([a-z]+)[^>]*?(/?)>")
+
+
+def _element_end(markup: str, start: int) -> int:
+    """Index just past the element that opens at ``start`` (balanced tags)."""
+    depth = 0
+    for m in _TAG.finditer(markup, start):
+        if m.group(3):
+            pass
+        elif m.group(1):
+            depth -= 1
+        else:
+            depth += 1
+        if depth == 0:
+            return m.end()
+    raise ValueError("unbalanced markup")
+
+
+def _align_equations(markup: str) -> str:
+    """Each table row ``lhs = rhs`` (or ``name : term``) becomes two cells, ``lhs`` right-aligned
+    and ``= rhs`` left-aligned, so a derivation's equations line up on "=" as with ``align``."""
+    out, i, head = [], 0, "<mtd><mrow>"
+    while (j := markup.find(head, i)) >= 0:
+        lhs_at = j + len(head)
+        try:
+            lhs_end = _element_end(markup, lhs_at)
+        except ValueError:
+            break
+        if not markup.startswith(("<mo>=</mo>", "<mo>:</mo>"), lhs_end):
+            out.append(markup[i:lhs_at])
+            i = lhs_at
+            continue
+        row_end = _element_end(markup, j + len("<mtd>"))          # past the row's </mrow>
+        rhs = markup[lhs_end:row_end - len("</mrow>")]
+        out.append(markup[i:j] + f'<mtd class="lhs">{markup[lhs_at:lhs_end]}</mtd>'
+                   f'<mtd class="rhs"><mrow>{rhs}</mrow>')
+        i = row_end
+    out.append(markup[i:])
+    return "".join(out)
+
+
+# raw notation in prose (A^h, W_OV^h, Π_{l'<l}, b_U): one letter (or Π, Σ) with a sub/superscript
+_NOTATION = re.compile(r"(?<![\w&#])([A-Za-zΠΣ])(?:_(\{[^{}<>]*\}|[A-Za-z0-9]+'?))?(?:\^(\{[^{}<>]*\}|[A-Za-z0-9]+'?))?")
+
+
+def _mi(text: str) -> str:
+    text = text[1:-1] if text.startswith("{") else text
+    return f"<mi>{text}</mi>"
+
+
+def _notation(m: re.Match) -> str:
+    base, sub, sup = m.groups()
+    if sub is None and sup is None:
+        return m.group(0)
+    if sub is not None and sup is not None:
+        inner = f"<msubsup><mi>{base}</mi>{_mi(sub)}{_mi(sup)}</msubsup>"
+    elif sub is not None:
+        inner = f"<msub><mi>{base}</mi>{_mi(sub)}</msub>"
+    else:
+        inner = f"<msup><mi>{base}</mi>{_mi(sup)}</msup>"
+    return f'<math xmlns="http://www.w3.org/1998/Math/MathML">{inner}</math>'
+
+
+def _prose_math(markup: str) -> str:
+    """Raw notation in the text of ``<p>`` and ``<h3>`` (outside ``<math>``) as inline MathML."""
+    def fix(m: re.Match) -> str:
+        return m.group(1) + _NOTATION.sub(_notation, m.group(2)) + m.group(3)
+
+    return re.sub(r"(<(?:p|h[2-4])>)([^<]*)(</(?:p|h[2-4])>)", fix, markup)
 
 
 _LISTED = 20_000   # larger expansions are cut (remainder term) before they are listed or ranked
@@ -214,7 +384,8 @@ def section_derivation(ctx: Context) -> str:
         + (f" Shown to depth {exp.max_depth}; deeper paths are one remainder term."
            if exp.max_depth is not None else "")
         + " MathML, drawn by the browser itself.</p>",
-        f'<div class="math-block" id="derivation-logits">{_mathml(exp)}</div>',
+        _folded(f"the derivation, step by step, and all {exp.n_terms:,} terms",
+                f'<div class="math-block" id="derivation-logits">{_mathml(exp)}</div>'),
     ]
     if arch.n_layers > 1 and arch.heads:
         ic = ctx.induction()
@@ -230,7 +401,8 @@ def section_derivation(ctx: Context) -> str:
             + (f"; shown to depth {scores.max_depth}, deeper pairs as one remainder"
                if scores.max_depth is not None else "")
             + ".</p>"
-            f'<div class="math-block" id="derivation-scores">{_mathml(scores)}</div>'
+            + _folded(f"the derivation of {head}'s scores and all {scores.n_terms:,} terms",
+                      f'<div class="math-block" id="derivation-scores">{_mathml(scores)}</div>')
         )
     return "".join(out)
 
@@ -256,12 +428,9 @@ def section_diagram(ctx: Context) -> str:
 # 4. ranked terms ---------------------------------------------------------------------------------
 def section_terms(ctx: Context) -> str:
     """Data-free ranking of every logit term by the Frobenius norm of its virtual weights."""
-    from ..numeric.evaluate import evaluate
-    from ..symbolic import expand_logits
     from .plots import ranking_bars
 
-    exp = _listable(expand_logits, ctx.arch)
-    ranking = evaluate(exp, ctx.weights, metric="frobenius")
+    ranking = ctx.terms()
     fig = ranking_bars(ranking, k=15, title="Logit terms by the norm of their virtual weights")
     return (
         "<p>Each term's virtual weight matrix (e.g. W<sub>E</sub> W<sub>OV</sub><sup>0,1</sup> "
@@ -318,7 +487,9 @@ def _weight_detectors(ctx: Context) -> str:
     rows = [[f"L{l}H{h}"] + [f"{num(stats[k][l, h], '.3f')} (z {num(z[k][l, h], '.1f')})" for k in stats.kinds]
             for l in range(L) for h in range(H)]
     return ("<h3>From the weights alone</h3>"
-            + table(["head", *stats.kinds], rows, numeric=list(range(1, len(stats.kinds) + 1)))
+            + _folded(f"{len(rows)} heads × {len(stats.kinds)} weight statistics, each with its z against "
+                      "a Gaussian null",
+                      table(["head", *stats.kinds], rows, numeric=list(range(1, len(stats.kinds) + 1))))
             + "".join(note(f"{k}: {stats.descriptions[k]}") for k in stats.kinds if k in stats.descriptions))
 
 
@@ -339,9 +510,29 @@ def section_composition(ctx: Context) -> str:
         + figure(composition_heatmaps(comp), "red line on each colour bar: the null mean",
                  "composition-")
         + "<h3>Strongest pairs</h3>"
-        + ranking_table(comp.ranking(), 10, columns=("name", "kind"), extra=("score", "baseline", "z"),
-                        share=False)
+        + _pairs_table(comp.ranking(), 10, ctx.induction().min_z)
     )
+
+
+def _pairs_table(ranking, k: int, min_z: float) -> str:
+    """Pairs by score − null, the score beside its baseline; those not at least ``min_z`` null
+    standard deviations above it (``induction_circuit``'s rule) marked and greyed."""
+    rows, dim = [], []
+    for i, r in enumerate(ranking.top(k), 1):
+        z = float(r["z"])
+        verdict = ("above baseline" if z >= min_z else
+                   "below baseline" if r["score"] <= r["baseline"] else f"within noise (z < {min_z:g})")
+        rows.append([i, r.name, r.kind, num(r["score"], ".3f"), num(r["baseline"], ".3f"), num(z, ".1f"),
+                     verdict])
+        if z < min_z:
+            dim.append(i - 1)
+    found = sum(1 for r in ranking if float(r["z"]) >= min_z)
+    out = table(["#", "pair", "kind", "score", "baseline", "z", "vs baseline"], rows,
+                numeric=[0, 3, 4, 5], dim=dim)
+    out += note(f"{found} of {len(ranking)} pairs above the random baseline (z ≥ {min_z:g})"
+                if found else f"none found: no pair of the {len(ranking)} is above the random baseline "
+                              f"(z ≥ {min_z:g})")
+    return out + "".join(note(n) for n in ranking.notes)
 
 
 # 7. eigenvalues ----------------------------------------------------------------------------------
@@ -391,19 +582,11 @@ def section_eigenvalues(ctx: Context) -> str:
 # 8. attribution ----------------------------------------------------------------------------------
 def section_attribution(ctx: Context) -> str:
     """Exact per-path attribution of the model's prediction after the sample text."""
-    from ..numeric.attribute import attribute
     from .plots import attention_patterns
 
     w = ctx.weights
-    res = attribute(w, ctx.tokens[None])
-    heads, who = None, "each head"
-    ic = ctx.induction()
-    if len(ctx.arch.heads) > 4 and ic.found:  # many heads: the pair only
-        heads = list(ic.pair)
-        who = f"the previous-token head {heads[0]} and the induction head {heads[1]}"
-    elif len(ctx.arch.heads) > 16:
-        heads = list(ctx.arch.heads_in_layer(ctx.arch.n_layers - 1))[:4]
-        who = ", ".join(heads)
+    res = ctx.attribution()
+    heads, who = _shown_heads(ctx)
     shown = ctx.text if ctx.text is not None else " ".join(ctx.labels)
     paths = (ranking_table(res.ranking("path"), TOP) if res.paths is not None else _top_k(ctx))
     return "".join([
@@ -423,6 +606,18 @@ def section_attribution(ctx: Context) -> str:
         _attribution_diagram(ctx, res),
         _why_attend(ctx),
     ])
+
+
+def _shown_heads(ctx: Context) -> tuple[list[str] | None, str]:
+    """The heads whose patterns are drawn (None: every head) and how to name them."""
+    ic = ctx.induction()
+    if len(ctx.arch.heads) > 4 and ic.found:  # many heads: the pair only
+        prev, ind = ic.pair
+        return [prev, ind], f"the previous-token head {prev} and the induction head {ind}"
+    if len(ctx.arch.heads) > 16:
+        heads = list(ctx.arch.heads_in_layer(ctx.arch.n_layers - 1))[:4]
+        return heads, ", ".join(heads)
+    return None, "each head"
 
 
 def _attribution_diagram(ctx: Context, res) -> str:
@@ -463,7 +658,8 @@ def _why_attend(ctx: Context) -> str:
 
     by = "path" if math.isqrt(ctx.arch.n_score_pairs(head)) <= MAX_SIDE_PATHS else "writer"
     sa = attribute_scores(ctx.weights, ctx.tokens[None], head, q, k, by=by)
-    rows = [[r.name, r.kind, num(r["value"]), num(r.value)] for r in sa.top(TOP)]
+    top = sorted(sa.top(TOP), key=lambda r: r.value, reverse=True)   # by effect, largest first
+    rows = [[r.name, r.kind, num(r.value, ".3f"), num(r["score_term"], ".3f")] for r in top]
     kinds = ", ".join(f"{kind} {v:+.3g}" for kind, v in sa.by_kind().items())
     return (
         f"<h3>Why {escape(head)} attends where it does</h3>"
@@ -474,9 +670,41 @@ def _why_attend(ctx: Context) -> str:
            "into (query writer × key writer) terms — each side split by the last head, MLP or source "
            "that wrote into the stream, since the paths are too many to list")
         + f" (residual error {sa.residual_error():.1e}); by kind: "
-        f"{escape(kinds)}. The largest terms that can move the softmax:</p>"
-        + table(["term", "kind", "score term", "effect"], rows, numeric=[2, 3])
+        f"{escape(kinds)}. The {len(rows)} terms that move the softmax most, by their effect:</p>"
+        + table(["term", "kind", "effect", "score term"], rows, numeric=[2, 3])
     )
+
+
+# 8b. interactive views ---------------------------------------------------------------------------
+def section_interactive(ctx: Context) -> str:
+    """Attention per head (hover), the prompt coloured by a path, the clickable path graph."""
+    from ..names import parse_node
+    from .interactive import attention_view, circuitsvis_bundle, path_graph_view, prompt_view
+
+    res = ctx.attribution()
+    heads, who = _shown_heads(ctx)
+    att = attention_view(ctx.weights, ctx.tokens[None], heads=heads)
+    out = ["<h3>Attention patterns</h3>", note(f"{who} on the sample"), att.html]
+    ctx.views.append(att)
+    if circuitsvis_bundle() is not None and res.paths is not None:   # else att says what is missing
+        ranked = res.ranking("path")
+        paths = [r.path for r in ranked.top(len(ranked)) if parse_node(r.path[0]).kind == "source"][:8]
+        if paths:
+            pv = prompt_view(ctx.weights, ctx.tokens[None], paths=paths)
+            out += ["<h3>The prompt, coloured by a path</h3>",
+                    note("what each token adds to the prediction as the source of the chosen path; "
+                         "each path's colours sum to its contribution in Top paths"), pv.html]
+            ctx.views.append(pv)
+    if res.paths is not None:
+        pg = path_graph_view(res, k=10)
+        out += ["<h3>The top paths, clickable</h3>",
+                note(f"the 10 largest paths of the {res.target_label}: click a path or its row to light "
+                     "it up and read its contribution; click a head for the sum over every path "
+                     "through it"), pg.html]
+        ctx.views.append(pg)
+    else:
+        out.append(note("no path graph: this model has too many paths to list (see Top paths)"))
+    return "".join(out)
 
 
 # 9. order importance -----------------------------------------------------------------------------
@@ -506,6 +734,7 @@ def section_order(ctx: Context) -> str:
 
 
 SECTIONS: tuple[tuple[str, str, Callable[[Context], str]], ...] = (
+    ("summary", "Summary", section_summary),
     ("card", "Model card", section_card),
     ("derivation", "Derivation", section_derivation),
     ("diagram", "Circuit diagram", section_diagram),
@@ -514,6 +743,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[Context], str]], ...] = (
     ("composition", "Composition scores", section_composition),
     ("eigenvalues", "OV eigenvalues and copying", section_eigenvalues),
     ("attribution", "Attribution of a sample text", section_attribution),
+    ("interactive", "Interactive views", section_interactive),
     ("order", "Term importance by order", section_order),
 )
 """``(id, title, builder)`` of every section, in page order."""

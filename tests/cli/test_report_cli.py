@@ -129,3 +129,33 @@ def test_a_deep_model_lists_a_depth_limited_expansion():
     scores = _listable(expand_scores, arch, "L18H6")
     assert scores.max_depth == 0 and expand_scores(arch, "L18H6", max_depth=1).n_terms > 20_000
     assert _listable(expand_logits, pe.Architecture(2, 4)).max_depth is None
+
+
+def test_interactive_views_carry_the_circuitsvis_bundle_once(model_file, tmp_path, capsys):
+    from pathexpand.render.interactive import circuitsvis_bundle
+
+    bundle = circuitsvis_bundle()
+    if bundle is None:
+        pytest.skip("circuitsvis is not installed (pip install -e '.[views]')")
+    out = tmp_path / "v.html"
+    rc, stdout, stderr = _run(capsys, "report", str(model_file), "-o", str(out), "--sections",
+                              "summary,interactive", "--text", "ab ab ab")
+    page = out.read_text(encoding="utf-8")
+    assert rc == 0, stderr
+    assert page.count(bundle) == 1 and page.count('data-cv="') == 2 and 'class="pg view"' in page
+    assert 'class="view at"' in page
+    assert stdout.count("\n") == 1 and "without CircuitsVis" not in stdout
+
+
+def test_without_circuitsvis_the_report_still_builds_and_says_why(model_file, tmp_path, capsys, monkeypatch):
+    from pathexpand.render import interactive
+
+    monkeypatch.setattr(interactive, "circuitsvis_bundle", lambda: None)
+    out = tmp_path / "v.html"
+    rc, stdout, stderr = _run(capsys, "report", str(model_file), "-o", str(out), "--sections",
+                              "interactive", "--text", "ab ab ab")
+    page = out.read_text(encoding="utf-8")
+    assert rc == 0, stderr
+    assert "var CircuitsVis" not in page and "pip install" in page and 'class="pg view"' in page
+    assert 'class="view at"' in page   # the token view is ours: it needs no CircuitsVis
+    assert stdout.count("\n") == 1 and stdout.rstrip().endswith("without CircuitsVis: no attention heatmaps or prompt colours)")

@@ -17,8 +17,8 @@ from pathexpand.numeric.detect import copying_scores, detect_heads
 from pathexpand.render import html as report_html
 from pathexpand.render import report_sections
 
-SECTION_IDS = ["card", "derivation", "diagram", "terms", "heads", "composition", "eigenvalues",
-               "attribution", "order"]
+SECTION_IDS = ["summary", "card", "derivation", "diagram", "terms", "heads", "composition", "eigenvalues",
+               "attribution", "interactive", "order"]
 EVIL = '<script>alert("x")</script> & "quotes"'
 
 
@@ -103,8 +103,13 @@ def test_page_is_balanced_and_has_every_section_in_order(page, doc):
     assert 'class="unavailable"' not in page  # every section applies to a 2-layer model
 
 
+def _no_scripts(page: str) -> str:
+    return re.sub(r"<script[^>]*>.*?</script>", "", page, flags=re.DOTALL)
+
+
 def test_page_is_self_contained(page, doc):
-    assert doc.all("script") == [] and doc.all("link") == [] and doc.all("iframe") == []
+    assert doc.all("link") == [] and doc.all("iframe") == []
+    assert all("src" not in a for a in doc.all("script"))  # every script inline
     for tag, attrs in doc.tags:
         for key in ("src", "href", "xlink:href", "action", "data"):
             value = attrs.get(key)
@@ -112,15 +117,23 @@ def test_page_is_self_contained(page, doc):
                 assert value.startswith("#") or value.startswith("data:"), (tag, key, value)
     styles = "".join(re.findall(r"<style>(.*?)</style>", page, flags=re.S))
     assert "@import" not in styles and "@font-face" not in styles
-    assert re.findall(r"url\((?!#)", page) == []  # only in-page references (clip paths)
+    assert re.findall(r"url\((?!#)", _no_scripts(page)) == []  # only in-page references (clip paths)
     (csp,) = [a for a in doc.all("meta") if a.get("http-equiv") == "Content-Security-Policy"]
-    assert csp["content"].startswith("default-src 'none'")
+    assert csp["content"] == "default-src 'none'; style-src 'unsafe-inline'; img-src data:; script-src 'unsafe-inline'"
+
+
+def test_page_without_views_has_no_script_and_the_strict_policy(w2):
+    page = report_html.report(w2, sections=["card", "terms"])
+    doc = _Doc(page)
+    assert doc.all("script") == []
+    (csp,) = [a for a in doc.all("meta") if a.get("http-equiv") == "Content-Security-Policy"]
+    assert csp["content"] == report_html.CSP and "script-src" not in csp["content"]
 
 
 def test_ids_are_unique_across_all_inline_svgs(page, doc):
     ids = [a["id"] for _, a in doc.tags if "id" in a]
     assert len(ids) == len(set(ids))
-    refs = set(re.findall(r'(?:href="|url\()#([^")]+)', page))
+    refs = set(re.findall(r'(?:href="|url\()#([^")]+)', _no_scripts(page)))
     assert refs <= set(ids)  # every in-page reference resolves
 
 
@@ -140,6 +153,7 @@ def test_mathml_and_svgs_are_inline(page, doc):
             counts[current] = counts.get(current, 0) + 1
     assert {"diagram", "terms", "heads", "composition", "eigenvalues", "order"} <= set(counts)
     assert counts["attribution"] == 2  # attention patterns and the top paths as a circuit
+    assert counts["interactive"] == 1  # the clickable path graph
 
 
 # content ------------------------------------------------------------------------------------------
@@ -154,6 +168,18 @@ def test_card_values_are_shown(page, doc):
     text = " ".join(doc.text)
     for value in ("1,234", "2.5", "stdlib", "python -m train --model tiny", "2-layer transformer"):
         assert value in text
+    card = page[page.index('<section id="card">'): page.index('<section id="derivation">')]
+    assert card.count("<details>") == 2  # the card, and inside it the nested training record
+
+
+def test_card_numbers_are_rounded(w2):
+    card = {"name": "r", "loss": 1.234567890123, "history": [{"step": 50, "loss": 5.120812345678}],
+            "top_heads": {"induction": ["L1H0", 0.8085557427257299]}}
+    w = _weights(card=card)
+    page = report_html.report(w, sections=["card"])
+    text = " ".join(_Doc(page).text)
+    assert "1.235" in text and '"loss": 5.121' in text and "0.8086" in text
+    assert re.findall(r"\d\.\d{6,}", text) == []  # no 16-digit floats anywhere in the card
 
 
 def _table_after(page: str, marker: str) -> list[list[str]]:
@@ -302,3 +328,255 @@ def test_diagram_repr_svg_is_svg():
     assert out.lstrip().startswith(("<?xml", "<svg")) and "</svg>" in out
     bundle = dig._repr_mimebundle_()
     assert "image/svg+xml" in bundle
+
+
+# summary first, marked baselines, sorted tables, aligned math ------------------------------------
+def _section(page: str, key: str) -> str:
+    start = page.index(f'<section id="{key}">')
+    return page[start: page.index("</section>", start)]
+
+
+def test_summary_is_first_and_names_what_the_api_finds(page, w2):
+    assert page.index('<section id="summary">') < page.index('<section id="card">')
+    summary = _section(page, "summary")
+    ic = pe.induction_circuit(w2)
+    if ic.found:
+        assert "Induction circuit found" in summary and ic.induction_head in summary
+    else:
+        assert "Induction circuit: none found" in summary
+    # the top paths are pe.attribute's on the sample, the terms evaluate's by ‖W‖_F
+    res = pe.attribute(w2, "f(x): x < y && 'z'\nf(x): x")
+    rows = _table_after(summary, "<h3>Top paths")
+    assert [r[1] for r in rows] == [r.name for r in res.ranking("path").top(5)]
+    assert [float(r[2]) for r in rows] == pytest.approx([r.value for r in res.ranking("path").top(5)],
+                                                         rel=1e-3)
+    assert "<details>" not in summary  # one screen, nothing folded
+
+
+def test_summary_says_none_found_when_no_head_clears_the_bar(w2, monkeypatch):
+    """A detected-head statistic whose best head scores below induction_circuit's min_score is
+    reported as none found, not as a head."""
+    from pathexpand.render.report_sections import _heads_summary
+
+    ctx = report_sections.Context(w2, *report_sections.sample_tokens(w2, "ab ab ab"),
+                                  pe.Architecture.from_weights(w2))
+    scores = ctx.detected()
+    floor = ctx.induction().min_score
+    out = _heads_summary(ctx)
+    for kind in scores.kinds:
+        best = scores.top(1, kind=kind)[0]
+        label = kind.replace("_", "-")
+        assert (f"{label}: none found" in out) == (best.value < floor)
+
+
+def test_strongest_pairs_mark_those_not_above_the_baseline(page, w2):
+    comp = pe.composition_scores(w2, "all", baseline="random")
+    section = _section(page, "composition")
+    body = section[section.index("<h3>Strongest pairs</h3>"):]
+    rows = re.findall(r"<tr([^>]*)>(.*?)</tr>", body[body.index("<tbody>"):])
+    assert len(rows) == 10
+    min_z = pe.induction_circuit(w2).min_z
+    by_name = {r.name: r for r in comp.ranking()}
+    for attrs, cells in rows:
+        tds = re.findall(r"<td[^>]*>(.*?)</td>", cells)
+        r, verdict = by_name[tds[1]], tds[-1]
+        z = float(r["z"])
+        assert float(tds[3]) == pytest.approx(r["score"], abs=5e-4)     # score beside its baseline
+        assert float(tds[4]) == pytest.approx(r["baseline"], abs=5e-4)
+        assert (verdict == "above baseline") == (z >= min_z)
+        assert ("class=dim" in attrs) == (z < min_z)
+        if r["score"] <= r["baseline"]:
+            assert verdict == "below baseline"
+    above = sum(float(r["z"]) >= min_z for r in comp.ranking())
+    assert (f"{above} of {len(comp.ranking())} pairs above" in body) or (above == 0 and "none found" in body)
+
+
+@pytest.fixture(scope="module")
+def real_page():
+    """The bundled attn-only-2l, whose induction circuit the report must find (a few sections)."""
+    return report_html.report("attn-only-2l", sections=["summary", "composition", "attribution"])
+
+
+def test_real_model_summary_pairs_and_why_table(real_page):
+    ic = pe.induction_circuit("attn-only-2l")
+    assert ic.found and ic.pair == ("L0H1", "L1H2")
+    summary = _section(real_page, "summary")
+    assert ("Induction circuit found: the previous-token head <b>L0H1</b> writes into the key of the "
+            "induction head <b>L1H2</b>") in re.sub(r"</?b>(?=Induction|:)", "", summary)
+    # the real K-composition pair is first and the only rows above the baseline are marked so
+    pairs = _table_after(_section(real_page, "composition"), "<h3>Strongest pairs</h3>")
+    assert pairs[0][1:3] == ["L0H1 → L1H2.k", "k_composition"] and pairs[0][-1] == "above baseline"
+    assert all(r[-1] != "above baseline" or float(r[5]) >= ic.min_z for r in pairs)
+    # "Why L1H2 attends" sorted by the value it shows (effect), largest first
+    rows = _table_after(real_page, "<h3>Why L1H2 attends")
+    effects = [float(r[2]) for r in rows]
+    assert len(rows) == 12 and effects == sorted(effects, reverse=True)
+
+
+def test_derivation_is_folded_aligned_and_its_prose_is_math(page):
+    section = _section(page, "derivation")
+    assert section.count("<details>") == 2
+    assert '<mtd class="lhs">' in section and '<mtd class="rhs">' in section
+    prose = re.sub(r"<math.*?</math>", "", section, flags=re.DOTALL)
+    assert "A^h" not in prose and "W_OV^h" not in prose and "Π_{" not in prose
+
+
+def test_align_equations_splits_rows_on_equals():
+    from pathexpand.render.report_sections import _align_equations
+
+    row = "<mtable><mtr><mtd><mrow><msub><mi>x</mi><mn>0</mn></msub><mo>=</mo><mi>t</mi></mrow></mtd></mtr>"
+    assert _align_equations(row) == (
+        '<mtable><mtr><mtd class="lhs"><msub><mi>x</mi><mn>0</mn></msub></mtd>'
+        '<mtd class="rhs"><mrow><mo>=</mo><mi>t</mi></mrow></mtd></mtr>')
+    plain = "<mtable><mtr><mtd><mrow><mi>a</mi><mo>+</mo><mi>b</mi></mrow></mtd></mtr>"
+    assert _align_equations(plain) == plain
+
+
+def test_prose_math_draws_raw_notation():
+    from pathexpand.render.report_sections import _prose_math
+
+    out = _prose_math("<p>adds A^h W_OV^h, Π_{l'&lt;l} and b_U; x = y</p>")
+    m = '<math xmlns="http://www.w3.org/1998/Math/MathML">'
+    assert out == (f"<p>adds {m}<msup><mi>A</mi><mi>h</mi></msup></math> "
+                   f"{m}<msubsup><mi>W</mi><mi>OV</mi><mi>h</mi></msubsup></math>, "
+                   f"{m}<msub><mi>Π</mi><mi>l'&lt;l</mi></msub></math> and "
+                   f"{m}<msub><mi>b</mi><mi>U</mi></msub></math>; x = y</p>")
+    assert _prose_math("<math><mi>A^h</mi></math>") == "<math><mi>A^h</mi></math>"  # only p/h text
+
+
+# interactive views ------------------------------------------------------------------------------
+def _has_circuitsvis() -> bool:
+    from pathexpand.render.interactive import circuitsvis_bundle
+
+    return circuitsvis_bundle() is not None
+
+
+needs_circuitsvis = pytest.mark.skipif(not _has_circuitsvis(),
+                                       reason="circuitsvis is not installed (pip install -e '.[views]')")
+
+
+def _props(view_html: str, component: str) -> dict:
+    """A CircuitsVis view's props as the page's render call builds them: shared data, then its own."""
+    import html as _html
+    import json
+
+    m = re.search(rf'data-cv="{component}"( data-src="([^"]*)")? data-props="([^"]*)"', view_html)
+    props = {}
+    if m.group(2):
+        shared = re.search(rf'<script type="application/json" id="{m.group(2)}">(.*?)</script>', view_html)
+        props.update(json.loads(shared.group(1)))
+    props.update(json.loads(_html.unescape(m.group(3))))
+    return props
+
+
+@needs_circuitsvis
+def test_circuitsvis_bundle_is_inlined_once(page):
+    from pathexpand.render.interactive import circuitsvis_bundle
+
+    bundle = circuitsvis_bundle()
+    assert bundle is not None and len(bundle) > 1_000_000
+    assert page.count(bundle) == 1 and page.count("var CircuitsVis=") == 1
+    assert page.count("CircuitsVis.render(") == 1          # one render call for every view
+    section = _section(page, "interactive")
+    assert re.findall(r'data-cv="(\w+)"', section) == ["AttentionHeads", "ColoredTokensMulti"]
+    assert 'class="view at"' in section and 'class="pg view"' in section   # our own two views
+    assert page.index(bundle) > page.index('<section id="order">')  # after every view
+
+
+def test_report_builds_without_circuitsvis(w2, monkeypatch):
+    from pathexpand.render import interactive
+
+    monkeypatch.setattr(interactive, "circuitsvis_bundle", lambda: None)
+    page = report_html.report(w2, text="ab ab ab", sections=["interactive"])
+    section = _section(page, "interactive")
+    assert 'class="unavailable"' in section and "pip install" in section and "CircuitsVis" in section
+    assert "var CircuitsVis" not in page and "data-cv=" not in page
+    # our own views still work: the tokens to hover and the path graph, with their two scripts
+    assert 'class="view at"' in section and 'class="pg view"' in section and page.count("<script>") == 2
+
+
+@needs_circuitsvis
+def test_attention_view_is_the_softmax_of_the_scores(w2):
+    """Layer 0's patterns, recomputed by hand: softmax of (x W_Q + b_Q)(x W_K + b_K)ᵀ/√d_head, causal."""
+    from pathexpand.render.interactive import attention_view
+
+    ids = np.array([104, 105, 32, 104, 105, 32, 33])
+    view = attention_view(w2, ids[None], heads=["L0H1", "L1H0"])
+    props = _props(view.html, "AttentionHeads")
+    assert props["attentionHeadNames"] == ["L0H1", "L1H0"] and props["tokens"] == ["h", "i", "␣", "h", "i", "␣", "!"]
+    sd = {k: np.asarray(w2[k], dtype=np.float64) for k in ("W_E", "W_pos", "blocks.0.attn.W_Q", "blocks.0.attn.W_K",
+                                                             "blocks.0.attn.b_Q", "blocks.0.attn.b_K")}
+    x = sd["W_E"][ids] + sd["W_pos"][: len(ids)]
+    q = x @ sd["blocks.0.attn.W_Q"][1] + sd["blocks.0.attn.b_Q"][1]
+    k = x @ sd["blocks.0.attn.W_K"][1] + sd["blocks.0.attn.b_K"][1]
+    s = q @ k.T / np.sqrt(q.shape[1]) + np.triu(np.full((len(ids),) * 2, -np.inf), 1)
+    a = np.exp(s - s.max(1, keepdims=True))
+    a /= a.sum(1, keepdims=True)
+    assert np.asarray(props["attention"][0]) == pytest.approx(a, abs=6e-4)   # 3 decimals
+    assert view.html.count('"attention":') == 1            # the patterns are written once for both parts
+    assert view.html.count('class="at-tok"') == len(ids) and len(re.findall(r'class="at-head(?: on)?"', view.html)) == 2
+    assert view._repr_html_().count("var CircuitsVis=") == 1  # a notebook gets the same view
+
+
+@needs_circuitsvis
+def test_prompt_view_splits_each_path_by_source_token(w2):
+    """Per source token the contributions sum to the path's value in pe.attribute (a second route:
+    attribute evaluates each path once, the view once per masked source position)."""
+    from pathexpand.render.interactive import prompt_view, source_position_contributions
+
+    text = "ab ab ab"
+    res = pe.attribute(w2, text)
+    rows = [r for r in res.ranking("path") if r.path[0] == "embed"][:4]
+    values, label = source_position_contributions(w2, text, [r.path for r in rows])
+    assert values.shape == (len(text), 4) and label == res.target_label
+    assert values.sum(0) == pytest.approx([r.value for r in rows], rel=1e-4, abs=1e-5)
+    direct = [i for i, r in enumerate(rows) if r.path == ("embed",)]
+    for i in direct:                          # the direct path reads only the last token
+        assert np.count_nonzero(values[:-1, i]) == 0
+    view = prompt_view(w2, text)
+    props = _props(view.html, "ColoredTokensMulti")
+    ranked = res.ranking("path")
+    largest = [r.name for r in ranked.top(len(ranked)) if r.path[0] in ("embed", "pos")][:8]
+    assert props["labels"] == largest                    # the largest paths first
+    assert np.asarray(props["values"]).shape == (len(text), len(largest))
+    assert props["tokens"] == list(text.replace(" ", "␣"))
+
+
+def test_path_graph_view_data_is_the_attribution(w2):
+    import html as _html
+    import json
+
+    from pathexpand.render.interactive import path_graph_view
+
+    res = pe.attribute(w2, "ab ab ab")
+    view = path_graph_view(res, k=6)
+    data = json.loads(_html.unescape(re.search(r'data-pg="([^"]*)"', view.html).group(1)))
+    top = res.ranking("path").top(6)
+    assert [p["name"] for p in data["paths"]] == [r.name for r in top]
+    assert [p["value"] for p in data["paths"]] == pytest.approx([r.value for r in top], abs=1e-5)
+    for name, node in data["nodes"].items():
+        if name.startswith("L") and "." not in name:   # a head: its exact node value is shown
+            assert f"{float(res.node(name).mean()):+.3g}" in node["text"]
+            assert node["paths"] == [i for i, r in enumerate(top) if name in r.path]
+    assert view.html.count('class="pg-edge"') == 6 and _Doc(view.html).errors == []
+    assert view._repr_html_().count("<script>") == 1 and "CircuitsVis" not in view._repr_html_()
+
+
+def test_views_reachable_from_pe_render():
+    from pathexpand.render import interactive
+
+    assert pe.render.attention_view is interactive.attention_view
+    assert pe.render.prompt_view is interactive.prompt_view
+    assert pe.render.path_graph_view is interactive.path_graph_view
+
+
+def test_view_json_is_compact_and_cannot_close_its_script():
+    from pathexpand.render.interactive import _cv, _json
+
+    assert _json({"a": [0.0, 0.12345, 1.0, -0.0004, 2.5], "n": 3}) == '{"a":[0,0.123,1,0,2.5],"n":3}'
+    if not _has_circuitsvis():
+        pytest.skip("circuitsvis is not installed")
+    view = _cv([("ColoredTokens", {"values": [1.0]}, "c")], "t", "test", shared={"tokens": ["</script>"]})
+    doc = _Doc(view.html)
+    assert doc.errors == [] and [a["type"] for a in doc.all("script")] == ["application/json"]
+    assert _props(view.html, "ColoredTokens") == {"tokens": ["</script>"], "values": [1]}
