@@ -80,7 +80,7 @@ def models(
             str(c.get("d_mlp") or "-"),
             str(c.get("positional") or "none"),
             f"{r['n_params']:,}",
-            f"{r['file_bytes'] / 1024:.0f} kB",
+            f"{r['file_bytes'] / 1024:.0f} KiB",
             "-" if loss is None else f"{loss:.3f}",
             _detected(card),
         ])

@@ -57,4 +57,4 @@ def report(
     size = len(page.encode("utf-8"))
     missing = ("; without CircuitsVis: no attention heatmaps or prompt colours"
                if html.escape(CIRCUITSVIS_MISSING) in page else "")
-    typer.echo(f"wrote {path} ({size / 1024:.0f} kB, model {weights.name or model or DEFAULT_MODEL}{missing})")
+    typer.echo(f"wrote {path} ({size / 1024:.0f} KiB, model {weights.name or model or DEFAULT_MODEL}{missing})")

@@ -59,7 +59,7 @@ def test_table_shows_shapes_loss_and_heads(tiny_dir, monkeypatch, capsys):
     cells = [c.strip() for c in line.split("│")[1:-1]]
     assert cells[:6] == ["tiny-2l", "2", "2", "16", "24", "standard"]
     assert cells[8] == f"{card['final_loss']:.3f}"
-    assert cells[7].endswith("kB")
+    assert cells[7].endswith("KiB")
 
 
 def test_empty_bundled_dir(tmp_path, monkeypatch, capsys):
