@@ -9,6 +9,7 @@ adding up to the printed logit) and otherwise against facts of the bundled model
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 import subprocess
@@ -195,9 +196,9 @@ def test_07_modern_blocks(tmp_path):
 def test_08_residual_and_composition_against_dense_numpy():
     out = run_example("08_residual_and_composition.py")
     w = pe.load("attn-only-2l")
-    f = lambda name: np.asarray(w[name], np.float64)  # noqa: E731
+    f = lambda name: np.asarray(w[name], np.float64)
     W = {k: [f(f"blocks.{l}.attn.{k}") for l in range(2)] for k in ("W_Q", "W_K", "W_V", "W_O")}
-    C = lambda a, b: np.linalg.norm(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b))  # noqa: E731
+    C = lambda a, b: np.linalg.norm(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b))
 
     # virtual weights: the printed top three are the three largest of all 48, recomputed densely
     printed = re.findall(r"^  (L0H(\d) → L1H(\d)\.([qkv]))\s+([\d.]+)$", out, re.MULTILINE)
@@ -211,7 +212,7 @@ def test_08_residual_and_composition_against_dense_numpy():
     assert float(errors[1]) < 1e-10 and float(errors[2]) < 1e-10
 
     # composition scores: each kind's top pair against the formula evaluated densely
-    OV = lambda l, h: W["W_V"][l][h] @ W["W_O"][l][h]  # noqa: E731
+    OV = lambda l, h: W["W_V"][l][h] @ W["W_O"][l][h]
     R = {"q": lambda h: W["W_Q"][1][h] @ W["W_K"][1][h].T, "k": lambda h: W["W_K"][1][h] @ W["W_Q"][1][h].T,
          "v": lambda h: OV(1, h)}
     tops = re.findall(r"^([qkv])_composition: top L0H(\d) → L1H(\d)\.[qkv] ([\d.]+) \(null ([\d.]+)", out, re.MULTILINE)
@@ -238,14 +239,14 @@ def test_08_residual_and_composition_against_dense_numpy():
 
     # skip-trigram: the head adds OV row 'n' at both destinations, recomputed from the forward pass
     w1 = pe.load("attn-only-1l")
-    g = lambda name: np.asarray(w1[name], np.float64)  # noqa: E731
+    g = lambda name: np.asarray(w1[name], np.float64)
     ov = g("W_E") @ g("blocks.0.attn.W_V")[0] @ g("blocks.0.attn.W_O")[0] @ g("W_U")
     m = re.search(r"adds ([+-][\d.]+) to logit\('m'\) and ([+-][\d.]+) to logit\('a'\)", out)
     np.testing.assert_allclose([float(m[1]), float(m[2])], [ov[ord("n"), ord("m")], ov[ord("n"), ord("a")]], atol=6e-3)
     pushes = re.findall(r"^  ('.+')\s+\(text says '(\w)'\): L0H0 → logit\('m'\) − logit\('a'\) ([+-][\d.]+)", out, re.MULTILINE)
     assert [p[1] for p in pushes] == ["m", "a"]
     for prompt, _, value in pushes:
-        ids = np.asarray(w1.tokenizer.encode(eval(prompt)))
+        ids = np.asarray(w1.tokenizer.encode(ast.literal_eval(prompt)))
         _, cache = pe.run_with_cache(w1, ids)
         A = np.asarray(cache.patterns[0, 0, 0, -1], np.float64)
         v = g("W_E")[ids] @ g("blocks.0.attn.W_V")[0] @ g("blocks.0.attn.W_O")[0] @ g("W_U")   # b_V is its own path
