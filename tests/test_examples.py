@@ -9,6 +9,7 @@ adding up to the printed logit) and otherwise against facts of the bundled model
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 import subprocess
@@ -190,3 +191,65 @@ def test_07_modern_blocks(tmp_path):
     m = re.search(r"= ([\d.-]+); residual error ([\d.e+-]+)", out)
     assert float(m[2]) < 1e-5
     assert (tmp_path / "modern_circuit.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+
+
+def test_08_residual_and_composition_against_dense_numpy():
+    out = run_example("08_residual_and_composition.py")
+    w = pe.load("attn-only-2l")
+    f = lambda name: np.asarray(w[name], np.float64)
+    W = {k: [f(f"blocks.{l}.attn.{k}") for l in range(2)] for k in ("W_Q", "W_K", "W_V", "W_O")}
+    C = lambda a, b: np.linalg.norm(a @ b) / (np.linalg.norm(a) * np.linalg.norm(b))
+
+    # virtual weights: the printed top three are the three largest of all 48, recomputed densely
+    printed = re.findall(r"^  (L0H(\d) → L1H(\d)\.([qkv]))\s+([\d.]+)$", out, re.MULTILINE)
+    every = sorted((C(W["W_O"][0][h1], W[f"W_{i}"][1][h2]), f"L0H{h1} → L1H{h2}.{i.lower()}")
+                   for h1 in range(4) for h2 in range(4) for i in "QKV")[::-1]
+    assert [p[0] for p in printed] == [name for _, name in every[:3]]
+    np.testing.assert_allclose([float(p[4]) for p in printed], [v for v, _ in every[:3]], atol=6e-5)
+    assert printed[0][0] == "L0H1 → L1H2.k"                       # the previous-token → induction key
+
+    errors = re.search(r"max \|concat − Σ_h\| ([\d.e+-]+), max \|Σ_h − stream increment\| ([\d.e+-]+)", out)
+    assert float(errors[1]) < 1e-10 and float(errors[2]) < 1e-10
+
+    # composition scores: each kind's top pair against the formula evaluated densely
+    OV = lambda l, h: W["W_V"][l][h] @ W["W_O"][l][h]
+    R = {"q": lambda h: W["W_Q"][1][h] @ W["W_K"][1][h].T, "k": lambda h: W["W_K"][1][h] @ W["W_Q"][1][h].T,
+         "v": lambda h: OV(1, h)}
+    tops = re.findall(r"^([qkv])_composition: top L0H(\d) → L1H(\d)\.[qkv] ([\d.]+) \(null ([\d.]+)", out, re.MULTILINE)
+    assert len(tops) == 3
+    for kind, h1, h2, score, null in tops:
+        assert math.isclose(float(score), C(OV(0, int(h1)), R[kind](int(h2))), abs_tol=6e-5)
+        assert abs(float(null) - 128 ** -0.5) < 0.002              # E[C²] = 1/d_model: mean just under 1/√d
+    assert ("k", "1", "2") == tops[1][:3]
+
+    # the induction QK term: copying from numpy's eigenvalues of the dense 256×256 product
+    E = f("W_E")
+    for head, copying, pct in re.findall(r"^(L1H\d) q:direct · k:L0H1: copying ([+-][\d.]+), diagonal is the row "
+                                         r"maximum for ([\d.]+)%", out, re.MULTILINE):
+        h2 = int(head[-1])
+        dense = E @ W["W_Q"][1][h2] @ W["W_K"][1][h2].T @ (E @ OV(0, 1)).T
+        lam = np.linalg.eigvals(dense)
+        assert math.isclose(float(copying), lam.real.sum() / np.abs(lam).sum(), abs_tol=2e-3)
+        assert math.isclose(float(pct), 100 * np.mean(dense.argmax(1) == np.arange(256)), abs_tol=0.06)
+    assert float(re.search(r"^L1H2 q:direct · k:L0H1: copying ([+-][\d.]+)", out, re.MULTILINE)[1]) > 0.99
+
+    # pointer arithmetic: a query side pos → L0H → L1H0 for each of 4 heads, against key sides direct or pos
+    assert "standard: 8 Q-composition terms through a moved position" in out
+    assert "shortformer: 0 Q-composition terms through a moved position" in out
+
+    # skip-trigram: the head adds OV row 'n' at both destinations, recomputed from the forward pass
+    w1 = pe.load("attn-only-1l")
+    g = lambda name: np.asarray(w1[name], np.float64)
+    ov = g("W_E") @ g("blocks.0.attn.W_V")[0] @ g("blocks.0.attn.W_O")[0] @ g("W_U")
+    m = re.search(r"adds ([+-][\d.]+) to logit\('m'\) and ([+-][\d.]+) to logit\('a'\)", out)
+    np.testing.assert_allclose([float(m[1]), float(m[2])], [ov[ord("n"), ord("m")], ov[ord("n"), ord("a")]], atol=6e-3)
+    pushes = re.findall(r"^  ('.+')\s+\(text says '(\w)'\): L0H0 → logit\('m'\) − logit\('a'\) ([+-][\d.]+)", out, re.MULTILINE)
+    assert [p[1] for p in pushes] == ["m", "a"]
+    for prompt, _, value in pushes:
+        ids = np.asarray(w1.tokenizer.encode(ast.literal_eval(prompt)))
+        _, cache = pe.run_with_cache(w1, ids)
+        A = np.asarray(cache.patterns[0, 0, 0, -1], np.float64)
+        v = g("W_E")[ids] @ g("blocks.0.attn.W_V")[0] @ g("blocks.0.attn.W_O")[0] @ g("W_U")   # b_V is its own path
+        head = A @ v                                  # [d_vocab]: what path embed → L0H0 adds at the last position
+        assert math.isclose(float(value), head[ord("m")] - head[ord("a")], abs_tol=6e-3)
+        assert float(value) > 1                                       # m over a at both destinations
