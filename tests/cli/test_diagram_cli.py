@@ -149,10 +149,17 @@ def test_top_score_terms(model2, tmp_path, capsys):
     assert rc == 0, err
     text = out.read_text()
     assert "top 2 L1H1's score terms" in text
-    hot = _highlighted(text)
+    # one panel per term (small multiples), its edges named term{i}/{writer}->{reader}
+    assert text.count("subgraph cluster_term") == 2
+    ids = {ln.split('id="')[1].split('"')[0] for ln in text.splitlines() if 'id="term' in ln
+           and "->" in ln}
+    hot = {i.split("/", 1)[1] for i in ids}
     assert hot and all(e.endswith((".q", ".k", ".v")) for e in hot)
     assert {e for e in hot if e.endswith((".q", ".k"))} <= {
         f"{s}->L1H1.{c}" for s in ("embed", "pos", "L0H0", "L0H1", "L0H2") for c in "qk"}
+    for i in (0, 1):   # each panel reaches both the query and the key of L1H1
+        assert {c for e in ids if e.startswith(f"term{i}/") for c in "qk"
+                if e.endswith(f"->L1H1.{c}")} == {"q", "k"}
 
 
 def test_text_draws_the_prompt_s_strongest_paths(bytes_model, tmp_path, capsys):

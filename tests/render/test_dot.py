@@ -67,7 +67,7 @@ def attribution_lr():
         G.edges[e]["weight"] = abs(v)
     G.nodes["L0H0"]["contribution"] = 1.5
     G.nodes["MLP0"]["contribution"] = -0.5
-    return diagram(G, top=2, layout="left-right", title="top paths")
+    return diagram(G, top=2, layout="left-right", title="top paths", max_edges=6)
 
 
 CASES = {"skip_trigram_1l": skip_trigram_1l, "induction_2l": induction_2l,
@@ -138,15 +138,18 @@ def test_diagram_of_a_term_an_expansion_and_weights():
     hot = [ln for ln in _edge_lines(d) if "class=highlight" in ln]
     assert [ln.split('id="')[1].split('"')[0] for ln in hot] == [
         "embed->L0H0.v", "L0H0->L1H0.v", "L1H0->logits"]
-    assert 'label="term L1H0∘L0H0"' in d.source
+    assert '<font point-size="13">term L1H0∘L0H0</font>' in d.source
     whole = diagram(pe.expand_logits(arch, max_depth=1))
     ids = {ln.split('id="')[1].split('"')[0] for ln in _edge_lines(whole) if "highlight" in ln}
     assert ids == {"embed->logits", "embed->L0H0.v", "L0H0->logits", "embed->L1H0.v",
                    "L1H0->logits"}
-    scores = diagram(pe.expand_scores(arch, "L1H0"))
-    ids = {ln.split('id="')[1].split('"')[0] for ln in _edge_lines(scores) if "highlight" in ln}
-    assert ids == {"embed->L1H0.q", "embed->L1H0.k", "embed->L0H0.v", "L0H0->L1H0.q",
-                   "L0H0->L1H0.k"}
+    exp = pe.expand_scores(arch, "L1H0")
+    scores = diagram(exp)   # 4 score terms: small multiples, one panel per term
+    ids = {ln.split('id="')[1].split('"')[0] for ln in _edge_lines(scores)}
+    assert scores.source.count("subgraph cluster_term") == len(exp) == 4
+    assert {i.split("/", 1)[1] for i in ids} == {
+        "embed->L1H0.q", "embed->L1H0.k", "embed->L0H0.v", "L0H0->L1H0.q", "L0H0->L1H0.k"}
+    assert "term3/L0H0->L1H0.k" in ids and "term3/L0H0->L1H0.q" in ids  # q:L0H0 · k:L0H0
     plain = diagram(arch)  # no highlight, few reads: every read drawn, nothing faded
     assert all("59\"" not in ln for ln in _edge_lines(plain))
 
