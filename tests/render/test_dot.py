@@ -517,5 +517,6 @@ def test_pdf_compiles_in_a_latex_article(tmp_path):
     errors = [line for line in proc.stdout.splitlines() if line.startswith("!")]
     assert proc.returncode == 0 and not errors, (errors, proc.stdout[-2000:])
     log = (tmp_path / "paper.log").read_text(errors="replace").replace("\n", "")  # TeX wraps at 79
-    assert "Output written on paper.pdf (2 pages" in log   # both figures placed
+    assert "<circuit.pdf" in log and "<scores.pdf" in log   # both figures placed
+    assert "Output written on paper.pdf (" in log and "Overfull" not in log
     assert (tmp_path / "paper.pdf").stat().st_size > 5000
