@@ -401,7 +401,7 @@ def _text_swatch(text: str, color: str = "black") -> str:
     return f'<font point-size="9" color="{color}">{html.escape(text)}</font>'
 
 
-_PER_ROW = 3
+_PER_ROW = 2  # legend entries to a row: a figure about as wide as its circuit
 
 
 def _caption(title: str, legend: dict[str, tuple[str, str]]) -> str:
@@ -456,6 +456,7 @@ class _Drawing:
         self.title = title
         self.faded_mode = bool(hot)
         self.used: dict[str, None] = {}   # legend keys, as the drawing uses them
+        self.examples: dict[str, str] = {}  # a label drawn, shown in the legend
         reads = [(u, v, k) for u, v, k, kind in G.edges(keys=True, data="kind") if kind == "read"]
         weighted = [e for e in reads if "weight" in G.edges[e]]
         self.has_weight = bool(weighted)
@@ -619,8 +620,10 @@ class _Drawing:
     def _node_value(self, name: str) -> str:
         data = self.G.nodes[name]
         if "contribution" in data:
+            value = _num(float(data["contribution"]))
             self.used["label_contribution"] = None
-            return _num(float(data["contribution"]))
+            self.examples.setdefault("contribution", value)
+            return value
         return ""
 
     def _head_label(self, head: str) -> str:
@@ -728,9 +731,11 @@ class _Drawing:
         elif "composition" in data:
             label = f"{_CHANNEL_TEXT[channel]} {float(data['composition']):.2f}"
             self.used[f"label_{channel}"] = None
+            self.examples.setdefault("composition", label)
         elif "contribution" in data:
             label = _num(float(data["contribution"]))
             self.used["label_contribution"] = None
+            self.examples.setdefault("contribution", label)
         if label:
             attrs["label"] = label
             attrs["fontcolor"] = _hex(_NEGATIVE if key == "negative" else _POSITIVE) if key in (
@@ -783,10 +788,11 @@ class _Drawing:
             "port_hot": (_box_swatch(_PORT_FILL, "#525252"), "input a highlighted term enters"),
             "node_faded": (_box_swatch("white", _FADED), "not on a highlighted term"),
             "label_q": None, "label_k": None, "label_v": None,
-            "label_contribution": (_text_swatch("+0.5"), "contribution (edge or node)"),
+            "label_contribution": (_text_swatch(self.examples.get("contribution", "")),
+                                   "contribution (edge or node)"),
         }
         if comp:
-            example = f"{_CHANNEL_TEXT[comp[0]]} 0.13"
+            example = self.examples["composition"]
             which = "/".join(_CHANNEL_TEXT[c] for c in comp)
             entries[f"label_{comp[0]}"] = (_text_swatch(example),
                                            f"{which}-composition score of the read")

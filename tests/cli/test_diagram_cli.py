@@ -239,3 +239,22 @@ def test_help_has_an_example(capsys):
     rc, stdout, _ = _run(["diagram", "--help"], capsys)
     assert rc == 0
     assert "Examples" in stdout and "pathexpand diagram --term" in stdout
+
+
+def test_other_reads_only_when_asked(model2, tmp_path, capsys):
+    """By default only the highlighted terms are drawn; ``--max-edges N`` adds the N heaviest
+    other reads, faded (their colour carries an alpha), and the legend says so."""
+    _, path = model2
+    out = tmp_path / "c.dot"
+    rc, _, err = _run(["diagram", path, "--term", "L1H2∘L0H0", "-o", str(out)], capsys)
+    assert rc == 0, err
+    faded = [ln for ln in out.read_text().splitlines() if "weight=0" in ln]
+    assert faded == [] and "(faded)" not in out.read_text()
+    rc, _, err = _run(["diagram", path, "--term", "L1H2∘L0H0", "--max-edges", "3", "-o", str(out)],
+                      capsys)
+    assert rc == 0, err
+    text = out.read_text()
+    faded = [ln for ln in text.splitlines() if "weight=0" in ln]
+    assert len(faded) == 3 and all(ln.split('color="')[1].split('"')[0].endswith("59")
+                                   for ln in faded)
+    assert "other reads, the 3 heaviest (faded)" in text
