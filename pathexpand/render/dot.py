@@ -9,15 +9,21 @@ with ``.svg()``, ``.png()`` and ``.pdf()`` through the real ``dot`` program, and
   ``resid{l}`` beside the heads), sources feeding ``resid0``, every head and MLP reading the
   stream below it and writing the stream above it (thin grey "backbone" edges);
 - **heads** as tables whose ``Q``/``K``/``V`` cells are ports (DOT ``L1H0:k``; in SVG the
-  cell is the group ``a_L1H0:k``), MLPs as boxes, ``logits`` on top;
+  cell is the group ``a_L1H0:k``), the heads of a layer in head order left to right whatever
+  is highlighted (invisible edges between neighbours), MLPs as boxes, ``logits`` on top;
 - **path edges** (the reads of the path graph: a writer → ``L1H0.k``, an MLP or ``logits``)
   with width and colour from the graph's ``weight`` (blue/red by the sign of a
   ``contribution``), composition edges labelled ``K 0.43``; the highlighted terms in full
-  colour, every other edge faded (its numbers in its tooltip, not in a label).
+  colour; other reads only when asked (``max_edges``), faded (numbers in the tooltip);
+- a **legend** under the title: one entry per colour or style this picture uses, no other.
+
+Two to ``MAX_PANELS`` score terms are drawn as **small multiples** instead: one panel (cluster
+``term{i}``) per term, its query path into the head's ``Q`` and its key path into ``K``.
 
 Stable ids in the SVG: nodes by name (``L1H0``, ``MLP0``, ``embed``, ``logits``,
 ``resid1``), path edges ``{writer}->{reader}`` (``L0H0->L1H0.k``, ``L1H0->logits``),
-backbone edges ``resid0->L0H0``, ``L0H0->resid1``, ``resid0->resid1``.
+backbone edges ``resid0->L0H0``, ``L0H0->resid1``, ``resid0->resid1``; in panels the same
+names after ``term{i}/`` (``term0/embed->L0H1.v``).
 
 >>> d = diagram(pe.expand_logits(pe.Architecture(1, 2))["L0H1"])   # doctest: +SKIP
 >>> d.svg()[:5]                                                     # doctest: +SKIP
@@ -288,8 +294,10 @@ def diagram(
     none when something is highlighted, else up to 16.
     With more than ``max_nodes`` heads and MLPs only those on drawn edges are kept.
 
-    Two to ``MAX_PANELS`` score terms (and nothing else) are drawn as small multiples: one
-    panel per term, its query path and key path into the head, panels in the order given.
+    Two to ``MAX_PANELS`` score terms (and nothing else; ``top``, ``max_edges`` and ``max_nodes``
+    do not apply) are drawn as small multiples: one panel per term, its query path and key
+    path into the head, panels in the order given, captioned with the term's value when the
+    graph has one (``path_graph(..., ranking=evaluate(expand_scores(...)))``).
     Every diagram carries a legend of the colours and styles it uses, under its title.
     """
     if layout not in LAYOUTS:
@@ -457,6 +465,7 @@ class _Drawing:
         self.faded_mode = bool(hot)
         self.used: dict[str, None] = {}   # legend keys, as the drawing uses them
         self.examples: dict[str, str] = {}  # a label drawn, shown in the legend
+        self.faded_color = _GREY + _FADE_ALPHA
         reads = [(u, v, k) for u, v, k, kind in G.edges(keys=True, data="kind") if kind == "read"]
         weighted = [e for e in reads if "weight" in G.edges[e]]
         self.has_weight = bool(weighted)
@@ -781,7 +790,7 @@ class _Drawing:
                          f"positive contribution; width ∝ |value| (max {scale})"),
             "negative": (_line_swatch(_hex(_NEGATIVE), 4), "negative contribution"),
             "read": (_line_swatch(_GREY, 1), "read: a later input reads this output"),
-            "faded": (_line_swatch(getattr(self, "faded_color", _GREY + _FADE_ALPHA), 1.2),
+            "faded": (_line_swatch(self.faded_color, 1.2),
                       f"other reads, the {len(self.context)} heaviest (faded)"),
             "node_plain": (_box_swatch(_HEAD_FILL, "#525252"), "head (Q, K, V: its inputs) or MLP"),
             "node_hot": (_box_swatch(_HOT_FILL, "#525252"), "head or MLP on a highlighted term"),
@@ -839,7 +848,8 @@ class _Panels:
                 s.attr(rank="same")
                 for name in names:
                     s.node(name)
-        _order(d, [f"t{i}_{term[0]}" for i, term in enumerate(self.terms)])
+        heads = [f"t{i}_{term[0]}" for i, term in enumerate(self.terms)]
+        _order(d, heads[::-1] if self.lr else heads)  # left-right: dot stacks these upwards
         legend = {
             "q": (_line_swatch(_QUERY_SIDE, 2.4), "query side: path into the head's Q"),
             "k": (_line_swatch(_KEY_SIDE, 2.4), "key side: path into the head's K"),

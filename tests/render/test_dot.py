@@ -438,11 +438,11 @@ def test_no_faded_reads_unless_asked():
 
 
 # score terms: small multiples ---------------------------------------------------------------
-def score_panels():
+def score_panels(layout="layers"):
     arch = ARCH(2, 2, positional="shortformer")
     exp = pe.expand_scores(arch, "L1H1")
     return diagram([exp["q:direct · k:L0H0"], exp["q:pos · k:pos"], exp["q:L0H1 · k:L0H0"]],
-                   title="three score terms of L1H1")
+                   title="three score terms of L1H1", layout=layout)
 
 
 @pytest.mark.needs_graphviz
@@ -463,6 +463,9 @@ def test_score_terms_are_small_multiples_in_order_with_aligned_levels():
     legend = _legend(d)
     assert legend == ["query side: path into the head's Q", "key side: path into the head's K",
                       "the head's inputs the term enters"]
+    lr = _centres(_layout(score_panels(layout="left-right")))   # panels top to bottom
+    ys = [lr[f"t{i}_L1H1"][1] for i in range(3)]
+    assert ys == sorted(ys, reverse=True)
 
 
 def test_score_panels_carry_the_ranked_values():
