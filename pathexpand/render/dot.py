@@ -37,7 +37,7 @@ from collections.abc import Iterable
 from functools import cache
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import networkx as nx
 
@@ -808,6 +808,18 @@ class _Drawing:
         return {k: v for k, v in entries.items() if k in self.used and v is not None}
 
 
+class _PanelTerm(NamedTuple):
+    """What a score-term panel shows: the head, both paths, the name, kind and value."""
+
+    head: str
+    query: tuple[str, ...]
+    key: tuple[str, ...]
+    name: str
+    kind: str
+    invariant: bool       # softmax-invariant: cancels in the softmax
+    value: float | None   # from the graph's ranking, if any
+
+
 class _Panels:
     """Score terms as small multiples: one panel (a cluster) per term with its query path into
     the head's ``Q`` and its key path into ``K``, panels left to right in the order given and
@@ -823,13 +835,13 @@ class _Panels:
         for item in items:
             path_edges(G, item)  # checks every node and read: a clear error before drawing
             if isinstance(item, ScoreTerm):
-                self.terms.append((item.head, tuple(item.query_path), tuple(item.key_path),
-                                   item.name, item.kind, item.softmax_invariant,
-                                   values.get((item.head, item.name))))
+                self.terms.append(_PanelTerm(
+                    item.head, tuple(item.query_path), tuple(item.key_path), item.name,
+                    item.kind, item.softmax_invariant, values.get((item.head, item.name))))
             else:
-                self.terms.append((item["head"], tuple(item.path), tuple(item["key_path"]),
-                                   item.name, item.kind,
-                                   bool(item.extra.get("softmax_invariant", False)), item.value))
+                self.terms.append(_PanelTerm(
+                    item["head"], tuple(item.path), tuple(item["key_path"]), item.name,
+                    item.kind, bool(item.extra.get("softmax_invariant", False)), item.value))
 
     def _level(self, node: str) -> int:
         """Sources at the bottom (-1), a head or MLP at its stage."""
@@ -839,29 +851,28 @@ class _Panels:
     def build(self):
         d = _new_diagram(self.lr)
         levels: dict[int, list[str]] = {}
-        invariant = False
-        for i, term in enumerate(self.terms):
+        order = list(enumerate(self.terms))
+        for i, term in order[::-1] if self.lr else order:  # left-right: dot stacks them upwards
             self._panel(d, i, term, levels)
-            invariant |= term[5]
         for level, names in sorted(levels.items()):
             with d.subgraph(name=f"level{level}") as s:
                 s.attr(rank="same")
                 for name in names:
                     s.node(name)
-        heads = [f"t{i}_{term[0]}" for i, term in enumerate(self.terms)]
-        _order(d, heads[::-1] if self.lr else heads)  # left-right: dot stacks these upwards
+        heads = [f"t{i}_{term.head}" for i, term in enumerate(self.terms)]
+        _order(d, heads[::-1] if self.lr else heads)
         legend = {
             "q": (_line_swatch(_QUERY_SIDE, 2.4), "query side: path into the head's Q"),
             "k": (_line_swatch(_KEY_SIDE, 2.4), "key side: path into the head's K"),
             "port": (_box_swatch(_PORT_FILL, "#525252"), "the head's inputs the term enters"),
         }
-        if invariant:
+        if any(term.invariant for term in self.terms):
             legend["inv"] = (_text_swatch("(cancels)"),
                              "constant along a query's row: cancels in the softmax")
         d.graph_attr["label"] = _caption(self.title, legend)
         return d
 
-    def _panel(self, d, i: int, term, levels: dict[int, list[str]]) -> None:
+    def _panel(self, d, i: int, term: _PanelTerm, levels: dict[int, list[str]]) -> None:
         head, query, key, name, kind, invariant, value = term
         p = f"t{i}_"
         lr = self.lr
