@@ -229,6 +229,8 @@ def test_svg_styles_highlighted_edges(induction_svg):
     assert float(path.get("stroke-width")) == pytest.approx(5.0)
     label = "".join(t.text for t in hot.iter(f"{{{SVG_NS['svg']}}}text"))
     assert label == "K 0.61"
+    text = next(hot.iter(f"{{{SVG_NS['svg']}}}text"))
+    assert text.get("fill") == "#54278f"            # the label in its edge's colour
     faded = next(groups["L0H1->L1H0.v"].iter(f"{{{SVG_NS['svg']}}}path"))
     assert float(faded.get("stroke-opacity")) < 0.5
     plain = next(groups["embed->L1H1.v"].iter(f"{{{SVG_NS['svg']}}}path"))
