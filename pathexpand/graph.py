@@ -506,7 +506,6 @@ def path_values(G) -> dict[str, float]:
     return {} if not text else {k: float(v) for k, v in json.loads(text).items()}
 
 
-
 def score_values(G) -> dict[tuple[str, str], float]:
     """``{(head, score term name): value}`` stored by ``path_graph(..., ranking=)`` from a
     ranking of score terms (empty when none)."""
