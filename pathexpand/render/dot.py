@@ -33,6 +33,7 @@ names after ``term{i}/`` (``term0/embed->L0H1.v``).
 from __future__ import annotations
 
 import html
+import textwrap
 from collections.abc import Iterable
 from functools import cache
 from itertools import pairwise
@@ -414,8 +415,10 @@ _PER_ROW = 2  # legend entries to a row: a figure about as wide as its circuit
 
 def _caption(title: str, legend: dict[str, tuple[str, str]]) -> str:
     """The graph label: the title, then the legend (swatch and text, ``_PER_ROW`` entries to a
-    row) as an HTML-like table with SVG id ``legend``."""
-    rows = [f'<tr><td><font point-size="13">{html.escape(title, quote=False)}</font></td></tr>']
+    row) as an HTML-like table, ``<table id="legend"`` in the DOT source."""
+    # a title wider than the legend would spread the legend's columns apart: wrap it
+    lines = "<br/>".join(html.escape(line, quote=False) for line in textwrap.wrap(title, 90))
+    rows = [f'<tr><td><font point-size="13">{lines}</font></td></tr>']
     if legend:
         items = list(legend.values())
         cells = []
