@@ -45,7 +45,9 @@ what its rows are (``Ranking.of``):
   attribute ``path_values`` (a JSON object term name → value, a string so the graph stays
   GraphML-safe); every edge and node on a ranked path gets ``weight`` += ``|value|``;
 - ``score_terms`` (``evaluate`` of ``expand_scores``, ``attribute_scores``; rows carry
-  ``head`` and ``key_path``): weight on the edges of both sides, no path value;
+  ``head`` and ``key_path``): weight on the edges of both sides; graph attribute
+  ``score_values`` (JSON ``"L1H0 | q:direct · k:L0H0"`` → value, read by ``score_values``);
+  either kind also sets ``value_label``, the ranking's name for its values (``frobenius``);
 - ``edges`` (an attribution's edge view): ``contribution`` on the read edge (the sum over every
   path in which the reader reads the writer directly); ``nodes`` (its node view):
   ``contribution`` on heads/MLPs; ``weight`` = ``|contribution|`` where nothing set one;
@@ -105,6 +107,7 @@ __all__ = [
 ]
 
 READ_CHANNELS = ("q", "k", "v", "in", "out")
+_SCORE_KEY_SEP = " | "  # "L1H0 | q:direct · k:L0H0" in the score_values JSON
 
 
 # the graph type ---------------------------------------------------------------------------------
@@ -516,6 +519,15 @@ def path_values(G) -> dict[str, float]:
     return {} if not text else {k: float(v) for k, v in json.loads(text).items()}
 
 
+def score_values(G) -> dict[tuple[str, str], float]:
+    """``{(head, score term name): value}`` stored by ``path_graph(..., ranking=)`` from a
+    ranking of score terms (empty when none)."""
+    text = G.graph.get("score_values")
+    if not text:
+        return {}
+    return {tuple(k.split(_SCORE_KEY_SEP, 1)): float(v) for k, v in json.loads(text).items()}
+
+
 def strongest_paths(G, k: int = 10, *, sink: str = "logits", source: str | None = None
                     ) -> list[tuple[tuple[str, ...], float]]:
     """The ``k`` strongest paths into ``sink`` as ``(path, value)``, strongest first.
@@ -587,6 +599,7 @@ def _add_paths(G, ranking: Ranking) -> None:
     """Logit-path or score-term rows: ``path_values`` and ``weight`` += ``|value|`` on their edges
     and nodes."""
     values: dict[str, float] = {}
+    scores: dict[str, float] = {}
     edge_w: dict = defaultdict(float)
     node_w: dict = defaultdict(float)
     for row in ranking:
@@ -600,6 +613,7 @@ def _add_paths(G, ranking: Ranking) -> None:
                     "score terms of the same model")
             edges = path_edges(G, row)
             nodes = tuple(row.path[1:]) + tuple(row["key_path"][1:])
+            scores[f"{head}{_SCORE_KEY_SEP}{row.name}"] = row.value
         else:
             path = tuple(row.path)
             if path[0] not in G or G.nodes[path[0]]["kind"] not in _SOURCE_KINDS:
@@ -616,6 +630,10 @@ def _add_paths(G, ranking: Ranking) -> None:
             node_w[n] += abs(row.value)
     if values:
         G.graph["path_values"] = json.dumps(values, ensure_ascii=False)
+    if scores:
+        G.graph["score_values"] = json.dumps(scores, ensure_ascii=False)
+    if values or scores:
+        G.graph["value_label"] = ranking.value_label  # what a path weight sums: |frobenius|, ...
     for e, w in edge_w.items():
         if "contribution" not in G.edges[e]:  # an exact edge contribution outranks path sums
             G.edges[e]["weight"] = w

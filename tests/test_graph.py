@@ -322,6 +322,11 @@ def test_ranking_from_evaluate_logits_and_scores():
     by_hand = sum(abs(r.value) for r in scores if r["key_path"][-1] == "L0H0")
     assert Gs.edges["L0H0", "L1H1.k", "k"]["weight"] == pytest.approx(by_hand)
     assert "path_values" not in Gs.graph  # score rows are pairs, not logit paths
+    # each score term's value is kept for diagram captions, and survives node-link JSON
+    stored = pe.graph.score_values(pe.graph.from_json(pe.graph.to_json(Gs)))
+    assert stored == {("L1H1", r.name): pytest.approx(r.value) for r in scores
+                      if math.isfinite(r.value) and r.name != "remainder"}
+    assert Gs.graph["value_label"] == G.graph["value_label"] == "frobenius"
 
 
 def test_ranking_from_a_topk_and_only_rankings():

@@ -71,8 +71,9 @@ def diagram(
         help="Terms of this head's attention score (e.g. L1H0) instead of the logits.")] = None,
     layout: Annotated[str, typer.Option(help="layers (bottom to top) or left-right.")] = "layers",
     max_edges: Annotated[int, typer.Option(
-        help="Besides the highlighted terms, draw this many of the strongest other reads, faded.")
-    ] = 8,
+        help="Besides the highlighted terms, draw this many of the strongest other reads, faded "
+             "(default none).")
+    ] = 0,
 ) -> None:
     """Draw a circuit diagram of MODEL with Graphviz: a term, the top terms, a prompt's paths."""
     from ..render.dot import LAYOUTS, check_writable, write

@@ -149,10 +149,17 @@ def test_top_score_terms(model2, tmp_path, capsys):
     assert rc == 0, err
     text = out.read_text()
     assert "top 2 L1H1's score terms" in text
-    hot = _highlighted(text)
+    # one panel per term (small multiples), its edges named term{i}/{writer}->{reader}
+    assert text.count("subgraph cluster_term") == 2
+    ids = {ln.split('id="')[1].split('"')[0] for ln in text.splitlines() if 'id="term' in ln
+           and "->" in ln}
+    hot = {i.split("/", 1)[1] for i in ids}
     assert hot and all(e.endswith((".q", ".k", ".v")) for e in hot)
     assert {e for e in hot if e.endswith((".q", ".k"))} <= {
         f"{s}->L1H1.{c}" for s in ("embed", "pos", "L0H0", "L0H1", "L0H2") for c in "qk"}
+    for i in (0, 1):   # each panel reaches both the query and the key of L1H1
+        assert {c for e in ids if e.startswith(f"term{i}/") for c in "qk"
+                if e.endswith(f"->L1H1.{c}")} == {"q", "k"}
 
 
 def test_text_draws_the_prompt_s_strongest_paths(bytes_model, tmp_path, capsys):
@@ -232,3 +239,22 @@ def test_help_has_an_example(capsys):
     rc, stdout, _ = _run(["diagram", "--help"], capsys)
     assert rc == 0
     assert "Examples" in stdout and "pathexpand diagram --term" in stdout
+
+
+def test_other_reads_only_when_asked(model2, tmp_path, capsys):
+    """By default only the highlighted terms are drawn; ``--max-edges N`` adds the N heaviest
+    other reads, faded (their colour carries an alpha), and the legend says so."""
+    _, path = model2
+    out = tmp_path / "c.dot"
+    rc, _, err = _run(["diagram", path, "--term", "L1H2∘L0H0", "-o", str(out)], capsys)
+    assert rc == 0, err
+    faded = [ln for ln in out.read_text().splitlines() if "weight=0" in ln]
+    assert faded == [] and "(faded)" not in out.read_text()
+    rc, _, err = _run(["diagram", path, "--term", "L1H2∘L0H0", "--max-edges", "3", "-o", str(out)],
+                      capsys)
+    assert rc == 0, err
+    text = out.read_text()
+    faded = [ln for ln in text.splitlines() if "weight=0" in ln]
+    assert len(faded) == 3 and all(ln.split('color="')[1].split('"')[0].endswith("59")
+                                   for ln in faded)
+    assert "other reads, the 3 heaviest (faded)" in text

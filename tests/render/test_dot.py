@@ -67,7 +67,7 @@ def attribution_lr():
         G.edges[e]["weight"] = abs(v)
     G.nodes["L0H0"]["contribution"] = 1.5
     G.nodes["MLP0"]["contribution"] = -0.5
-    return diagram(G, top=2, layout="left-right", title="top paths")
+    return diagram(G, top=2, layout="left-right", title="top paths", max_edges=6)
 
 
 CASES = {"skip_trigram_1l": skip_trigram_1l, "induction_2l": induction_2l,
@@ -138,15 +138,18 @@ def test_diagram_of_a_term_an_expansion_and_weights():
     hot = [ln for ln in _edge_lines(d) if "class=highlight" in ln]
     assert [ln.split('id="')[1].split('"')[0] for ln in hot] == [
         "embed->L0H0.v", "L0H0->L1H0.v", "L1H0->logits"]
-    assert 'label="term L1H0∘L0H0"' in d.source
+    assert '<font point-size="13">term L1H0∘L0H0</font>' in d.source
     whole = diagram(pe.expand_logits(arch, max_depth=1))
     ids = {ln.split('id="')[1].split('"')[0] for ln in _edge_lines(whole) if "highlight" in ln}
     assert ids == {"embed->logits", "embed->L0H0.v", "L0H0->logits", "embed->L1H0.v",
                    "L1H0->logits"}
-    scores = diagram(pe.expand_scores(arch, "L1H0"))
-    ids = {ln.split('id="')[1].split('"')[0] for ln in _edge_lines(scores) if "highlight" in ln}
-    assert ids == {"embed->L1H0.q", "embed->L1H0.k", "embed->L0H0.v", "L0H0->L1H0.q",
-                   "L0H0->L1H0.k"}
+    exp = pe.expand_scores(arch, "L1H0")
+    scores = diagram(exp)   # 4 score terms: small multiples, one panel per term
+    ids = {ln.split('id="')[1].split('"')[0] for ln in _edge_lines(scores)}
+    assert scores.source.count("subgraph cluster_term") == len(exp) == 4
+    assert {i.split("/", 1)[1] for i in ids} == {
+        "embed->L1H0.q", "embed->L1H0.k", "embed->L0H0.v", "L0H0->L1H0.q", "L0H0->L1H0.k"}
+    assert "term3/L0H0->L1H0.k" in ids and "term3/L0H0->L1H0.q" in ids  # q:L0H0 · k:L0H0
     plain = diagram(arch)  # no highlight, few reads: every read drawn, nothing faded
     assert all("59\"" not in ln for ln in _edge_lines(plain))
 
@@ -226,6 +229,8 @@ def test_svg_styles_highlighted_edges(induction_svg):
     assert float(path.get("stroke-width")) == pytest.approx(5.0)
     label = "".join(t.text for t in hot.iter(f"{{{SVG_NS['svg']}}}text"))
     assert label == "K 0.61"
+    text = next(hot.iter(f"{{{SVG_NS['svg']}}}text"))
+    assert text.get("fill") == "#54278f"            # the label in its edge's colour
     faded = next(groups["L0H1->L1H0.v"].iter(f"{{{SVG_NS['svg']}}}path"))
     assert float(faded.get("stroke-opacity")) < 0.5
     plain = next(groups["embed->L1H1.v"].iter(f"{{{SVG_NS['svg']}}}path"))
@@ -259,3 +264,264 @@ def test_term_and_expansion_diagram_methods_match_render_diagram():
     assert exp.diagram().source == pe.render.diagram(exp).source
     score = next(t for t in pe.expand_scores(arch, head="L1H0") if t.kind == "k_composition")
     assert score.diagram().source == pe.render.diagram(score).source
+
+
+# layout, legend and print output, measured on what `dot` lays out ---------------------------------
+def _layout(d) -> dict:
+    """`dot -Tjson` of a diagram: node centres and edge splines in points, y upwards."""
+    import json
+    return json.loads(d.pipe(format="json"))
+
+
+def _centres(layout) -> dict[str, tuple[float, float]]:
+    return {o["name"]: tuple(map(float, o["pos"].split(","))) for o in layout["objects"]
+            if "pos" in o}
+
+
+def _heads_by_layer(names):
+    out = {}
+    for n in names:
+        node = pe.names.parse_node(n) if n.startswith("L") and "H" in n and "." not in n else None
+        if node is not None and node.kind == "head":
+            out.setdefault(node.layer, []).append((node.head, n))
+    return out
+
+
+ORDER_CASES = [  # highlights that used to pull a head out of its place in the layer
+    ("L1H3∘L0H2", "layers"), ("L1H0∘L0H3", "layers"), ("L1H1∘L0H0", "left-right"),
+]
+
+
+@pytest.mark.needs_graphviz
+@pytest.mark.parametrize("term, layout", ORDER_CASES)
+def test_heads_keep_their_order_within_a_layer(term, layout):
+    """L0H0, L0H1, ... left to right (top to bottom when left-right) whatever is highlighted:
+    the x (or y) order of the head nodes in `dot -Tjson` is the head order."""
+    arch = ARCH(2, 4, positional="shortformer")
+    exp = pe.expand_logits(arch)
+    k_term = pe.expand_scores(arch, "L1H2")["q:direct · k:L0H1"]
+    for highlight in ([exp[term]], [exp[term], k_term]):
+        centres = _centres(_layout(diagram(arch, highlight=highlight, layout=layout,
+                                           max_edges=4)))
+        for layer, heads in _heads_by_layer(centres).items():
+            names = [n for _, n in sorted(heads)]
+            assert len(names) == 4
+            if layout == "layers":
+                coords = [centres[n][0] for n in names]
+                assert coords == sorted(coords), (layer, names, coords)
+            else:   # y grows upwards in Graphviz: top to bottom is decreasing y
+                coords = [centres[n][1] for n in names]
+                assert coords == sorted(coords, reverse=True), (layer, names, coords)
+
+
+def test_a_parallel_mlp_sits_after_its_heads():
+    arch = ARCH(2, 2, mlp=True, parallel_attn_mlp=True, positional=None)
+    src = diagram(arch, highlight=["MLP1∘L0H1"]).source
+    assert "L0H0 -> L0H1 [style=invis]" in src and "L0H1 -> MLP0 [style=invis]" in src
+
+
+def _bezier(points, n=24):
+    out = []
+    for i in range(0, len(points) - 3, 3):
+        p0, p1, p2, p3 = (np.array(p) for p in points[i:i + 4])
+        for t in np.linspace(0, 1, n):
+            out.append((1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * p1 + 3 * (1 - t) * t * t * p2
+                       + t ** 3 * p3)
+    return np.array(out)
+
+
+def _splines(layout):
+    out = {}
+    for e in layout["edges"]:
+        if e.get("style") == "invis" or "id" not in e:
+            continue
+        pts = [tuple(map(float, p.split(","))) for p in e["pos"].split()
+               if not p.startswith(("e,", "s,"))]
+        out[e["id"]] = _bezier(pts)
+    return out
+
+
+def many_labels():
+    """Signed contributions on nine reads of a 2-layer, 3-head model, the top 4 paths drawn."""
+    arch = ARCH(2, 3, positional=None)
+    G = pe.path_graph(arch)
+    values = {("embed", "L0H0.v", "v"): 1.2, ("embed", "L0H2.v", "v"): -0.7,
+              ("L0H0", "L1H1.v", "v"): 0.9, ("L0H2", "L1H1.v", "v"): -0.4,
+              ("embed", "L1H2.v", "v"): 0.6, ("L1H1", "logits", "out"): 1.1,
+              ("L1H2", "logits", "out"): 0.6, ("embed", "logits", "out"): 0.3,
+              ("L0H0", "logits", "out"): -0.5}
+    for e, v in values.items():
+        G.edges[e]["contribution"] = v
+        G.edges[e]["weight"] = abs(v)
+    return diagram(G, highlight=[("embed", "L0H0", "L1H1"), ("embed", "L0H2", "L1H1"),
+                                 ("embed", "L1H2"), ("embed", "L0H0")], title="contributions")
+
+
+@pytest.mark.needs_graphviz
+@pytest.mark.parametrize("make", [induction_2l, attribution_lr, many_labels])
+def test_labels_sit_on_their_edges(make):
+    """Each edge label touches its own edge (the gap from the label's box to the drawn curve is
+    under 4 pt) and no other labelled edge runs closer to the label's centre."""
+    layout = _layout(make())
+    splines = _splines(layout)
+    labelled = [e for e in layout["edges"] if "lp" in e]
+    assert labelled
+    for e in labelled:
+        centre = np.array(list(map(float, e["lp"].split(","))))
+        width = next(op["width"] for op in e["_ldraw_"] if op["op"] == "T")
+        own = np.min(np.linalg.norm(splines[e["id"]] - centre, axis=1))
+        assert own - width / 2 < 4, (e["id"], e["label"], own, width)
+        others = [o["id"] for o in labelled if o["id"] != e["id"]]
+        if others:
+            nearest = min(np.min(np.linalg.norm(splines[i] - centre, axis=1)) for i in others)
+            assert own < nearest, (e["id"], own, nearest)
+
+
+def _legend(d) -> list[str]:
+    import re
+    table = d.source.split('<table id="legend"', 1)
+    if len(table) == 1:
+        return []
+    return re.findall(r'<font point-size="9">([^<]*)</font></td>', table[1])
+
+
+def test_the_legend_explains_what_is_drawn_and_nothing_else():
+    ind = _legend(induction_2l())
+    assert "read on a highlighted term" in ind                         # orange, no magnitude
+    assert "highlighted read; width ∝ composition score (max 0.61)" in ind   # purple
+    assert "other reads, the 3 heaviest (faded)" in ind                # faded lavender
+    assert "K-composition score of the read" in ind                    # the "K 0.61" label
+    assert "head or MLP on a highlighted term" in ind and "not on a highlighted term" in ind
+    assert "input a highlighted term enters" in ind
+    assert not any("contribution" in t or "bias" in t for t in ind)    # not drawn here
+    attribution = _legend(attribution_lr())
+    assert "positive contribution; width ∝ |value| (max 2)" in attribution
+    assert "negative contribution" in attribution
+    assert not any("composition score" in t or "read on a highlighted" in t for t in attribution)
+    plain = _legend(diagram(ARCH(1, 2, positional=None)))   # nothing highlighted
+    assert "head (Q, K, V: its inputs) or MLP" in plain
+    assert "read: a later input reads this output" in plain
+    assert not any("highlighted" in t or "faded" in t for t in plain)
+    assert "other reads" not in " ".join(_legend(diagram(ARCH(2, 2), highlight=["L1H0∘L0H1"])))
+    biases = _legend(diagram(ARCH(1, 1, biases=True, positional=None), highlight=["L0.b_O"]))
+    assert "bias added to the stream" in biases
+
+
+def test_every_drawn_colour_has_a_legend_entry():
+    """Colour of each drawn path edge → the legend entry that explains it."""
+    for make in (induction_2l, attribution_lr, many_labels, skip_trigram_1l):
+        d = make()
+        legend = " ".join(_legend(d))
+        for line in _edge_lines(d):
+            if line.split('id="')[1].startswith(("resid", "embed->resid", "pos->resid")) or \
+                    "->resid" in line.split('id="')[1].split('"')[0]:
+                continue
+            color = line.split('color="')[1].split('"')[0]
+            if len(color) == 9:
+                assert "(faded)" in legend
+            elif color == "#d95f02":
+                assert "read on a highlighted term" in legend
+            elif "contribution" in line:
+                assert ("positive contribution" if "contribution +" in line
+                        else "negative contribution") in legend
+            else:
+                assert "width ∝" in legend, (line, legend)
+
+
+def test_no_faded_reads_unless_asked():
+    arch = ARCH(2, 4)
+    G = pe.path_graph(arch)
+    for e in G.edges(keys=True):
+        G.edges[e]["weight"] = 1.0
+    default = diagram(G, highlight=["L1H0∘L0H1"])
+    assert not [ln for ln in _edge_lines(default) if "weight=0" in ln]
+    asked = diagram(G, highlight=["L1H0∘L0H1"], max_edges=5)
+    assert len([ln for ln in _edge_lines(asked) if "weight=0" in ln]) == 5
+
+
+# score terms: small multiples ---------------------------------------------------------------
+def score_panels(layout="layers"):
+    arch = ARCH(2, 2, positional="shortformer")
+    exp = pe.expand_scores(arch, "L1H1")
+    return diagram([exp["q:direct · k:L0H0"], exp["q:pos · k:pos"], exp["q:L0H1 · k:L0H0"]],
+                   title="three score terms of L1H1", layout=layout)
+
+
+@pytest.mark.needs_graphviz
+def test_score_terms_are_small_multiples_in_order_with_aligned_levels():
+    d = score_panels()
+    centres = _centres(_layout(d))
+    heads = [centres[f"t{i}_L1H1"] for i in range(3)]
+    assert [x for x, _ in heads] == sorted(x for x, _ in heads)       # panels in the given order
+    assert len({y for _, y in heads}) == 1                            # the head at one level
+    sources = [centres[n] for n in ("t0_embed", "t1_pos", "t2_embed")]
+    assert len({y for _, y in sources}) == 1                          # sources at one level
+    assert centres["t2_L0H1"][1] == centres["t0_L0H0"][1]             # layer 0 at one level
+    assert sources[0][1] < centres["t0_L0H0"][1] < heads[0][1]        # bottom to top
+    src = d.source
+    assert src.count("subgraph cluster_term") == 3
+    assert "#1</b> q:direct · k:L0H0<br/>K-composition" in src
+    assert "#3</b> q:L0H1 · k:L0H0<br/>Q&amp;K-composition" in src
+    legend = _legend(d)
+    assert legend == ["query side: path into the head's Q", "key side: path into the head's K",
+                      "the head's inputs the term enters"]
+    lr = _centres(_layout(score_panels(layout="left-right")))   # panels top to bottom
+    ys = [lr[f"t{i}_L1H1"][1] for i in range(3)]
+    assert ys == sorted(ys, reverse=True)
+
+
+def test_score_panels_carry_the_ranked_values():
+    """``--scores H --top k``: each panel's caption has the term's value from the ranking."""
+    arch = ARCH(2, 2, positional=None)
+    exp = pe.expand_scores(arch, "L1H0")
+    values = {"q:direct · k:direct": 10.0, "q:L0H1 · k:direct": 20.0, "q:direct · k:L0H0": 30.0}
+    rows = [pe.ranking.Row(t.name, t.kind, t.depth, tuple(t.query_path), values.get(t.name, 1.0),
+                           extra={"head": "L1H0", "key_path": tuple(t.key_path),
+                                  "softmax_invariant": t.softmax_invariant})
+            for t in exp if not t.is_remainder]
+    ranking = pe.ranking.Ranking(rows, value_label="frobenius", of="score_terms")
+    G = pe.path_graph(arch, ranking=ranking)
+    assert pe.graph.score_values(G)[("L1H0", "q:direct · k:L0H0")] == 30.0
+    src = diagram(G, highlight=[exp[n] for n in values]).source
+    assert "direct, frobenius 10" in src and "K-composition, frobenius 30" in src
+    assert "Q-composition, frobenius 20" in src
+    ranked = [r for r in rows if r.name in values]         # ranking rows draw the same panels
+    assert diagram(G, highlight=ranked).source == src
+
+
+# files a paper uses ----------------------------------------------------------------------------
+@pytest.mark.needs_graphviz
+@pytest.mark.parametrize("make", [induction_2l, score_panels])
+def test_svg_is_xml_with_a_viewbox(make):
+    root = ET.fromstring(make().svg().encode())
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    box = [float(x) for x in root.get("viewBox").split()]
+    assert len(box) == 4 and box[2] > 100 and box[3] > 100
+    assert root.get("width").endswith("pt") and root.get("height").endswith("pt")
+
+
+@pytest.mark.needs_graphviz
+@pytest.mark.needs_latex
+def test_pdf_compiles_in_a_latex_article(tmp_path):
+    """``dot -Tpdf`` output, included with \\includegraphics in a minimal article, compiles
+    with pdflatex, as a paper would use it."""
+    import shutil
+    import subprocess
+
+    induction_2l().pdf(tmp_path / "circuit.pdf")
+    score_panels().pdf(tmp_path / "scores.pdf")
+    doc = ("\\documentclass{article}\n\\usepackage{graphicx}\n\\begin{document}\n"
+           "\\begin{figure}\\centering\\includegraphics[width=\\linewidth]{circuit.pdf}"
+           "\\caption{Induction circuit.}\\end{figure}\n"
+           "\\begin{figure}\\centering\\includegraphics[width=\\linewidth]{scores.pdf}"
+           "\\caption{Score terms.}\\end{figure}\n\\end{document}\n")
+    (tmp_path / "paper.tex").write_text(doc, encoding="utf-8")
+    proc = subprocess.run(
+        [shutil.which("pdflatex"), "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("!")]
+    assert proc.returncode == 0 and not errors, (errors, proc.stdout[-2000:])
+    log = (tmp_path / "paper.log").read_text(errors="replace").replace("\n", "")  # TeX wraps at 79
+    assert "<circuit.pdf" in log and "<scores.pdf" in log   # both figures placed
+    assert "Output written on paper.pdf (" in log and "Overfull" not in log
+    assert (tmp_path / "paper.pdf").stat().st_size > 5000
