@@ -417,11 +417,11 @@ def section_diagram(ctx: Context) -> str:
         prev, ind = ic.pair
         caption = (f"The induction circuit: the previous-token head {prev} writes into the key of "
                    f"the induction head {ind} (K-composition, labelled with its score), and {ind} "
-                   "writes to the logits. Other reads are faded; labels on head → head edges are "
-                   "composition scores.")
+                   "writes to the logits. Labels on head → head edges are composition scores; the "
+                   "legend names every colour drawn.")
     else:
         caption = ic.reason + ". Shown instead: the five terms with the largest ‖W‖_F."
-    return diagram_figure(diagram(graph, highlight=highlight, max_edges=12, title=title), caption,
+    return diagram_figure(diagram(graph, highlight=highlight, title=title), caption,
                           "diagram-")
 
 
@@ -625,7 +625,7 @@ def _attribution_diagram(ctx: Context, res) -> str:
     from ..graph import path_graph
     from .dot import diagram
 
-    dig = diagram(path_graph(ctx.weights, ranking=res), top=5, max_edges=12,
+    dig = diagram(path_graph(ctx.weights, ranking=res), top=5,
                   title=f"top paths of the {res.target_label}")
     return ("<h3>The strongest paths as a circuit</h3>"
             + diagram_figure(dig, "edge width and colour: contribution (blue positive, red negative)",
