@@ -93,8 +93,10 @@ def test_3_no_path_view_says_what_works_instead():
     w = cases.random_weights(seed=1, n_layers=3, n_heads=3)
     res = pe.attribute(w, [1, 2, 3], target=2, max_paths=10)
     assert res.paths is None
-    with pytest.raises(PathexpandError, match="top_k_paths .* node and edge views"):
+    with pytest.raises(PathexpandError, match=r"212 paths > max_paths; ask for views=\('path', \.\.\.\)"):
         res.ranking("path")
+    listed = pe.attribute(w, [1, 2, 3], target=2, max_paths=10, views=("path",))
+    assert len(listed.ranking("path")) == 10                 # asked for: the 10 largest, streamed
     assert res.ranking().of == "nodes"                       # the default falls back to a view it has
 
 
