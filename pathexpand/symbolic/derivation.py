@@ -6,7 +6,10 @@ the residual stream as a sum; what is frozen and why that is exact; each layer a
 expanded and grouped (the paper's equations for 0, 1, 2 layers); the terms named (or
 summarised above ``summarize_above``, saying what was summarised); the counts; the remainder.
 Score expansions add the query and key sides, the pairs grouped by composition kind and the
-terms that cancel in the softmax. Notation: the paper's (left-multiplying, layers from 0).
+terms that cancel in the softmax. Notation, each form said once per derivation where it starts:
+row form (TransformerLens's arrays) for the model's equations, then the paper's P ⊗ M (its
+matrices) from the first tensor product on; score pairs through an MLP stay in row form. Layers
+count from 0.
 """
 
 from __future__ import annotations
@@ -57,28 +60,41 @@ __all__ = ["DEFAULT_SUMMARIZE_ABOVE", "Step", "derive"]
 
 DEFAULT_SUMMARIZE_ABOVE = 64
 
-# t is [pos, d_vocab] on the whole page; row-form equations use TransformerLens's arrays, the
-# paper's P ⊗ M notation the paper's matrices (their transposes). Said where each form starts.
+# t is [pos, d_vocab] everywhere. Each derivation says each form once, where it starts: row form
+# (TransformerLens's arrays) in its first step, the paper's P ⊗ M in the first step whose
+# equations are tensor products; score pairs through an MLP stay in row form, and that is said there too.
 _ROW_FORM = ("t is the one-hot token matrix [pos, d_vocab] (row i: the token at position i) and "
              "the matrices are TransformerLens's arrays, acting on rows: W_E [d_vocab, d_model], "
              "W_U [d_model, d_vocab], W_V [d_model, d_head], W_O [d_head, d_model]")
-_PAPER_FORM = ("In the paper's notation a map of the stream is P ⊗ M, acting on x [pos, d_model] "
-               "as (P ⊗ M) x = P x Mᵀ: P [pos, pos] mixes positions, M acts on each position's "
-               "vector as a column. A weight on the model side is the paper's matrix, the "
-               "transpose of the TransformerLens array of the same name in the row-form "
-               "equations: W_E is [d_model, d_vocab], W_U [d_vocab, d_model], W_OV^h = "
-               "W_O^h W_V^h [d_model, d_model] (W_Q, W_K, W_V [d_head, d_model], biases columns), "
-               "so (Id ⊗ W_E) t = t W_Eᵀ is x_0; only W_QK = W_Qᵀ W_K (paper) = W_Q W_Kᵀ "
-               "(TransformerLens) is the same matrix in both. From here on the model side is "
-               "always the paper's.")
-_PAPER_FORM_ROTARY = _PAPER_FORM.replace(
-    "only W_QK = W_Qᵀ W_K (paper) = W_Q W_Kᵀ (TransformerLens) is the same matrix in both",
-    "W_Qᵀ R_{j−i} W_K (paper) = W_Q R_{j−i} W_Kᵀ (TransformerLens) is the same matrix in both")
 
 
-def _paper_form(arch) -> str:
-    """How to read P ⊗ M, said where a derivation starts using it."""
-    return _PAPER_FORM_ROTARY if arch.positional == "rotary" else _PAPER_FORM
+def _paper_form(arch, through_mlp: str | None = None) -> str:
+    """How to read P ⊗ M (and what stays in row form): said once per derivation, where its
+    equations start using it. ``through_mlp``: what the derivation has through an MLP, logit
+    ``"paths"`` or score ``"pairs"`` (None: nothing)."""
+    heads = arch.n_layers > 0
+    text = ("From here on the paper's column form: P ⊗ M maps x [pos, d_model] to P x Mᵀ (P "
+            "[pos, pos] mixes positions, M acts on each position's vector as a column), with the "
+            "paper's matrices, the transposes of the row-form arrays: W_E [d_model, d_vocab], "
+            "W_U [d_vocab, d_model]")
+    if heads:
+        text += (", W_Q, W_K, W_V [d_head, d_model], W_O [d_model, d_head], W_OV^h = W_O^h W_V^h "
+                 "[d_model, d_model], biases columns")
+    text += "; so (Id ⊗ W_E) t = t W_Eᵀ is the token embedding."
+    if heads:
+        same = ("W_Qᵀ R_{j−i} W_K (paper) = W_Q R_{j−i} W_Kᵀ (row form)" if arch.positional == "rotary"
+                else "W_QK = W_Qᵀ W_K (paper) = W_Q W_Kᵀ (row form)")
+        text += f" Only {same} is the same matrix in both."
+    if through_mlp == "pairs":
+        middle = "W_Q R_{j−i} W_Kᵀ" if arch.positional == "rotary" else "W_QK"
+        gates = ("through an MLP's gates (through 𝓜, or from a b_in added before the gate)"
+                 if arch.biases and not arch.gated_mlp else "through an MLP")
+        text += (f" A pair with a side {gates} stays in row form (𝓜 does not factor): "
+                 f"X_q {middle} X_kᵀ, each side X [pos, d_model] in the row-form arrays (t W_E …).")
+    elif through_mlp == "paths":
+        text += " A path through an MLP is a product of such maps and 𝓜, which does not factor."
+    return text
+
 
 _SOFTMAX_STAR = ("softmax* is the paper's causally masked softmax: row i of softmax*(S) is exp(S_ij) "
                  "divided by the sum of exp(S_ij') over j' ≤ i at the keys j ≤ i, and 0 at the "
@@ -312,7 +328,8 @@ def _residual_step(arch, upto: int | None = None) -> Step:
         final = Apply(_norm_op(arch, "f"), x(L)) if arch.normed else x(L)
         out = mul(final, _m("W_U"))
         rows.append(Eqn(_m("logits"), Terms(out, mul(ONES, _m("b_U"))) if arch.biases else out))
-    parts = ["In row form (TransformerLens's right-multiplying convention: " + _ROW_FORM + ") "
+    said = "" if upto is not None else " (TransformerLens's right-multiplying convention: " + _ROW_FORM + ")"
+    parts = ["In row form" + said + " "  # a score derivation says the row form in its first step
              "the residual stream x_l [pos, d_model] starts as the token embedding"
              + (" plus the positional embedding" if arch.positional == "standard" else "")]
     if L:
@@ -363,15 +380,15 @@ def _freeze_step(arch, layer: int | None) -> Step:
             sentences.append(
                 "A frozen RMSNorm x/rms(x) · w is a position-wise scaling: N = diag(1/rms) "
                 "scales the positions and W_ln = diag(w) weights, i.e. N ⊗ W_ln in the paper's "
-                "notation (diag(w) is its own transpose); unlike LayerNorm it does not centre and has no bias, so it adds no "
+                "notation of the next step (diag(w) is its own transpose); unlike LayerNorm it does not centre and has no bias, so it adds no "
                 "source (the same for ln2 and ln_final)."
             )
         else:
             sentences.append(
                 "A frozen LayerNorm is a position-wise scaling after centring: N = diag(1/σ) "
                 "scales the positions, W_ln = C diag(w) centres (C = I − 11ᵀ/d_model) and "
-                "weights, i.e. N ⊗ W_ln in the paper's notation (where W_ln, like every weight, "
-                "stands for its transpose, diag(w) C)"
+                "weights, i.e. N ⊗ W_ln in the paper's notation of the next step (where W_ln, like "
+                "every weight, stands for its transpose, diag(w) C)"
                 + ("; its bias b becomes a new source" if arch.biases else "")
                 + " (the same for ln2 and ln_final)."
             )
@@ -430,20 +447,18 @@ def _bigram_step(arch) -> Step:
     rows = [Eqn(_m("T"), rhs)]
     if not arch.normed:
         rows.append(Eqn(_m("T"), mul(_m("W_U"), _m("W_E"))))
-    text = ("With no layers the only path is direct: each position's logits come from its own "
-            "token through W_U W_E, the bigram statistics"
-            + (" (positions add W_U W_pos)" if arch.positional == "standard" else "") + ". "
-            "This is the paper's notation, P ⊗ M acting on x [pos, d_model] as P x Mᵀ, with the "
-            "paper's matrices on the model side, the transposes of the row-form arrays above: "
-            "W_E [d_model, d_vocab], W_U [d_vocab, d_model], so (Id ⊗ W_U W_E) t = t (W_U W_E)ᵀ "
-            "and W_U W_E [d_vocab, d_vocab] has the logit of token b after token a at entry "
-            "(b, a).")
+    text = (_paper_form(arch) + " With no layers the only path is direct: each position's "
+            "logits come from its own token through W_U W_E, the bigram statistics"
+            + (" (positions add W_U W_pos)" if arch.positional == "standard" else "") + ": "
+            "(Id ⊗ W_U W_E) t = t (W_U W_E)ᵀ, and W_U W_E [d_vocab, d_vocab] has the logit of "
+            "token b after token a at entry (b, a).")
     return Step("Zero layers: bigram statistics", text, Lines(*rows))
 
 
 def _layer_step(arch) -> Step:
     rows = [Eqn(_m("F", "l"), _layer_map(arch, "l"))]
-    text = (_paper_form(arch) + " A head is A^h ⊗ W_OV^h, so a layer adds its heads to the identity")
+    text = (_paper_form(arch, "paths" if arch.mlp else None)
+            + " A head is A^h ⊗ W_OV^h, so a layer adds its heads to the identity")
     if arch.normed:
         text += ", each read through N^l ⊗ W^l_ln1"
     if arch.parallel_attn_mlp:
@@ -678,11 +693,9 @@ def _listing_step(exp, summarize_above) -> Step:
     else:
         text = ("Each term is named by its query side and key side, each named like a logit "
                 "path (q:L0H1 · k:direct).")
-        if arch.mlp:
-            text += (" A term with a side through an MLP is written in row form (TransformerLens's "
-                     "arrays: N t W_E …, with W_E [d_vocab, d_model]); the others in the paper's "
-                     "P_q ⊗ P_k ⊗ M form, whose model side uses the paper's matrices (W_Eᵀ … W_E, "
-                     "with W_E [d_model, d_vocab]).")
+        if arch.mlp and exp.layer:
+            text += (" A term with a side through an MLP is in row form (N t W_E …), the others "
+                     "in the paper's P_q ⊗ P_k ⊗ M form (W_Eᵀ … W_E).")
     text += f" {_plural(n, 'term')} in all"
     text += (f"; groups of more than {summarize_above} are summarised with their exact count "
              "and first term (iterate the expansion to list them)." if summarised else ".")
@@ -862,7 +875,8 @@ def _sides_step(exp) -> Step:
         text += f"; the head's own ln1 scales every stream path by N^{l}"
     if l >= 2 or (l == 1 and arch.mlp):
         text += " (A^p, W_OV^p: products along p" + (", 𝒪^p with MLPs" if arch.mlp else "") + ")"
-    return Step("Query and key inputs as sums of paths", text + ". " + _paper_form(exp.arch), Lines(*rows))
+    text = _paper_form(arch, "pairs" if arch.mlp and l else None) + " " + text + "."
+    return Step("Query and key inputs as sums of paths", text, Lines(*rows))
 
 
 def _pairs_step(exp) -> Step:
@@ -870,7 +884,7 @@ def _pairs_step(exp) -> Step:
     l, h = _head_idx(exp)
     Pq, Pk, Mk = _sym("P_{p_q}"), _sym("P_{p_k}"), _sym("M_{p_k}")
     MqT = _sym("M_{p_q}^T")
-    paper, right = qk_middle(arch, l, h)
+    paper, _ = qk_middle(arch, l, h)
     rows = [Eqn(_m("C", l, h), SumOver(tp(Pq, Pk, mul(MqT, *paper, Mk)),
                                         InPaths("p_q", False), InPaths("p_k", False)))]
     if arch.positional == "rotary":
@@ -888,11 +902,8 @@ def _pairs_step(exp) -> Step:
                 "act on the rows (query positions), the key path's on the columns (key "
                 "positions). In the paper's notation that is P_q ⊗ P_k ⊗ M_qᵀ W_QK M_k, so C is "
                 "a sum over pairs of paths.")
-    if arch.mlp:
-        middle = "W_Q R_{j−i} W_Kᵀ" if arch.positional == "rotary" else "W_QK"
-        text += (" A side through an MLP does not factor; its pair is written in row form, "
-                 f"X_{{p_q}} {middle} X_{{p_k}}ᵀ with X [pos, d_model], and there the matrices are "
-                 "TransformerLens's arrays again (t W_E …, W_E [d_vocab, d_model]).")
+    if arch.mlp and l:  # the notation step said the exception: pairs through an MLP stay in row form
+        text += " A pair with a side through an MLP stays in row form, as said above."
     return Step("Pairs of paths", text, Lines(*rows))
 
 
