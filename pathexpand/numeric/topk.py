@@ -341,7 +341,7 @@ def _mlp_norms(fz: Frozen, l: int):
     d, dm = L.shape
     if fz.batch * fz.n_pos * d * d * (2 * dm + 12 * d) <= _EXACT_MLP_FLOPS:
         flat = g.reshape(-1, dm)                                       # [b·n, m]
-        step = max(1, 2**26 // (d * dm))       # L * flat[...]: [step, d, m] float64 ≤ 512 MB
+        step = max(1, 2**26 // (d * max(d, dm)))   # [step, d, m] and [step, d, d] float64 ≤ 512 MB
         out = [_spectral_norm((L * flat[i:i + step, None, :]) @ R) for i in range(0, len(flat), step)]
         return torch.cat(out).reshape(g.shape[:-1])
     prod = _spectral_norm(L) * _spectral_norm(R) * g.abs().amax(-1)
