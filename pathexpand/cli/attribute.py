@@ -103,12 +103,11 @@ def attribute(
 
 
 def _run(weights, ids, position, top, kw, budget_seconds, *, progress: bool):
-    from ..architecture import Architecture
-    from ..numeric.attribute import MAX_PATHS, VIEWS, attribute
+    from ..numeric.attribute import MAX_PATHS, VIEWS, attribute, n_paths
     from ..numeric.tokens import as_tokens
 
     # past MAX_PATHS the path view lists the `top` largest, by the certified best-first search
-    many = Architecture.from_weights(weights).n_logit_paths() > MAX_PATHS
+    many = n_paths(weights) > MAX_PATHS
     res = attribute(weights, ids, positions=position, views=VIEWS, budget_seconds=budget_seconds,
                     max_paths=top if many else MAX_PATHS, progress=progress and many, **kw)
     toks = as_tokens(weights, ids)

@@ -102,12 +102,12 @@ def demo(
 
     step("5. Rank every logit term by ‖W_E W_OV… W_U‖_F (data-free, factored)",
          'pe.evaluate(exp, w, metric="frobenius").top(8)')
-    ranking_exp = exp if exp.n_terms <= 20_000 else expand_logits(arch, max_depth=2)
+    from ..numeric.attribute import MAX_PATHS, attribute, n_paths
+
+    ranking_exp = exp if exp.n_terms <= MAX_PATHS else expand_logits(arch, max_depth=2)
     console.print(evaluate(ranking_exp, weights, metric="frobenius").top(8).rich_table())
 
-    from ..numeric.attribute import MAX_PATHS, attribute
-
-    many = arch.n_logit_paths() > MAX_PATHS      # then the path view lists the 8 largest (search)
+    many = n_paths(weights) > MAX_PATHS      # then the path view lists the 8 largest (search)
     step("6. Attribute the next-token logit of a prompt to paths (exact)",
          f"pe.attribute(w, {text!r}" + (", views=('path', 'node', 'edge'), max_paths=8)" if many else ")"))
     result = attribute(weights, text, views=("path", "node", "edge"), max_paths=8) if many else attribute(weights, text)

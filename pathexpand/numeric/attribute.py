@@ -28,22 +28,39 @@ from typing import Any
 
 import numpy as np
 
+from ..architecture import Architecture
 from ..errors import PathexpandError, check_int, check_number
 from ..names import parse_node, parse_term_name, path_info, term_name
 from ..ranking import Ranking, Result
 from ..symbolic import expand_logits
 from . import norm
 from ._progress import progress as track
-from .frozen import CONSTANTS, Frozen, freeze
+from .frozen import CONSTANTS, Frozen, _stages, freeze
 from .targets import Target, own_target, resolve_target
 from .tokens import as_tokens, batches
 from .topk import TopK, search
 from .weights import as_weights
 
-__all__ = ["MAX_PATHS", "VIEWS", "Attribution", "attribute"]
+__all__ = ["MAX_PATHS", "VIEWS", "Attribution", "attribute", "n_paths"]
 
 VIEWS = ("path", "node", "edge")
+# The most rows listed one by one: paths of a prompt's path view (past it, ``attribute`` lists
+# the largest by search), and the terms of a symbolic listing (cut by depth past it; the
+# report's ``_listable``, step 5 of ``pathexpand demo``). Different objects (a term is a path
+# from ``embed``/``pos`` without biases, a path may start at any source), one limit.
 MAX_PATHS = 20_000
+
+
+def n_paths(model) -> int:
+    """Number of paths from every source (``embed``, ``pos``, each ``b_V``, ``b_O``, LN and MLP
+    bias) to the logits: ``Frozen.n_paths``, the count ``attribute`` compares with ``max_paths``,
+    from the weights' shape alone (no forward pass)."""
+    weights = as_weights(model)
+    shape = object.__new__(Frozen)          # only the structure Frozen.n_paths reads
+    shape.config = weights.config
+    shape.arch = Architecture.from_weights(weights)
+    shape.stages = _stages(weights.config)
+    return shape.n_paths()
 
 
 # result -------------------------------------------------------------------------------------
@@ -155,7 +172,8 @@ class Attribution(Result):
     def ranking(self, view: str | None = None) -> Ranking:
         """A ``Ranking`` of one view (default: paths when enumerated, else nodes); ``value`` is
         the contribution, ``share = value / output``. Rows keep the view's order; ``.top(k)``
-        sorts by ``|value|``.
+        sorts by ``|value|``. A path view listed by search (past ``max_paths``) has the title of
+        ``path_search.ranking()`` ("largest paths found (not certified) …" until proven).
 
         Paths: depth = heads and MLPs passed. Nodes (``kind`` head/mlp) and edges (``kind``
         like ``head→head``, ``source→logits``): depth = heads and MLPs the row names.
@@ -172,10 +190,11 @@ class Attribution(Result):
                          depth=sum(parse_node(x).kind in ("head", "mlp") for x in (a, b)))
                     for (a, b), v in zip(self.edges, self.summarize(self.edge_values))]
         shares, notes = self._shares(view)
-        if view == "path":
-            notes = (*self._path_notes(), *notes)
+        title = f"{view} contributions to {self.target_label}"
+        if view == "path" and self.path_search is not None:   # listed by search: its title rule
+            notes, title = (*self._path_notes(), *notes), self.path_search.title()
         return Ranking(rows, total=self.total if shares else None, shares=shares,
-                       title=f"{view} contributions to {self.target_label}", value_label="contribution",
+                       title=title, value_label="contribution",
                        notes=(*notes, *self.notes), of=f"{view}s", by_magnitude=True)
 
     def _shares(self, view: str) -> tuple[bool, tuple[str, ...]]:
@@ -291,7 +310,7 @@ def attribute(
     diff=None,
     positions=None,
     views: Iterable[str] | None = None,
-    max_paths: int = MAX_PATHS,
+    max_paths: int | None = None,
     budget_seconds: float | None = 60.0,
     device=None,
     dtype=None,
@@ -306,10 +325,12 @@ def attribute(
     of the logits), or None (the logit of the model's own top prediction). ``positions``:
     None (last), an int, a list of ints or ``"all"``. ``tokens``: ids ``[pos]``/``[batch, pos]``
     or text when the weights have a tokenizer. ``views``: any of ``"path"``, ``"node"``,
-    ``"edge"`` (default: all, leaving out paths when there are more than ``max_paths``).
+    ``"edge"`` (default: all, leaving out paths when there are more than ``max_paths``,
+    default ``MAX_PATHS``; the count is ``n_paths``).
     The path view lists every path when there are at most ``max_paths``; asked for past that,
     it lists the ``max_paths`` largest by ``|contribution|`` to the target summed over prompts
-    and positions (``top_k_paths``' search, stopped after ``budget_seconds``; its status in
+    and positions (the search of ``top_k_paths(..., k=max_paths)``, run once: the same rows,
+    certificate and ranking title; stopped after ``budget_seconds``; its status in
     ``path_search`` says how many are proven the largest) and the exact sum of the rest in
     ``path_remainder``: listed + remainder + constants = output. Prompts are processed
     ``batch_size`` at a time (bounded memory), with a progress bar if ``progress``. ``model``
@@ -321,6 +342,7 @@ def attribute(
     """
     weights = as_weights(model)
     tokens = as_tokens(weights, tokens)
+    max_paths = MAX_PATHS if max_paths is None else max_paths
     check_int("max_paths", max_paths, 0)
     B, n = tokens.shape
     chosen = views is not None
@@ -329,12 +351,13 @@ def attribute(
     tgt = None if own_top else resolve_target(weights, target, diff, positions, (B, n))
     if budget_seconds is not None:
         check_number("budget_seconds", budget_seconds)
-    chunks, first, dropped, stream = [], None, False, False
+    stream = dropped = False
+    if "path" in views and n_paths(weights) > max_paths:
+        stream, dropped = chosen, not chosen     # asked for: list the largest; else leave out
+        views = tuple(v for v in views if v != "path")
+    chunks, first = [], None
     for lo, hi in track(batches(B, batch_size), progress, "attributing"):
         frozen = freeze(weights, tokens[lo:hi], device=device, dtype=dtype)
-        if "path" in views and frozen.n_paths() > max_paths:
-            stream, dropped = chosen, not chosen     # asked for: list the largest; else leave out
-            views = tuple(v for v in views if v != "path")
         part = own_target(frozen, weights, positions) if own_top else tgt.for_batch(lo, hi)
         first = first or part
         chunks.append(_attribute_chunk(frozen, part, views))

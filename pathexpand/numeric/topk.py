@@ -120,18 +120,25 @@ class TopK(Result):
                     f"{self.certificate:.3g} (k-th listed |c| = {kth:.3g})")
         proven = (f"; the first {self.n_certified} are proven the largest" if self.n_certified
                   else "")
+        gap = (f"({self.certificate / kth:.3g}× apart)" if kth > 0
+               else "(the k-th listed |c| is 0)" if kth == 0 else "(none listed)")
         return (f"NOT certified: the search stopped ({self.stopped_by}) before it could prove "
                 f"these are the top {len(self.paths)}; an unlisted path may reach |c| = "
                 f"{self.certificate:.3g}, against a k-th listed |c| of {kth:.3g} "
-                f"({self.certificate / kth:.3g}× apart){proven}")
+                f"{gap}{proven}")
+
+    def title(self) -> str:
+        """The ranking's title: "top paths of …" when certified, else "largest paths found (not
+        certified) of …" (also the title of ``Attribution.ranking("path")`` past ``max_paths``)."""
+        return (f"top paths of {self.target_label}" if self.certified
+                else f"largest paths found (not certified) of {self.target_label}")
 
     def ranking(self) -> Ranking:
         """The listed paths as a ``Ranking`` (largest ``|value|`` first); its title and notes say
         whether they are certified."""
         rows = [dict(zip(("name", "kind", "depth"), path_info(p)), path=p, value=float(v))
                 for p, v in zip(self.paths, self.values)]
-        title = (f"top paths of {self.target_label}" if self.certified
-                 else f"largest paths found (not certified) of {self.target_label}")
+        title = self.title()
         shares = self.total > 0
         share_note = ("share = contribution / the sum over every path (the target minus its "
                       "constants)" if shares else "no share column: the sum over every path is "
@@ -334,7 +341,7 @@ def _mlp_norms(fz: Frozen, l: int):
     d, dm = L.shape
     if fz.batch * fz.n_pos * d * d * (2 * dm + 12 * d) <= _EXACT_MLP_FLOPS:
         flat = g.reshape(-1, dm)                                       # [b·n, m]
-        step = max(1, 2**26 // (d * d))                                # ≤ 512 MB of d × d matrices
+        step = max(1, 2**26 // (d * max(d, dm)))   # [step, d, m] and [step, d, d] float64 ≤ 512 MB
         out = [_spectral_norm((L * flat[i:i + step, None, :]) @ R) for i in range(0, len(flat), step)]
         return torch.cat(out).reshape(g.shape[:-1])
     prod = _spectral_norm(L) * _spectral_norm(R) * g.abs().amax(-1)
@@ -360,6 +367,11 @@ def top_k_paths(
     progress: bool = False,
 ) -> TopK:
     """The ``k`` paths with the largest ``|contribution|`` to ``target``, certified.
+
+    The lower-level call: ``pe.attribute(..., views=("path", ...), max_paths=k)`` on a model with
+    more than ``k`` paths runs this same search (``search``, same certificate, same rows and
+    title) and adds the exact remainder and the node and edge views; this returns only the
+    search (no node/edge views, no remainder; per-prompt values in ``path_values``).
 
     ``target``/``diff``/``positions``/``tokens`` as in ``attribute`` (the scalar explained is
     the target summed over prompts and positions; ``"logits"`` is refused: rank one token or

@@ -323,9 +323,7 @@ def prompt_view(weights, tokens, *, paths=None, k: int = 8) -> View:
 
     w, ids, labels = _prompt(weights, tokens)
     if paths is None:
-        res = attribute(w, ids[None], views=("path",))
-        if res.paths is None:
-            raise PathexpandError("this model has too many paths to list; pass paths= explicitly")
+        res = attribute(w, ids[None], views=("path",))   # past max_paths: the largest, by search
         ranked = res.ranking("path")
         rows = [r for r in ranked.top(len(ranked)) if parse_node(r.path[0]).kind == "source"]
         paths = [r.path for r in rows[:k]]
@@ -354,7 +352,8 @@ def path_graph_view(attribution, *, k: int = 10) -> View:
     """
     res = attribution
     if res.paths is None:
-        raise PathexpandError("the attribution has no path view (too many paths); use top_k_paths")
+        raise PathexpandError("the attribution has no path view; ask pe.attribute for views=('path', ...) "
+                              "(past max_paths it lists the largest paths by certified search)")
     rows = list(res.ranking("path").top(k))
     if not rows:
         raise PathexpandError("the attribution has no paths to draw")

@@ -357,16 +357,19 @@ def _prose_math(markup: str) -> str:
     return re.sub(r"(<(?:p|h[2-4])>)([^<]*)(</(?:p|h[2-4])>)", fix, markup)
 
 
-_LISTED = 20_000   # larger expansions are cut (remainder term) before they are listed or ranked
 
 
 def _listable(expand, *args):
-    """``expand(*args)``, cut at the largest depth whose terms still number at most ``_LISTED``."""
+    """``expand(*args)``, cut at the largest depth whose terms still number at most
+    ``MAX_PATHS`` (the limit on rows listed one by one; a prompt's path view has the same,
+    over paths from every source: see ``numeric.attribute.MAX_PATHS``)."""
+    from ..numeric.attribute import MAX_PATHS
+
     full = expand(*args)
-    if full.n_terms <= _LISTED:
+    if full.n_terms <= MAX_PATHS:
         return full
     depth = 0
-    while expand(*args, max_depth=depth + 1).n_terms <= _LISTED:
+    while expand(*args, max_depth=depth + 1).n_terms <= MAX_PATHS:
         depth += 1
     return expand(*args, max_depth=depth)
 
@@ -703,7 +706,11 @@ def section_interactive(ctx: Context) -> str:
                      "through it"), pg.html]
         ctx.views.append(pg)
     else:
-        out.append(note("no path graph: this model has too many paths to list (see Top paths)"))
+        from ..numeric.attribute import MAX_PATHS
+
+        out.append(note(f"no path graph: this model has {res.n_paths:,} paths, more than the "
+                        f"{MAX_PATHS:,} the attribution lists one by one; Top paths lists the "
+                        "largest by certified search"))
     return "".join(out)
 
 

@@ -111,3 +111,17 @@ def test_default_model_and_subprocess(tmp_path):
     doc = json.loads(run.stdout)
     assert doc["model"] == "attn-only-2l" and doc["residual_error"] <= 1e-5
     assert len(doc["paths"]) == 3 and doc["target"].startswith("logit of the top prediction")
+
+
+def test_a_table_of_top_rows_searches_for_top_rows_only(tmp_path, capsys, monkeypatch):
+    """A model between the two counts (27³ = 19,683 paths per source, over 20,000 from every
+    source): the path view is listed by search, and the search is for --top paths, not 20,000."""
+    import pathexpand.numeric.attribute as attribution
+
+    path = _model(tmp_path, n_layers=3, n_heads=26, d_model=8, d_head=2)
+    w = pe.load(path)
+    assert pe.Architecture.from_weights(w).n_logit_paths() <= attribution.MAX_PATHS < attribution.n_paths(w)
+    asked, real = [], attribution.search
+    monkeypatch.setattr(attribution, "search", lambda fz, tgt, k, *a: asked.append(k) or real(fz, tgt, k, *a))
+    doc = _json(capsys, ["attribute", str(path), "--text", "abcd", "--target", "e", "--top", "3", "--json"])
+    assert asked == [3] and len(doc["paths"]) == 3 and doc["n_paths"] == attribution.n_paths(w)

@@ -37,3 +37,19 @@ def test_demo_refuses_an_output_folder_it_cannot_create(tmp_path, capsys):
     rc = main(["demo", "--out", str(blocker / "sub"), "--no-report"])
     assert rc == 2
     assert "cannot create output folder" in capsys.readouterr().err
+
+
+@pytest.mark.needs_graphviz
+def test_demo_on_a_model_between_the_per_source_and_the_all_source_counts(tmp_path, capsys, monkeypatch):
+    """attn-only-2l has 25 paths per source and 55 from every source. With the limit at 30 it
+    lies between the two counts, where the demo (counting per source) asked for the full path
+    view, got none and failed; it now counts as ``attribute`` does and lists the 8 largest."""
+    import pathexpand.numeric.attribute as attribution
+
+    w = pe.load("attn-only-2l")
+    assert pe.Architecture.from_weights(w).n_logit_paths() <= 30 < attribution.n_paths(w)
+    monkeypatch.setattr(attribution, "MAX_PATHS", 30)
+    rc = main(["demo", "--out", str(tmp_path), "--no-report"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "max_paths=8)" in out and "7. Draw" in out

@@ -19,6 +19,7 @@ import torch
 import pathexpand as pe
 from pathexpand.errors import PathexpandError
 from pathexpand.numeric.forward import forward
+from pathexpand.numeric.frozen import freeze
 
 _spec = importlib.util.spec_from_file_location("attribute_cases", Path(__file__).with_name("attribute_cases.py"))
 cases = importlib.util.module_from_spec(_spec)
@@ -280,3 +281,34 @@ def test_path_view_stopped_by_its_budget_says_not_certified():
     assert not part.path_search.certified and part.path_search.stopped_by == "budget_seconds"
     assert any("NOT certified" in n for n in part.ranking("path").notes)
     assert part.residual_error() < 1e-9          # the remainder keeps the sum exact regardless
+
+
+@pytest.mark.parametrize("shape", ["attn2", "gelu", "ln_attn", "attn3", "attn-only-2l", "gelu-2l"])
+def test_n_paths_is_the_number_of_paths_the_path_view_enumerates(shape):
+    """``n_paths`` (from the weights' shape, every source) = the paths the full path view lists,
+    one by one, = the frozen model's count. (25 per source on attn-only-2l, but 55 in all.)"""
+    from pathexpand.numeric.attribute import n_paths
+
+    w = pe.load(shape) if "-" in shape else cases.random_weights(seed=1, **cases.CONFIGS[shape])
+    res = pe.attribute(w, [[1, 2, 3]], target=1, views=("path",))
+    assert n_paths(w) == len(set(res.paths)) == res.n_paths == freeze(w, [[1, 2, 3]]).n_paths()
+    if shape == "attn-only-2l":
+        assert (pe.Architecture.from_weights(w).n_logit_paths(), n_paths(w)) == (25, 55)
+
+
+@pytest.mark.parametrize("budget", [None, 1e-9])
+def test_searched_path_view_is_top_k_paths(budget):
+    """Past ``max_paths`` the path view is ``top_k_paths``' search: the same rows, values, title
+    and certified/not-certified wording (one prompt, one position: the view's mean is the sum)."""
+    w = cases.random_weights(seed=5, **cases.CONFIGS["gelu"])
+    kw = dict(target=("diff", 1, 2), budget_seconds=budget)
+    view = pe.attribute(w, TOKENS[:1], views=("path",), max_paths=6, **kw)
+    found = pe.top_k_paths(w, TOKENS[:1], k=6, **kw)
+    listed, ranked = view.ranking("path"), found.ranking()
+    assert view.path_search.certified == found.certified == (budget is None)
+    assert listed.title == ranked.title == (
+        "top paths of logit(1) − logit(2)" if budget is None
+        else "largest paths found (not certified) of logit(1) − logit(2)")
+    assert [r.path for r in listed] == [r.path for r in ranked] == list(found.paths)
+    np.testing.assert_allclose([r.value for r in listed], [r.value for r in ranked], rtol=1e-9)
+    assert any(n.endswith(found.status()) for n in listed.notes) and found.status() == ranked.notes[0]

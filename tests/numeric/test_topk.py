@@ -264,3 +264,117 @@ def test_bundled_top10_is_certified_and_exact(name):
     assert top.certificate <= abs(top.values[-1]) * (1 + 1e-4)
     unlisted = [abs(v) for p, v in exact.items() if p not in set(top.paths)]
     assert max(unlisted, default=0.0) <= top.certificate * (1 + 1e-4) + 1e-7
+
+
+# the bound's parts, each against an independent route ------------------------------------------
+def _knapsack_by_vertices(a, cap, budget):
+    """``max Σ a_i x_i`` over ``0 ≤ x ≤ cap``, ``Σ x ≤ budget`` by enumerating the LP's vertices:
+    every coordinate at 0 or at its cap except at most one, which takes what the budget leaves."""
+    import itertools
+
+    m = len(a)
+    best = 0.0
+    for free in range(-1, m):
+        others = [i for i in range(m) if i != free]
+        for at_cap in itertools.product((False, True), repeat=len(others)):
+            x = np.zeros(m)
+            for i, full in zip(others, at_cap):
+                x[i] = cap[i] if full else 0.0
+            if free >= 0:
+                x[free] = budget - x.sum()
+                if not 0.0 <= x[free] <= cap[free]:
+                    continue
+            elif x.sum() > budget:
+                continue
+            best = max(best, float(a @ x))
+    return best
+
+
+@settings(max_examples=200, deadline=None)
+@given(m=st.integers(1, 6), seed=st.integers(0, 10_000), ties=st.booleans())
+def test_knapsack_is_the_lp_maximum(m, seed, ties):
+    """``_knapsack`` (greedy, largest ``a`` first) equals the LP optimum found at its vertices."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 3, m).astype(float) if ties else rng.exponential(size=m)
+    cap = rng.exponential(size=m)
+    budget = float(rng.uniform(0, 1.2 * cap.sum()))
+    got = float(topk._knapsack(torch.tensor(a)[None], torch.tensor(cap),
+                               torch.tensor(budget, dtype=torch.float64))[0])
+    assert got == pytest.approx(_knapsack_by_vertices(a, cap, budget), rel=1e-12, abs=1e-12)
+
+
+def _positive_scalar_model(seed, **cfg):
+    """``d_model = d_head = 1``, no norm, every weight and bias in [1.2, 1.8]: each node map is a
+    scalar gain > 1 on the one position, so the longest suffix is the largest."""
+    from pathexpand.numeric.weights import Config, expected_shapes
+
+    c = Config(**{**dict(n_layers=2, n_heads=2, d_model=1, d_head=1, d_vocab=5, n_ctx=1), **cfg})
+    rng = np.random.default_rng(seed)
+    return pe.Weights({k: rng.uniform(1.2, 1.8, s) for k, s in expected_shapes(c).items()}, c)
+
+
+TIGHT_SHAPES = {
+    "attn2": {},
+    "attn3": dict(n_layers=3),
+    "relu": dict(d_mlp=3, act_fn="relu"),
+    "gelu3": dict(n_layers=3, d_mlp=2, act_fn="gelu"),
+    "parallel": dict(d_mlp=2, act_fn="relu", parallel_attn_mlp=True),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(TIGHT_SHAPES))
+def test_prefix_bound_is_attained_on_a_scalar_model(shape):
+    """With one position and ``d_model = 1`` every map is a scalar and the pattern is ``[[1]]``,
+    so β, ν and the knapsack lose nothing: the bound equals the largest |completion| of every
+    prefix (from the full enumeration) to 1e-9. A bound scaled by 0.8 anywhere fails here."""
+    w = _positive_scalar_model(0, **TIGHT_SHAPES[shape])
+    tokens, target = [[3]], 2
+    res = pe.attribute(w, tokens, target=target, views=("path",), dtype=torch.float64)
+    value = dict(zip(res.paths, res.path_values.reshape(len(res.paths), -1).sum(-1)))
+    fz = freeze(w, tokens, dtype=torch.float64)
+    bounds = topk.target_bounds(fz, resolve_target(w, target, None, None, fz.tokens.shape))
+    checked = 0
+    for path in value:
+        src, stages = fz.check_path(path)
+        last = stages[-1].index if stages else src.birth
+        if last + 1 >= len(fz.stages):
+            continue
+        best = max(abs(v) for q, v in value.items() if len(q) > len(path) and q[:len(path)] == path)
+        bound = float(bounds.of(torch.linalg.vector_norm(fz.path_field(path), dim=-1), last))
+        assert bound == pytest.approx(best, rel=1e-9), path
+        checked += 1
+    assert checked >= 3
+
+
+@pytest.mark.parametrize("shape", sorted(BOUND_SHAPES))
+def test_stage_T_is_the_adjoint_of_stage(shape):
+    """⟨stage(f)_N, g⟩ = ⟨f, stage_T(g)_N⟩ for every node N of every stage, random f and g on two
+    prompts (what ``_suffix_vectors``, the truth of the bound tests, rests on)."""
+    w = cases.random_weights(seed=7, **SMALL, **BOUND_SHAPES[shape])
+    fz = freeze(w, np.random.default_rng(7).integers(0, 9, (2, 6)), dtype=torch.float64)
+    gen = torch.Generator().manual_seed(7)
+    f = torch.randn(2, 6, SMALL["d_model"], generator=gen, dtype=torch.float64)   # [b, n, d]
+    g = torch.randn(2, 6, SMALL["d_model"], generator=gen, dtype=torch.float64)   # [b, n, d]
+    for stage in fz.stages:
+        fwd = fz.stage(f, stage)                                     # [k, b, n, d]
+        back = fz.stage_T(g, stage)                                  # [k, b, n, d]
+        assert fwd.shape == back.shape == (len(stage.nodes), 2, 6, SMALL["d_model"])
+        lhs = (fwd * g).sum((1, 2, 3))                               # [k]
+        rhs = (f * back).sum((1, 2, 3))                              # [k]
+        assert lhs.abs().min() > 1e-6                                # not a trivial 0 = 0
+        torch.testing.assert_close(lhs, rhs, rtol=1e-10, atol=1e-12)
+
+
+def test_status_when_the_kth_listed_value_is_zero():
+    """Zero biases (but a non-zero ``b_U``, so the bias sources exist) give paths of value 0; a
+    budget of one prefix and k above the non-zero paths found lists some of them: ``status`` (and
+    everything that prints it) says the k-th is 0 instead of dividing by it."""
+    base = cases.random_weights(seed=2, biases=False, **SMALL, **SHAPES["ln_attn"])
+    params = base.state_dict()
+    params["b_U"] = np.ones_like(params["b_U"])
+    w = pe.Weights(params, base.config)
+    res = pe.top_k_paths(w, [[1, 2, 3, 4]], target=1, k=40, budget_nodes=1)
+    assert not res.certified and float(np.abs(res.values).min()) == 0.0
+    assert "the k-th listed |c| is 0" in res.status()
+    assert res.status() in res.summary() and res.status() in res.ranking().notes
+    assert res.to_dict()["status"] == res.status() and "NOT certified" in str(res) and repr(res)
