@@ -43,6 +43,7 @@ __all__ = [
     "Recorder",
     "Transformer",
     "forward",
+    "gate",
     "init_parameters",
     "run_with_cache",
     "torch_dtype",
@@ -122,18 +123,28 @@ class MLP(nn.Module):
         self.W_gate = _param(d, m, device=device) if config.gated_mlp else None
         self.W_out, self.b_out = _param(m, d, device=device), _param(d, device=device)
         self.act = ACTIVATIONS[config.act_fn]
+        self.config = config
 
     def forward(self, h, rec: Recorder | None = None):
+        freezing = rec is not None and rec.freezing
         if self.W_gate is None:
-            pre = h @ self.W_in + self.b_in                              # [batch, pos, d_mlp]
-            post = self.act(pre)
+            pre = torch.addmm(self.b_in, h.flatten(0, -2), self.W_in).view(*h.shape[:-1], -1)  # [b, pos, d_mlp]
+            if freezing:   # the frozen gate g = act(pre)/pre, and act(pre) = pre ⊙ g
+                g = gate(pre, self.config.act_fn)
+                post = pre * g
+            else:
+                post = self.act(pre)
         else:
             pre = h @ self.W_gate                                        # [batch, pos, d_mlp]
-            post = self.act(pre) * (h @ self.W_in) + self.b_in
-        out = post @ self.W_out + self.b_out                             # [batch, pos, d_model]
+            g = self.act(pre)                                            # the frozen gate
+            post = torch.addcmul(self.b_in, g, h @ self.W_in)
+        out = torch.addmm(self.b_out, post.flatten(0, -2), self.W_out).view(h.shape)  # [b, pos, d_model]
         if rec is not None:
-            rec.add("mlp_pre", pre)
-            rec.add("mlp_post", post)
+            if freezing:
+                rec.add("gates", g)
+            else:
+                rec.add("mlp_pre", pre)
+                rec.add("mlp_post", post)
             rec.add("mlp_out", out)
         return out
 
@@ -247,8 +258,9 @@ def init_parameters(model: Transformer, std: float | None = None) -> Transformer
 
 # activations ---------------------------------------------------------------------------------------
 def _gelu_new(x):
-    """GPT-2's tanh approximation of GELU (TransformerLens ``gelu_new``)."""
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
+    """GPT-2's tanh approximation of GELU (TransformerLens ``gelu_new``):
+    ``½ x (1 + tanh(√(2/π)(x + 0.044715 x³)))``, torch's fused ``gelu(approximate="tanh")``."""
+    return nn.functional.gelu(x, approximate="tanh")
 
 
 ACTIVATIONS = {
@@ -257,6 +269,23 @@ ACTIVATIONS = {
     "gelu_new": _gelu_new,
     "silu": nn.functional.silu,  # x σ(x), SwiGLU's gate
 }
+
+
+def gate(pre, act_fn: str):
+    """The frozen gate ``g = act(pre) / pre`` in closed form (no division; finite at ``pre = 0``):
+    ``[pre > 0]`` for relu, ``Φ(pre)`` for gelu, ``½(1 + tanh(√(2/π) pre (1 + 0.044715 pre²)))``
+    for gelu_new, ``σ(pre)`` for silu; ``pre ⊙ g`` is the activation."""
+    if act_fn == "relu":
+        return (pre > 0).to(pre.dtype)
+    if act_fn == "gelu":
+        return torch.erf(pre * (1.0 / math.sqrt(2.0))).add_(1.0).mul_(0.5)
+    if act_fn == "gelu_new":
+        t = pre * pre                                                    # one buffer, in place
+        t.mul_(0.044715).add_(1.0).mul_(pre).mul_(math.sqrt(2.0 / math.pi))
+        return t.tanh_().add_(1.0).mul_(0.5)
+    if act_fn == "silu":
+        return torch.sigmoid(pre)
+    raise PathexpandError(f"cannot freeze MLP activation {act_fn!r}")
 
 
 # the public calls -------------------------------------------------------------------------------
@@ -277,12 +306,14 @@ def run_with_cache(model, tokens, *, device=None, dtype=None):
     return logits, cache
 
 
-def record(weights: Weights, ids, *, device=None, dtype=None, unembed: bool = True):
+def record(weights: Weights, ids, *, device=None, dtype=None, unembed: bool = True,
+           freezing: bool = False):
     """``(logits or None, Cache, model)``: one recorded pass over checked ids ``[batch, pos]``;
-    ``unembed=False`` stops at ``ln_final`` (nothing vocabulary-sized is built)."""
+    ``unembed=False`` stops at ``ln_final`` (nothing vocabulary-sized is built); ``freezing``
+    records the MLP gates instead of ``mlp_pre``/``mlp_post`` (``Recorder``)."""
     t = to_tensor(ids, weights.config, device)
     model = Transformer.from_weights(weights, device=t.device, dtype=dtype)
-    rec = Recorder()
+    rec = Recorder(freezing)
     with torch.no_grad():
         out = model(t, rec=rec, unembed=unembed)
     return (out if unembed else None), rec.cache(t, weights.config, out), model
@@ -330,6 +361,9 @@ class Cache:
     - ``mlp_out``   ``[batch, n_layers, pos, d_model]``: what each MLP adds to the stream
     - ``z``         ``[batch, n_layers, n_heads, pos, d_head]``: ``A (ln1(x) W_V + b_V)``, each
       head's value mix before ``W_O`` (TransformerLens's ``hook_z``, heads first)
+    - ``gates``     ``[batch, n_layers, pos, d_mlp]``: the frozen MLP gates ``act(pre)/pre``
+      (gated MLPs: ``act(x W_gate)``), recorded instead of ``mlp_pre``/``mlp_post`` when
+      freezing (``record(..., freezing=True)``); None otherwise
     """
 
     tokens: Any
@@ -342,6 +376,7 @@ class Cache:
     mlp_post: Any = None
     mlp_out: Any = None
     z: Any = None
+    gates: Any = None
 
     def pattern(self, layer: int):
         """Attention patterns of one layer: ``[batch, n_heads, q_pos, k_pos]``."""
@@ -354,12 +389,16 @@ class Cache:
 
 
 class Recorder:
-    """Collects per-layer tensors during a pass (``Transformer.forward(..., rec=Recorder())``)."""
+    """Collects per-layer tensors during a pass (``Transformer.forward(..., rec=Recorder())``).
 
-    def __init__(self):
+    ``freezing=True`` records what freezing needs and no more: the MLP gates ``act(pre)/pre``
+    (gated: ``act(x W_gate)``) instead of ``mlp_pre`` and ``mlp_post``."""
+
+    def __init__(self, freezing: bool = False):
+        self.freezing = freezing
         self.lists: dict[str, list] = {"resid_pre": [], "resid_mid": [], "mlp_pre": [],
                                        "mlp_post": [], "mlp_out": [], "scores": [], "patterns": [],
-                                       "z": []}
+                                       "z": [], "gates": []}
         self.scales: dict[str, Any] = {}
 
     def add(self, key: str, value) -> None:
@@ -385,4 +424,5 @@ class Recorder:
         return Cache(tokens=tokens, patterns=patterns, scores=scores,
                      resid_pre=stack("resid_pre"), resid_mid=stack("resid_mid"),
                      ln_scale=dict(self.scales), mlp_pre=stack("mlp_pre"),
-                     mlp_post=stack("mlp_post"), mlp_out=stack("mlp_out"), z=stack("z"))
+                     mlp_post=stack("mlp_post"), mlp_out=stack("mlp_out"), z=stack("z"),
+                     gates=stack("gates"))
