@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import QUICK_SHAPES, SHAPES, Task, max_rel_diff, tl_model, weights_of
+from common import QUICK_SHAPES, SHAPES, Floor, Task, max_rel_diff, tl_model, weights_of
 
 __all__ = ["TASKS"]
 
@@ -80,11 +80,76 @@ def attribution_theirs(shape):
     return run
 
 
+# the recording forward: what freezing keeps, against TransformerLens's cached forward ---------
+def record_ours(shape):
+    from pathexpand.numeric.frozen import freeze
+
+    w = weights_of(shape)
+    toks = _tokens(w.config.n_ctx, w.config.d_vocab)
+
+    def run():
+        fz = freeze(w, toks)
+        return fz.patterns.numpy()                                       # [b, L, H, q, k]
+
+    return run
+
+
+def record_theirs(shape):
+    import torch
+
+    model = tl_model(shape)
+    toks = torch.as_tensor(_tokens(model.cfg.n_ctx, model.cfg.d_vocab))
+
+    def run():   # every activation cached, no unembedding
+        _, cache = model.run_with_cache(toks, stop_at_layer=model.cfg.n_layers)
+        return torch.stack([cache["pattern", l] for l in range(model.cfg.n_layers)], 1).numpy()
+
+    return run
+
+
+# floors: a plain forward pass of the same batch, without the unembedding ----------------------
+def forward_ours(shape):
+    import torch
+
+    from pathexpand.numeric.forward import Transformer
+    from pathexpand.numeric.tokens import to_tensor
+
+    w = weights_of(shape)
+    toks = _tokens(w.config.n_ctx, w.config.d_vocab)
+
+    def run():
+        with torch.no_grad():
+            t = to_tensor(toks, w.config, None)
+            return Transformer.from_weights(w)(t, unembed=False).numpy()   # [b, n, d]
+
+    return run
+
+
+def forward_theirs(shape):
+    import torch
+
+    model = tl_model(shape)
+    toks = torch.as_tensor(_tokens(model.cfg.n_ctx, model.cfg.d_vocab))
+
+    def run():   # the residual stream after the last block (no ln_final, no unembedding)
+        return model(toks, stop_at_layer=model.cfg.n_layers).numpy()
+
+    return run
+
+
+FORWARD_FLOORS = (Floor("pe plain forward, no unembedding", build=forward_ours),
+                  Floor("TL plain forward, no unembedding", build=forward_theirs))
+
 TASKS = [
     Task("attribution",
          f"{BATCH}×{SEQ} tokens → logit difference, per-head and per-edge views "
          "(TL: run_with_cache + stack_head_results + projection; no edges)",
-         "≥ 10× faster, with the edges", attribution_ours, attribution_theirs, max_rel_diff),
+         "≥ 10× faster, with the edges; ≤ 2.5× a plain forward", attribution_ours, attribution_theirs,
+         max_rel_diff, floors=FORWARD_FLOORS),
+    Task("record",
+         f"{BATCH}×{SEQ} tokens → the recording forward pass (pe.freeze; TL: run_with_cache without "
+         "the unembedding); compared: the attention patterns",
+         "≤ 1.3× a plain forward", record_ours, record_theirs, max_rel_diff, floors=FORWARD_FLOORS),
 ]
 
 
