@@ -273,16 +273,17 @@ ACTIVATIONS = {
 
 def gate(pre, act_fn: str):
     """The frozen gate ``g = act(pre) / pre`` in closed form (no division; finite at ``pre = 0``):
-    ``[pre > 0]`` for relu, ``Φ(pre)`` for gelu, ``½(1 + tanh(√(2/π) pre (1 + 0.044715 pre²)))``
-    for gelu_new, ``σ(pre)`` for silu; ``pre ⊙ g`` is the activation."""
+    ``[pre > 0]`` for relu, ``Φ(pre)`` for gelu, ``½(1 + tanh(u)) = σ(2u)`` with
+    ``u = √(2/π) pre (1 + 0.044715 pre²)`` for gelu_new, ``σ(pre)`` for silu; ``pre ⊙ g`` is the
+    activation. Computed in one buffer, in place."""
     if act_fn == "relu":
         return (pre > 0).to(pre.dtype)
     if act_fn == "gelu":
         return torch.erf(pre * (1.0 / math.sqrt(2.0))).add_(1.0).mul_(0.5)
     if act_fn == "gelu_new":
-        t = pre * pre                                                    # one buffer, in place
-        t.mul_(0.044715).add_(1.0).mul_(pre).mul_(math.sqrt(2.0 / math.pi))
-        return t.tanh_().add_(1.0).mul_(0.5)
+        k = 2.0 * math.sqrt(2.0 / math.pi)
+        t = torch.addcmul(pre.new_tensor(k), pre, pre, value=k * 0.044715)   # 2u / pre
+        return t.mul_(pre).sigmoid_()
     if act_fn == "silu":
         return torch.sigmoid(pre)
     raise PathexpandError(f"cannot freeze MLP activation {act_fn!r}")
