@@ -100,14 +100,14 @@ class Attention(nn.Module):
             q, k = rotary.rotate(q, self.config), rotary.rotate(k, self.config)
         if rec is None:   # same math, fused: softmax_causal(q kᵀ / √d_head) v
             z = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
-        else:
-            scores = q @ k.transpose(-1, -2) * self.scale                           # [b, H, q, k]
-            if self.causal:
-                n = scores.shape[-1]
-                mask = torch.ones(n, n, dtype=torch.bool, device=scores.device).tril()
-                scores = scores.masked_fill(~mask, float("-inf"))
-            pattern = torch.softmax(scores, dim=-1)
-            z = pattern @ v                                                         # [b, H, q, e]
+        else:   # written straight into the recorder's buffers where it has them
+            b, H, n, e = q.shape
+            scores = torch.matmul(q, k.mT, out=rec.slot("scores", (b, H, n, n), q)).mul_(self.scale)
+            if self.causal:                                                         # [b, H, q, k]
+                above = torch.ones(n, n, dtype=torch.bool, device=scores.device).triu_(1)
+                scores.masked_fill_(above, float("-inf"))
+            pattern = torch.softmax(scores, dim=-1, out=rec.slot("patterns", (b, H, n, n), q))
+            z = torch.matmul(pattern, v, out=rec.slot("z", (b, H, n, e), q))       # [b, H, q, e]
             rec.add_attention(scores, pattern, z)
         return torch.einsum("bhpe,hed->bpd", z, self.W_O) + self.b_O                # [b, pos, d]
 
@@ -130,7 +130,7 @@ class MLP(nn.Module):
         if self.W_gate is None:
             pre = torch.addmm(self.b_in, h.flatten(0, -2), self.W_in).view(*h.shape[:-1], -1)  # [b, pos, d_mlp]
             if freezing:   # the frozen gate g = act(pre)/pre, and act(pre) = pre ⊙ g
-                g = gate(pre, self.config.act_fn)
+                g = gate(pre, self.config.act_fn, out=rec.slot("gates", pre.shape, pre))
                 post = pre * g
             else:
                 post = self.act(pre)
@@ -138,7 +138,9 @@ class MLP(nn.Module):
             pre = h @ self.W_gate                                        # [batch, pos, d_mlp]
             g = self.act(pre)                                            # the frozen gate
             post = torch.addcmul(self.b_in, g, h @ self.W_in)
-        out = torch.addmm(self.b_out, post.flatten(0, -2), self.W_out).view(h.shape)  # [b, pos, d_model]
+        slot = None if rec is None else rec.slot("mlp_out", h.shape, h)
+        out = torch.addmm(self.b_out, post.flatten(0, -2), self.W_out,
+                          out=None if slot is None else slot.view(-1, h.shape[-1])).view(h.shape)  # [b, pos, d]
         if rec is not None:
             if freezing:
                 rec.add("gates", g)
@@ -271,18 +273,18 @@ ACTIVATIONS = {
 }
 
 
-def gate(pre, act_fn: str):
+def gate(pre, act_fn: str, out=None):
     """The frozen gate ``g = act(pre) / pre`` in closed form (no division; finite at ``pre = 0``):
     ``[pre > 0]`` for relu, ``Φ(pre)`` for gelu, ``½(1 + tanh(u)) = σ(2u)`` with
     ``u = √(2/π) pre (1 + 0.044715 pre²)`` for gelu_new, ``σ(pre)`` for silu; ``pre ⊙ g`` is the
-    activation. Computed in one buffer, in place."""
+    activation. Computed in one buffer (``out``, when given), in place."""
     if act_fn == "relu":
         return (pre > 0).to(pre.dtype)
     if act_fn == "gelu":
         return torch.erf(pre * (1.0 / math.sqrt(2.0))).add_(1.0).mul_(0.5)
     if act_fn == "gelu_new":
         k = 2.0 * math.sqrt(2.0 / math.pi)
-        t = torch.addcmul(pre.new_tensor(k), pre, pre, value=k * 0.044715)   # 2u / pre
+        t = torch.addcmul(pre.new_tensor(k), pre, pre, value=k * 0.044715, out=out)   # 2u / pre
         return t.mul_(pre).sigmoid_()
     if act_fn == "silu":
         return torch.sigmoid(pre)
@@ -314,7 +316,7 @@ def record(weights: Weights, ids, *, device=None, dtype=None, unembed: bool = Tr
     records the MLP gates instead of ``mlp_pre``/``mlp_post`` (``Recorder``)."""
     t = to_tensor(ids, weights.config, device)
     model = Transformer.from_weights(weights, device=t.device, dtype=dtype)
-    rec = Recorder(freezing)
+    rec = Recorder(freezing, weights.config.n_layers)
     with torch.no_grad():
         out = model(t, rec=rec, unembed=unembed)
     return (out if unembed else None), rec.cache(t, weights.config, out), model
@@ -393,28 +395,49 @@ class Recorder:
     """Collects per-layer tensors during a pass (``Transformer.forward(..., rec=Recorder())``).
 
     ``freezing=True`` records what freezing needs and no more: the MLP gates ``act(pre)/pre``
-    (gated: ``act(x W_gate)``) instead of ``mlp_pre`` and ``mlp_post``."""
+    (gated: ``act(x W_gate)``) instead of ``mlp_pre`` and ``mlp_post``. With ``n_layers`` (and
+    autograd off) each key lives in one layer-major buffer ``[n_layers(+1), *shape]`` that the
+    modules write into (``slot``: ``out=``), so nothing is stacked afterwards; the cache views it
+    as ``[batch, n_layers, ...]``."""
 
-    def __init__(self, freezing: bool = False):
+    def __init__(self, freezing: bool = False, n_layers: int | None = None):
         self.freezing = freezing
+        self.n_layers = n_layers
         self.lists: dict[str, list] = {"resid_pre": [], "resid_mid": [], "mlp_pre": [],
                                        "mlp_post": [], "mlp_out": [], "scores": [], "patterns": [],
                                        "z": [], "gates": []}
+        self.buffers: dict[str, Any] = {}
         self.scales: dict[str, Any] = {}
 
+    def slot(self, key: str, shape, like):
+        """Where this layer's ``key`` goes (a view into its buffer), or None (no buffers)."""
+        if self.n_layers is None or torch.is_grad_enabled():
+            return None
+        buf = self.buffers.get(key)
+        if buf is None:
+            buf = self.buffers[key] = like.new_empty(self.n_layers + (key == "resid_pre"), *shape)
+        i = len(self.lists[key])
+        return buf[i] if i < buf.shape[0] and tuple(buf.shape[1:]) == tuple(shape) else None
+
     def add(self, key: str, value) -> None:
-        self.lists[key].append(value)
+        s = self.slot(key, value.shape, value)
+        if s is not None and s.data_ptr() != value.data_ptr():
+            s.copy_(value)
+        self.lists[key].append(value if s is None else s)
 
     def add_attention(self, scores, pattern, z) -> None:
-        self.lists["scores"].append(scores)
-        self.lists["patterns"].append(pattern)
-        self.lists["z"].append(z)
+        self.add("scores", scores)
+        self.add("patterns", pattern)
+        self.add("z", z)
 
     def cache(self, tokens, config: Config, like) -> Cache:
         """The recorded tensors stacked over layers (``like``: any tensor of the pass)."""
 
         def stack(key):
-            items = self.lists[key]
+            items, buf = self.lists[key], self.buffers.get(key)
+            if buf is not None and len(items) == buf.shape[0] and all(
+                    x.data_ptr() == buf[i].data_ptr() for i, x in enumerate(items)):
+                return buf.movedim(0, 1)                                    # [batch, layers, ...]
             return torch.stack(items, dim=1) if items else None
 
         b, n = tokens.shape
