@@ -364,7 +364,7 @@ def _attribute_chunk_inner(fz: Frozen, tgt: Target, views) -> dict:
     for s in plain:
         buf[row[s.name]] = fz.source_field(s.name)
     for st in fz.stages:
-        buf[first[st.index]: first[st.index] + len(st.nodes)] = fz.node_outputs(st.index)
+        fz.node_outputs(st.index, out=buf[first[st.index]: first[st.index] + len(st.nodes)])
     ln_parts = {s.name: fz.ln_bias_outputs(s.name) for s in sources if s.entry is not None}
     # ends: each source's direct path and each node's edge into the logits
     ends = [s.name for s in plain] + list(fz.nodes)
@@ -403,7 +403,7 @@ def _attribute_chunk_inner(fz: Frozen, tgt: Target, views) -> dict:
                     blk.append(v[[row[a] for a in earlier]].reshape(-1, b, K))
                     nm += [(a, nd) for a in earlier for nd in st.nodes]
                 blocks[:0], names[:0] = blk, nm
-            G = G + g.sum(1)
+            G = G.add_(g.sum(1)) if G.is_contiguous() else G + g.sum(1)
         out["nodes"] = fz.nodes
         out["node_values"] = _np(torch.cat(node_vals)) if fz.stages else np.zeros((0,) + out["output"].shape)
         if "edge" in views:

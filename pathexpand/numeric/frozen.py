@@ -181,25 +181,33 @@ class Frozen:
         st = self.stages[index]
         return self.resid_mid[:, st.layer] if st.kind == "mlp" else self.resid_pre[:, st.layer]
 
-    def node_outputs(self, index: int):
+    def node_outputs(self, index: int, out=None):
         """What each node of stage ``index`` writes on the recorded input, bias sources left
-        out: ``[k, b, n, d]``. That is everything reaching the node pushed through it (LN-bias
-        paths included). Heads: ``(z − rowsum(A) b_V) W_O`` from the recorded value mix; the
-        MLP: its recorded output minus ``b_out`` and the ``b_in`` source."""
+        out: ``[k, b, n, d]`` (into ``out`` when given, a contiguous ``[k, b, n, d]``). That is
+        everything reaching the node pushed through it (LN-bias paths included). Heads:
+        ``(z − rowsum(A) b_V) W_O`` from the recorded value mix; the MLP: its recorded output
+        minus ``b_out`` and the ``b_in`` source."""
         import torch
 
         st = self.stages[index]
-        parts = []
+        b, n, d = self.batch, self.n_pos, self.config.d_model
+        k = len(st.nodes)
+        if out is None:
+            out = torch.empty(k, b, n, d, dtype=self.dtype, device=self.device)
         if st.has_heads:
             a = f"blocks.{st.layer}.attn."
-            z = self.z[:, st.layer] - self._rowsum[:, st.layer] * self.p[a + "b_V"][:, None, :]
-            parts.append(torch.einsum("bhne,hed->hbnd", z, self.p[a + "W_O"]))   # [H, b, n, d]
-        if st.has_mlp:
-            out = self.mlp_out[:, st.layer]                                     # [b, n, d]
+            z = self.z[:, st.layer]                                             # [b, H, n, e]
             if self.arch.biases:
-                out = out - self.source_field(f"MLP{st.layer}.b_in") - self.source_field(f"MLP{st.layer}.b_out")
-            parts.append(out.unsqueeze(0))
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+                z = z - self._rowsum[:, st.layer] * self.p[a + "b_V"][:, None, :]
+            H, e = z.shape[1], z.shape[-1]
+            torch.bmm(z.transpose(0, 1).reshape(H, b * n, e), self.p[a + "W_O"],
+                      out=out[:H].view(H, b * n, d))                            # [H, b, n, d]
+        if st.has_mlp:
+            mo = self.mlp_out[:, st.layer]                                      # [b, n, d]
+            if self.arch.biases:
+                mo = mo - self.source_field(f"MLP{st.layer}.b_in") - self.source_field(f"MLP{st.layer}.b_out")
+            out[k - 1] = mo
+        return out
 
     def ln_bias_outputs(self, name: str):
         """What LN bias source ``name`` writes through each of its readers ``[k, b, n, d]``
