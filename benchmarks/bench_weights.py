@@ -10,7 +10,7 @@ setup (``fold_ln``, ``center_writing_weights``; not timed), so the two answers a
 from __future__ import annotations
 
 import numpy as np
-from common import Task, max_rel_diff, tl_model, weights_of
+from common import Floor, Task, config_of, max_rel_diff, tl_model, weights_of
 
 __all__ = ["TASKS"]
 
@@ -84,11 +84,58 @@ def comp_theirs(shape):
     return run
 
 
+# floors ------------------------------------------------------------------------------------------
+def vocab_gram(shape):
+    """``W_Eᵀ W_E`` ``[d_model, d_model]``: the one vocabulary-sized product the norms need."""
+    import torch
+
+    W_E = torch.as_tensor(np.asarray(weights_of(shape)["W_E"]))
+
+    def run():
+        return (W_E.T @ W_E).numpy()
+
+    return run
+
+
+def vocab_product(shape):
+    """``W_U W_E`` ``[d_model, d_model]``: the one vocabulary-sized product the eigenvalues need."""
+    import torch
+
+    w = weights_of(shape)
+    W_E, W_U = torch.as_tensor(np.asarray(w["W_E"])), torch.as_tensor(np.asarray(w["W_U"]))
+
+    def run():
+        return (W_U @ W_E).numpy()
+
+    return run
+
+
+def composition_flops(shape) -> tuple[float, float]:
+    """FLOPs of the Gram route (``numeric/composition.py``), closed form: ``(float32, float64)``.
+
+    Per head a Gram ``M = Bᵀ(A ᵀA)B`` of ``d_model × d_model`` from ``[d, e]``/``[e, d]`` factors
+    costs ``4 d e² + 2 d² e`` (float32); the left Grams once, the right Grams once per kind (and
+    rotary offset for Q/K); the contraction of packed triangles ``P = d(d+1)/2`` is
+    ``2 P`` per (earlier head, later head, offset) pair (float64)."""
+    c = config_of(shape)
+    L, H, d, e = c["n_layers"], c["n_heads"], c["d_model"], c["d_head"]
+    m = min(16, c["n_ctx"]) if c.get("positional") == "rotary" else 1   # rotary.summary_offsets
+    gram = 4 * d * e * e + 2 * d * d * e
+    P = d * (d + 1) // 2
+    pairs = sum(l2 * H * H for l2 in range(1, L))                       # (earlier, later) head pairs
+    f32 = (L - 1) * H * gram * (1 + 2 * m + 1)                          # left; Q, K (× offsets); V
+    f64 = 2 * P * pairs * (2 * m + 1)
+    return float(f32), float(f64)
+
+
 TASKS = [
     Task("ov_frobenius", "‖W_E W_OV W_U‖_F of every head (TL: (W_E @ OV @ W_U).norm())",
-         "≥ 40× faster, ≤ 1/20 peak memory", ov_norm_ours, ov_norm_theirs, max_rel_diff),
+         "≥ 40× faster, ≤ 1/20 peak memory", ov_norm_ours, ov_norm_theirs, max_rel_diff,
+         floors=(Floor("vocabulary Gram W_Eᵀ W_E", build=vocab_gram),)),
     Task("ov_copying", "copying score Re Σλ/Σ|λ| of every full OV circuit (TL: .eigenvalues)",
-         "≥ 15× faster", eig_ours, eig_theirs, max_rel_diff),
+         "≥ 15× faster", eig_ours, eig_theirs, max_rel_diff,
+         floors=(Floor("W_U W_E", build=vocab_product),)),
     Task("composition", "all Q, K and V composition scores (TL: all_composition_scores)",
-         "≥ 6× faster, ≤ 1/10 peak memory", comp_ours, comp_theirs, max_rel_diff),
+         "≥ 20× faster, ≤ 1/15 peak memory", comp_ours, comp_theirs, max_rel_diff,
+         floors=(Floor("Gram-route FLOPs at the measured GEMM rate", flops=composition_flops),)),
 ]

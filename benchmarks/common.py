@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["QUICK_SHAPES", "SHAPES", "Shape", "Task", "max_rel_diff", "tl_model", "weights_of"]
+__all__ = ["QUICK_SHAPES", "SHAPES", "Floor", "Shape", "Task", "config_of", "max_rel_diff", "tl_model",
+           "weights_of"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ SHAPES = {
     "attn-only-1l": Shape("attn-only-1l", bundled="attn-only-1l"),
     "attn-only-2l": Shape("attn-only-2l", bundled="attn-only-2l"),
     "gelu-2l": Shape("gelu-2l", bundled="gelu-2l"),
+    "modern-2l": Shape("modern-2l", bundled="modern-2l"),
     "gpt2-small": Shape("gpt2-small", config=_GPT2),
     # pretrained, from the smollm2 extra; run with --shapes smollm2-135m (not in the default run)
     "smollm2-135m": Shape("smollm2-135m", bundled="smollm2-135m"),
@@ -53,6 +55,19 @@ QUICK_SHAPES = {
     "attn-only-2l": SHAPES["attn-only-2l"],
     "gpt2-quick": Shape("gpt2-quick", config=_QUICK),
 }
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The least work that gives a task's answer, measured in the same run as the task.
+
+    Either ``build`` (like a task's ``ours``: ``Shape`` → zero-argument callable, timed in a fresh
+    process as the tasks are) or ``flops`` (``Shape`` → ``(float32 FLOPs, float64 FLOPs)``, turned
+    into seconds at the GEMM rates ``run.py`` measures in the run)."""
+
+    name: str
+    build: Callable[[Shape], Callable[[], Any]] | None = None
+    flops: Callable[[Shape], tuple[float, float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +80,8 @@ class Task:
     ours: Callable[[Shape], Callable[[], Any]]
     theirs: Callable[[Shape], Callable[[], Any]]
     compare: Callable[[Any, Any], float] | None = None
-    shapes: tuple[str, ...] = ("attn-only-1l", "attn-only-2l", "gelu-2l", "gpt2-small")
+    shapes: tuple[str, ...] = ("attn-only-1l", "attn-only-2l", "gelu-2l", "modern-2l", "gpt2-small")
+    floors: tuple[Floor, ...] = ()   # the first is the one the table's "÷ floor" column uses
 
 
 def tl_model(shape: Shape, *, processed: bool = False):
@@ -132,6 +148,18 @@ def weights_of(shape: Shape):
     w = pe.load(model)
     del model
     return w
+
+
+def config_of(shape: Shape) -> dict:
+    """``n_layers, n_heads, d_model, d_head, d_vocab`` (and, rotary, ``rotary_dim``/``n_ctx``) of a
+    shape without building its weights: the TransformerLens config, or the bundled file's config."""
+    if shape.bundled is None:
+        return dict(shape.config)
+    import pathexpand as pe
+
+    c = pe.load(shape.bundled).config
+    return dict(n_layers=c.n_layers, n_heads=c.n_heads, d_model=c.d_model, d_head=c.d_head,
+                d_vocab=c.d_vocab, n_ctx=c.n_ctx, positional=c.positional)
 
 
 def max_rel_diff(a, b) -> float:

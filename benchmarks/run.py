@@ -14,6 +14,12 @@ Tasks come from every ``benchmarks/bench_*.py`` module (``TASKS = [Task, ...]``,
 
 Where ``clear_refs`` is not writable the peak is ``ru_maxrss`` (lifetime peak, an upper
 bound) and the table says so. The two results are compared (max relative difference).
+
+**Floors.** A task's ``floors`` (``common.Floor``) are measured in the same run: a timed
+computation (a plain forward pass of the same batch, the vocabulary Gram ``W_Eᵀ W_E``), in its own
+fresh process like the tasks, or a FLOP count at the GEMM rates measured at the start of the run
+(float32 and float64, best of 3 square ``2048³`` products). The table gives each task's time as
+a multiple of its first floor (``pe ÷ floor``); the floor table after it lists every floor.
 ``--quick`` uses small shapes (``common.QUICK_SHAPES``) to check the machinery in seconds.
 """
 
@@ -72,7 +78,10 @@ def child(task_name: str, shape_name: str, impl: str, out: str) -> None:
 
     _, task = discover()[task_name]
     shape = {**SHAPES, **QUICK_SHAPES}[shape_name]
-    make = task.ours if impl == "pathexpand" else task.theirs
+    if impl.startswith("floor:"):
+        make = task.floors[int(impl.split(":")[1])].build
+    else:
+        make = task.ours if impl == "pathexpand" else task.theirs
     make(WARMUP)()  # warm up imports and kernels on a tiny model
     fn = make(shape)  # setup
     gc.collect()
@@ -85,6 +94,25 @@ def child(task_name: str, shape_name: str, impl: str, out: str) -> None:
     np.save(out, np.asarray(result), allow_pickle=False)
     print(json.dumps({"seconds": seconds, "task_mb": max(peak - before, 0) / 1024,
                       "process_peak_mb": peak / 1024, "exact_peak": exact}))
+
+
+def gemm_rates(n: int = 2048, reps: int = 3) -> dict:
+    """GFLOP/s of an ``n × n × n`` matrix product in float32 and float64, best of ``reps``."""
+    import torch
+
+    rates = {}
+    for name, dtype in (("float32", torch.float32), ("float64", torch.float64)):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a @ b
+        best = min(_timed(torch.matmul, a, b) for _ in range(reps))
+        rates[name] = 2 * n**3 / best / 1e9
+    return rates
+
+
+def _timed(fn, *args) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
 
 
 # ---- parent: run, compare, print --------------------------------------------------------------
@@ -120,9 +148,16 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.add_argument("--list", action="store_true", help="list tasks and shapes, run nothing")
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--rates", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-floors", action="store_true", help="skip the floor measurements")
+    p.add_argument("--ours-only", action="store_true",
+                   help="run pathexpand and the floors, not TransformerLens (long shapes on a busy machine)")
     args = p.parse_args(argv)
     if args.child:
         child(*args.child)
+        return 0
+    if args.rates:
+        print(json.dumps(gemm_rates()))
         return 0
     import numpy as np
 
@@ -139,6 +174,13 @@ def main(argv=None) -> int:
         return 2
     pool = QUICK_SHAPES if args.quick else SHAPES
     rows = []
+    rates = None
+    if not args.no_floors and any(f.flops for t in chosen for f in tasks[t][1].floors):
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--rates"],
+                              capture_output=True, text=True, check=True)
+        rates = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"GEMM rate (2048³, best of 3): float32 {rates['float32']:.1f} GFLOP/s, "
+              f"float64 {rates['float64']:.1f} GFLOP/s\n")
     with tempfile.TemporaryDirectory() as tmp:
         for name in chosen:
             _, task = tasks[name]
@@ -158,7 +200,11 @@ def main(argv=None) -> int:
                     continue
                 r = {"task": name, "shape": shape_name, "describe": shape.describe(), "target": task.target}
                 for impl in IMPLS:
-                    r[impl] = measure(name, shape_name, impl, Path(tmp))
+                    r[impl] = ({"error": "not run (--ours-only)"} if args.ours_only and impl != "pathexpand"
+                               else measure(name, shape_name, impl, Path(tmp)))
+                r["floors"] = [] if args.no_floors else [
+                    _floor(name, shape_name, shape, i, f, rates, Path(tmp)) for i, f in enumerate(task.floors)
+                ]
                 ours, theirs = r["pathexpand"], r["transformer_lens"]
                 if "error" not in ours and "error" not in theirs:
                     r["speedup"] = theirs["seconds"] / ours["seconds"]
@@ -167,9 +213,38 @@ def main(argv=None) -> int:
                         r["max_rel_diff"] = task.compare(np.load(ours["result"]), np.load(theirs["result"]))
                 rows.append(r)
                 _print_row(r)
+    _print_floors(rows)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"gemm_gflops": rates, "rows": rows}, indent=2) + "\n")
     return 0
+
+
+def _floor(task_name: str, shape_name: str, shape: Shape, i: int, floor, rates, tmp: Path) -> dict:
+    """One floor of one task: its seconds (timed in a fresh process, or FLOPs ÷ measured rate)."""
+    if floor.flops is not None:
+        f32, f64 = floor.flops(shape)
+        seconds = f32 / (rates["float32"] * 1e9) + f64 / (rates["float64"] * 1e9)
+        return {"name": floor.name, "seconds": seconds, "flops": [f32, f64]}
+    m = measure(task_name, shape_name, f"floor:{i}", tmp)
+    return {"name": floor.name, **m}
+
+
+def _print_floors(rows: list) -> None:
+    lines = []
+    for r in rows:
+        for f in r.get("floors", []):
+            o, t = r["pathexpand"], r["transformer_lens"]
+            if "error" in f:
+                lines.append(f"{r['task']} | {r['shape']} | {f['name']} | error: {f['error']}")
+                continue
+            mult = [f"{x['seconds'] / f['seconds']:.2f}×" if "seconds" in x else "—" for x in (o, t)]
+            lines.append(f"{r['task']} | {r['shape']} | {f['name']} | {_fmt_s(f['seconds'])} | "
+                         + " | ".join(mult))
+    if lines:
+        head = ("task", "shape", "floor", "floor time", "pathexpand ÷ floor", "TransformerLens ÷ floor")
+        print("\n" + " | ".join(head))
+        print(" | ".join("---" for _ in head))
+        print("\n".join(lines), flush=True)
 
 
 def _bundled_exists(name: str) -> bool:
@@ -186,7 +261,7 @@ def _bundled_exists(name: str) -> bool:
 
 
 _HEADER = ("task", "shape", "pathexpand", "TransformerLens", "speed-up", "pe memory", "TL memory",
-           "memory ratio", "max rel diff")
+           "memory ratio", "max rel diff", "pe ÷ floor")
 _printed_header = False
 
 
@@ -200,14 +275,20 @@ def _print_row(r: dict) -> None:
         print(f"{r['task']} | {r['shape']} | {r['note']}")
         return
     o, t = r["pathexpand"], r["transformer_lens"]
-    if "error" in o or "error" in t:
+    if "error" in o or ("error" in t and "--ours-only" not in t["error"]):
         print(f"{r['task']} | {r['shape']} | error: {o.get('error') or t.get('error')}")
         return
+    if "error" in t:   # --ours-only: pathexpand and the floor, no TransformerLens columns
+        t = {"seconds": None, "task_mb": None, "exact_peak": True}
     exact = "" if o["exact_peak"] and t["exact_peak"] else " (ru_maxrss bound)"
     ratio = r.get("memory_ratio")
-    cells = [r["task"], r["shape"], _fmt_s(o["seconds"]), _fmt_s(t["seconds"]), f"{r['speedup']:.1f}×",
+    speedup = f"{r['speedup']:.1f}×" if "speedup" in r else "—"
+    cells = [r["task"], r["shape"], _fmt_s(o["seconds"]), _fmt_s(t["seconds"]), speedup,
              _fmt_mb(o["task_mb"]), _fmt_mb(t["task_mb"]) + exact,
-             f"1/{1 / ratio:.0f}" if ratio else "—", f"{r.get('max_rel_diff', float('nan')):.1e}"]
+             (f"1/{1 / ratio:.0f}" if ratio < 1 else f"{ratio:.1f}") if ratio else "—",
+             f"{r.get('max_rel_diff', float('nan')):.1e}"]
+    floor = (r.get("floors") or [{}])[0]
+    cells.append(f"{o['seconds'] / floor['seconds']:.2f}×" if floor.get("seconds") else "—")
     print(" | ".join(cells), flush=True)
 
 

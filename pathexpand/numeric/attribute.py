@@ -434,7 +434,6 @@ def _attribute_chunk_inner(fz: Frozen, tgt: Target, views) -> dict:
     out: dict[str, Any] = {}
     c = fz.config
     sources = fz.sources()
-    fields = {s.name: fz.source_field(s.name) for s in sources if s.entry is None}
     logits_val = tgt.of_logits(None, fz)                                   # [b, K]
     out["output"] = _np(logits_val)
     out["constants"] = {
@@ -444,64 +443,67 @@ def _attribute_chunk_inner(fz: Frozen, tgt: Target, views) -> dict:
     }
     out["scale"] = _np(_scale(fz, tgt, logits_val))
 
-    # forward sweep: everything that reaches each node, pushed through it (from the recorded
-    # pass: no second forward), and the LN-bias part of it for the LN-bias → node edges.
-    # node outputs live in one buffer [b, N, n, d] (the edge products read it without copies)
-    starts = np.cumsum([0] + [len(st.nodes) for st in fz.stages])
-    buf = torch.empty(fz.batch, int(starts[-1]), fz.n_pos, c.d_model, dtype=fz.dtype, device=fz.device)
-    O = []
+    # forward sweep, from the recorded pass (no second forward): one buffer [R, b, n, d] of every
+    # field written into the residual stream, in order of birth — the sources' fields (embed,
+    # pos, bias sources) and each node's output (everything that reaches it pushed through it).
+    # What stage s reads is then the prefix buf[:first[s]]; the edge products read it in place.
+    plain = [s for s in sources if s.entry is None]
+    order = [s.name for s in plain if s.birth < 0]
+    first = []
     for st in fz.stages:
-        buf[:, starts[st.index]: starts[st.index + 1]] = fz.node_outputs(st.index).movedim(0, 1)
-        O.append(buf[:, starts[st.index]: starts[st.index + 1]].movedim(1, 0))  # [k, b, n, d] view
+        first.append(len(order))
+        order += [*st.nodes, *(s.name for s in plain if s.birth == st.index)]
+    row = {name: i for i, name in enumerate(order)}
+    b, n, d = fz.batch, fz.n_pos, c.d_model
+    buf = torch.empty(len(order), b, n, d, dtype=fz.dtype, device=fz.device)
+    for s in plain:
+        buf[row[s.name]] = fz.source_field(s.name)
+    for st in fz.stages:
+        fz.node_outputs(st.index, out=buf[first[st.index]: first[st.index] + len(st.nodes)])
     ln_parts = {s.name: fz.ln_bias_outputs(s.name) for s in sources if s.entry is not None}
     # ends: each source's direct path and each node's edge into the logits
-    ends, end_vals = [], []
-    for s in sources:
-        if s.entry is None:
-            ends.append(s.name)
-            end_vals.append(tgt.readout(fz, fields[s.name]))
-    for st, outs in zip(fz.stages, O):
-        ends.extend(st.nodes)
-        end_vals.extend(tgt.readout(fz, outs).unbind(0))
+    ends = [s.name for s in plain] + list(fz.nodes)
+    read = torch.cat([tgt.readout(fz, buf[i: i + 64]) for i in range(0, len(order), 64)])   # [R, b, K]
     out["ends"] = tuple(ends)
-    out["end_values"] = _np(torch.stack(end_vals))
+    out["end_values"] = _np(read[[row[e] for e in ends]])
 
     if "node" in views or "edge" in views:
         G = tgt.readout_vectors(fz)                                        # [K, b, n, d]
+        K = G.shape[0]
+        flat = buf.view(len(order), b, n * d)                              # [R, b, n·d]
         node_vals = [None] * len(fz.stages)
-        edge_rows: list[tuple[tuple[str, str], Any]] = []
-        flat = buf.flatten(-2)                                             # [b, N, n·d]
+        blocks, names = [], []                                             # edge rows, stage by stage
         for st in reversed(fz.stages):
-            node_vals[st.index] = torch.einsum("Kbnd,jbnd->jbK", G, O[st.index])
+            i0, j = first[st.index], len(st.nodes)
+            Gt = G.reshape(K, b, n * d).permute(1, 2, 0)                   # [b, n·d, K]
+            node_vals[st.index] = torch.bmm(flat[i0: i0 + j].transpose(0, 1), Gt).transpose(0, 1)  # [j, b, K]
             g = fz.stage_T(G, st)                                          # [K, j, b, n, d]
             if "edge" in views:
-                rows = []
+                blk, nm = [], []
+                v = None
+                if i0:   # ⟨M_nodeᵀ G, field⟩ for every field the stage reads: one GEMM
+                    left = g.permute(2, 0, 1, 3, 4).reshape(b, K * j, n * d)          # [b, K·j, n·d]
+                    v = torch.bmm(left, flat[:i0].permute(1, 2, 0))                    # [b, K·j, i0]
+                    v = v.view(b, K, j, i0).permute(3, 2, 0, 1)                        # [i0, j, b, K]
+                srcs = [s.name for s in plain if s.birth < st.index]
+                if srcs:
+                    blk.append(v[[row[a] for a in srcs]].reshape(-1, b, K))
+                    nm += [(a, nd) for a in srcs for nd in st.nodes]
                 for s in sources:
-                    if s.entry is None and s.birth < st.index:
-                        v = torch.einsum("Kjbnd,bnd->jbK", g, fields[s.name])
-                        rows.extend(((s.name, nd), v[i]) for i, nd in enumerate(st.nodes))
-                    elif s.entry == st.index:
-                        v = torch.einsum("Kbnd,jbnd->jbK", G, ln_parts[s.name])
-                        rows.extend(((s.name, nd), v[i]) for i, nd in enumerate(s.readers))
-                i_end = int(starts[st.index])
-                if i_end:
-                    K, j = g.shape[0], g.shape[1]
-                    left = g.movedim(2, 0).reshape(fz.batch, K * j, -1)            # [b, K·j, n·d]
-                    v = torch.bmm(left, flat[:, :i_end].transpose(1, 2))           # [b, K·j, i]
-                    v = v.view(fz.batch, K, j, i_end).permute(3, 2, 0, 1)          # [i, j, b, K]
-                    earlier = [a for st1 in fz.stages[: st.index] for a in st1.nodes]
-                    rows.extend(
-                        ((a, nd), v[i, jj]) for i, a in enumerate(earlier) for jj, nd in enumerate(st.nodes)
-                    )
-                edge_rows = rows + edge_rows
-            G = G + g.sum(1)
+                    if s.entry == st.index:
+                        blk.append(torch.einsum("Kbnd,jbnd->jbK", G, ln_parts[s.name]))
+                        nm += [(s.name, nd) for nd in s.readers]
+                earlier = [a for st1 in fz.stages[: st.index] for a in st1.nodes]
+                if earlier:
+                    blk.append(v[[row[a] for a in earlier]].reshape(-1, b, K))
+                    nm += [(a, nd) for a in earlier for nd in st.nodes]
+                blocks[:0], names[:0] = blk, nm
+            G = G.add_(g.sum(1)) if G.is_contiguous() else G + g.sum(1)
         out["nodes"] = fz.nodes
         out["node_values"] = _np(torch.cat(node_vals)) if fz.stages else np.zeros((0,) + out["output"].shape)
         if "edge" in views:
-            to_logits = [((e, "logits"), None) for e in ends]
-            out["edges"] = tuple(k for k, _ in edge_rows) + tuple(k for k, _ in to_logits)
-            vals = [v for _, v in edge_rows]
-            stacked = _np(torch.stack(vals)) if vals else np.zeros((0,) + out["output"].shape)
+            out["edges"] = tuple(names) + tuple((e, "logits") for e in ends)
+            stacked = _np(torch.cat(blocks)) if blocks else np.zeros((0,) + out["output"].shape)
             out["edge_values"] = np.concatenate([stacked, out["end_values"]])
 
     if "path" in views:

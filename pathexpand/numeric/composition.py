@@ -266,18 +266,20 @@ def _left_gram(W_V: torch.Tensor, W_O: torch.Tensor) -> torch.Tensor:
     return W_O.mT @ ((W_V.mT @ W_V) @ W_O)
 
 
-def _right_gram(c: Circuits, kind: str, layer: int, offset: int | None = None) -> torch.Tensor:
+def _right_gram(c: Circuits, kind: str, layer: int, offsets=None) -> torch.Tensor:
     """M_2 = R Rᵀ for the later head's reading matrix R of ``kind``, ``[H, d_model, d_model]``
-    (rotary: ``R = W_Q R̃_Δ W_Kᵀ`` at ``offset`` Δ, or its transpose for K-composition)."""
+    (rotary: ``R = W_Q R̃_Δ W_Kᵀ`` at each offset Δ of ``offsets``, or its transpose for
+    K-composition: ``[len(offsets) · H, d_model, d_model]``, offset-major)."""
     if kind == "v_composition":
         V, O = c.layer("W_V", layer), c.layer("W_O", layer)
         return V @ ((O @ O.mT) @ V.mT)  # R = W_V W_O
     Q, K = c.layer("W_Q", layer), c.layer("W_K", layer)
-    if offset is not None:
+    if offsets is not None:
         from . import rotary
 
-        Rot = rotary.relative(c.config, [offset], dtype=Q.dtype, device=Q.device)[0]   # [e, e]
-        Q = Q @ Rot                                                   # W_Q R̃_Δ: R̃ is orthogonal
+        Rot = rotary.relative(c.config, offsets, dtype=Q.dtype, device=Q.device)    # [m, e, e]
+        Q = (Q[None] @ Rot[:, None]).flatten(0, 1)                    # [m·H, d, e]: W_Q R̃_Δ, R̃ orthogonal
+        K = K.repeat(len(offsets), 1, 1)                              # [m·H, d, e]
     if kind == "q_composition":  # R = W_Q W_Kᵀ
         return Q @ ((K.mT @ K) @ Q.mT)
     return K @ ((Q.mT @ Q) @ K.mT)  # k_composition: R = W_K W_Qᵀ
@@ -289,13 +291,17 @@ def _packed(M: torch.Tensor, iu: torch.Tensor, weight: torch.Tensor | None) -> t
     return p * weight if weight is not None else p
 
 
+_RIGHT_BYTES = 1 << 28   # packed right Grams of one GEMM (several rotary offsets at once): ≤ 256 MB
+
+
 def _all_pairs(c: Circuits, L: int, H: int, kinds: tuple[str, ...], offsets=(None,)) -> dict[str, np.ndarray]:
     """Raw scores ``[L, H, L, H]`` per kind: Σ M1∘M2 over packed upper triangles (Q/K kinds:
     the mean over ``offsets`` of the per-offset score).
 
     The left Grams (earlier heads, shared by every kind) are formed once, packed with
     off-diagonal weight 2 and kept in float64 ``[(L-1)·H, d(d+1)/2]``; each later layer's
-    right Grams are then contracted against all earlier layers in one GEMM. The circuit
+    right Grams (all its heads, and with rotary positions as many offsets as fit in
+    ``_RIGHT_BYTES``) are then contracted against all earlier layers in one GEMM. The circuit
     builder gives one layer's weights at a time (``Circuits.layer``).
     """
     d = c.config.d_model
@@ -312,19 +318,21 @@ def _all_pairs(c: Circuits, L: int, H: int, kinds: tuple[str, ...], offsets=(Non
         left_norm2[l1 * H : (l1 + 1) * H] = torch.diagonal(M1, dim1=-2, dim2=-1).to(torch.float64).sum(-1)
         left[l1 * H : (l1 + 1) * H] = _packed(M1, iu, weight)
         del M1
+    per_gemm = max(1, _RIGHT_BYTES // (H * iu.shape[1] * 8))          # offsets per GEMM
     for kind in kinds:
-        offs = [None] if kind == "v_composition" else list(offsets)
+        offs = [None] if kind == "v_composition" or offsets[0] is None else list(offsets)
         for l2 in range(1, L):
-            total = 0.0
-            for off in offs:
-                M2 = _right_gram(c, kind, l2, off)
-                r2 = torch.diagonal(M2, dim1=-2, dim2=-1).to(torch.float64).sum(-1)  # [H] = ‖R‖²
-                P2 = _packed(M2, iu, None)  # [H, P]
+            total = torch.zeros(l2 * H, H, dtype=torch.float64, device=dev)
+            for i in range(0, len(offs), per_gemm):
+                chunk = None if offs[0] is None else offs[i : i + per_gemm]
+                M2 = _right_gram(c, kind, l2, chunk)                          # [m·H, d, d]
+                r2 = torch.diagonal(M2, dim1=-2, dim2=-1).to(torch.float64).sum(-1)  # [m·H] = ‖R‖²
+                P2 = _packed(M2, iu, None)                                    # [m·H, P]
                 del M2
-                cross = left[: l2 * H] @ P2.T  # [l2·H, H] = ‖L R‖² for every earlier head
+                cross = left[: l2 * H] @ P2.T                   # [l2·H, m·H] = ‖L R‖² for every earlier head
                 denom = left_norm2[: l2 * H, None] * r2[None, :]
-                total = total + torch.where(denom > 0, (cross.clamp_min(0) / denom).sqrt(),
-                                            torch.zeros_like(cross))
+                score = torch.where(denom > 0, (cross.clamp_min(0) / denom).sqrt(), torch.zeros_like(cross))
+                total += score.view(l2 * H, -1, H).sum(1)
             out[kind][:l2, :, l2, :] = (total / len(offs)).reshape(l2, H, H).cpu().numpy()
     return out
 

@@ -43,6 +43,7 @@ __all__ = [
     "Recorder",
     "Transformer",
     "forward",
+    "gate",
     "init_parameters",
     "run_with_cache",
     "torch_dtype",
@@ -99,14 +100,14 @@ class Attention(nn.Module):
             q, k = rotary.rotate(q, self.config), rotary.rotate(k, self.config)
         if rec is None:   # same math, fused: softmax_causal(q kᵀ / √d_head) v
             z = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
-        else:
-            scores = q @ k.transpose(-1, -2) * self.scale                           # [b, H, q, k]
-            if self.causal:
-                n = scores.shape[-1]
-                mask = torch.ones(n, n, dtype=torch.bool, device=scores.device).tril()
-                scores = scores.masked_fill(~mask, float("-inf"))
-            pattern = torch.softmax(scores, dim=-1)
-            z = pattern @ v                                                         # [b, H, q, e]
+        else:   # written straight into the recorder's buffers where it has them
+            b, H, n, e = q.shape
+            scores = torch.matmul(q, k.mT, out=rec.slot("scores", (b, H, n, n), q)).mul_(self.scale)
+            if self.causal:                                                         # [b, H, q, k]
+                above = torch.ones(n, n, dtype=torch.bool, device=scores.device).triu_(1)
+                scores.masked_fill_(above, float("-inf"))
+            pattern = torch.softmax(scores, dim=-1, out=rec.slot("patterns", (b, H, n, n), q))
+            z = torch.matmul(pattern, v, out=rec.slot("z", (b, H, n, e), q))       # [b, H, q, e]
             rec.add_attention(scores, pattern, z)
         return torch.einsum("bhpe,hed->bpd", z, self.W_O) + self.b_O                # [b, pos, d]
 
@@ -122,18 +123,30 @@ class MLP(nn.Module):
         self.W_gate = _param(d, m, device=device) if config.gated_mlp else None
         self.W_out, self.b_out = _param(m, d, device=device), _param(d, device=device)
         self.act = ACTIVATIONS[config.act_fn]
+        self.config = config
 
     def forward(self, h, rec: Recorder | None = None):
+        freezing = rec is not None and rec.freezing
         if self.W_gate is None:
-            pre = h @ self.W_in + self.b_in                              # [batch, pos, d_mlp]
-            post = self.act(pre)
+            pre = torch.addmm(self.b_in, h.flatten(0, -2), self.W_in).view(*h.shape[:-1], -1)  # [b, pos, d_mlp]
+            if freezing:   # the frozen gate g = act(pre)/pre, and act(pre) = pre ⊙ g
+                g = gate(pre, self.config.act_fn, out=rec.slot("gates", pre.shape, pre))
+                post = pre * g
+            else:
+                post = self.act(pre)
         else:
             pre = h @ self.W_gate                                        # [batch, pos, d_mlp]
-            post = self.act(pre) * (h @ self.W_in) + self.b_in
-        out = post @ self.W_out + self.b_out                             # [batch, pos, d_model]
+            g = self.act(pre)                                            # the frozen gate
+            post = torch.addcmul(self.b_in, g, h @ self.W_in)
+        slot = None if rec is None else rec.slot("mlp_out", h.shape, h)
+        out = torch.addmm(self.b_out, post.flatten(0, -2), self.W_out,
+                          out=None if slot is None else slot.view(-1, h.shape[-1])).view(h.shape)  # [b, pos, d]
         if rec is not None:
-            rec.add("mlp_pre", pre)
-            rec.add("mlp_post", post)
+            if freezing:
+                rec.add("gates", g)
+            else:
+                rec.add("mlp_pre", pre)
+                rec.add("mlp_post", post)
             rec.add("mlp_out", out)
         return out
 
@@ -247,8 +260,9 @@ def init_parameters(model: Transformer, std: float | None = None) -> Transformer
 
 # activations ---------------------------------------------------------------------------------------
 def _gelu_new(x):
-    """GPT-2's tanh approximation of GELU (TransformerLens ``gelu_new``)."""
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
+    """GPT-2's tanh approximation of GELU (TransformerLens ``gelu_new``):
+    ``½ x (1 + tanh(√(2/π)(x + 0.044715 x³)))``, torch's fused ``gelu(approximate="tanh")``."""
+    return nn.functional.gelu(x, approximate="tanh")
 
 
 ACTIVATIONS = {
@@ -257,6 +271,24 @@ ACTIVATIONS = {
     "gelu_new": _gelu_new,
     "silu": nn.functional.silu,  # x σ(x), SwiGLU's gate
 }
+
+
+def gate(pre, act_fn: str, out=None):
+    """The frozen gate ``g = act(pre) / pre`` in closed form (no division; finite at ``pre = 0``):
+    ``[pre > 0]`` for relu, ``Φ(pre)`` for gelu, ``½(1 + tanh(u)) = σ(2u)`` with
+    ``u = √(2/π) pre (1 + 0.044715 pre²)`` for gelu_new, ``σ(pre)`` for silu; ``pre ⊙ g`` is the
+    activation. Computed in one buffer (``out``, when given), in place."""
+    if act_fn == "relu":
+        return (pre > 0).to(pre.dtype)
+    if act_fn == "gelu":
+        return torch.erf(pre * (1.0 / math.sqrt(2.0))).add_(1.0).mul_(0.5)
+    if act_fn == "gelu_new":
+        k = 2.0 * math.sqrt(2.0 / math.pi)
+        t = torch.addcmul(pre.new_tensor(k), pre, pre, value=k * 0.044715, out=out)   # 2u / pre
+        return t.mul_(pre).sigmoid_()
+    if act_fn == "silu":
+        return torch.sigmoid(pre)
+    raise PathexpandError(f"cannot freeze MLP activation {act_fn!r}")
 
 
 # the public calls -------------------------------------------------------------------------------
@@ -277,12 +309,14 @@ def run_with_cache(model, tokens, *, device=None, dtype=None):
     return logits, cache
 
 
-def record(weights: Weights, ids, *, device=None, dtype=None, unembed: bool = True):
+def record(weights: Weights, ids, *, device=None, dtype=None, unembed: bool = True,
+           freezing: bool = False):
     """``(logits or None, Cache, model)``: one recorded pass over checked ids ``[batch, pos]``;
-    ``unembed=False`` stops at ``ln_final`` (nothing vocabulary-sized is built)."""
+    ``unembed=False`` stops at ``ln_final`` (nothing vocabulary-sized is built); ``freezing``
+    records the MLP gates instead of ``mlp_pre``/``mlp_post`` (``Recorder``)."""
     t = to_tensor(ids, weights.config, device)
     model = Transformer.from_weights(weights, device=t.device, dtype=dtype)
-    rec = Recorder()
+    rec = Recorder(freezing, weights.config.n_layers)
     with torch.no_grad():
         out = model(t, rec=rec, unembed=unembed)
     return (out if unembed else None), rec.cache(t, weights.config, out), model
@@ -330,6 +364,9 @@ class Cache:
     - ``mlp_out``   ``[batch, n_layers, pos, d_model]``: what each MLP adds to the stream
     - ``z``         ``[batch, n_layers, n_heads, pos, d_head]``: ``A (ln1(x) W_V + b_V)``, each
       head's value mix before ``W_O`` (TransformerLens's ``hook_z``, heads first)
+    - ``gates``     ``[batch, n_layers, pos, d_mlp]``: the frozen MLP gates ``act(pre)/pre``
+      (gated MLPs: ``act(x W_gate)``), recorded instead of ``mlp_pre``/``mlp_post`` when
+      freezing (``record(..., freezing=True)``); None otherwise
     """
 
     tokens: Any
@@ -342,6 +379,7 @@ class Cache:
     mlp_post: Any = None
     mlp_out: Any = None
     z: Any = None
+    gates: Any = None
 
     def pattern(self, layer: int):
         """Attention patterns of one layer: ``[batch, n_heads, q_pos, k_pos]``."""
@@ -354,27 +392,52 @@ class Cache:
 
 
 class Recorder:
-    """Collects per-layer tensors during a pass (``Transformer.forward(..., rec=Recorder())``)."""
+    """Collects per-layer tensors during a pass (``Transformer.forward(..., rec=Recorder())``).
 
-    def __init__(self):
+    ``freezing=True`` records what freezing needs and no more: the MLP gates ``act(pre)/pre``
+    (gated: ``act(x W_gate)``) instead of ``mlp_pre`` and ``mlp_post``. With ``n_layers`` (and
+    autograd off) each key lives in one layer-major buffer ``[n_layers(+1), *shape]`` that the
+    modules write into (``slot``: ``out=``), so nothing is stacked afterwards; the cache views it
+    as ``[batch, n_layers, ...]``."""
+
+    def __init__(self, freezing: bool = False, n_layers: int | None = None):
+        self.freezing = freezing
+        self.n_layers = n_layers
         self.lists: dict[str, list] = {"resid_pre": [], "resid_mid": [], "mlp_pre": [],
                                        "mlp_post": [], "mlp_out": [], "scores": [], "patterns": [],
-                                       "z": []}
+                                       "z": [], "gates": []}
+        self.buffers: dict[str, Any] = {}
         self.scales: dict[str, Any] = {}
 
+    def slot(self, key: str, shape, like):
+        """Where this layer's ``key`` goes (a view into its buffer), or None (no buffers)."""
+        if self.n_layers is None or torch.is_grad_enabled():
+            return None
+        buf = self.buffers.get(key)
+        if buf is None:
+            buf = self.buffers[key] = like.new_empty(self.n_layers + (key == "resid_pre"), *shape)
+        i = len(self.lists[key])
+        return buf[i] if i < buf.shape[0] and tuple(buf.shape[1:]) == tuple(shape) else None
+
     def add(self, key: str, value) -> None:
-        self.lists[key].append(value)
+        s = self.slot(key, value.shape, value)
+        if s is not None and s.data_ptr() != value.data_ptr():
+            s.copy_(value)
+        self.lists[key].append(value if s is None else s)
 
     def add_attention(self, scores, pattern, z) -> None:
-        self.lists["scores"].append(scores)
-        self.lists["patterns"].append(pattern)
-        self.lists["z"].append(z)
+        self.add("scores", scores)
+        self.add("patterns", pattern)
+        self.add("z", z)
 
     def cache(self, tokens, config: Config, like) -> Cache:
         """The recorded tensors stacked over layers (``like``: any tensor of the pass)."""
 
         def stack(key):
-            items = self.lists[key]
+            items, buf = self.lists[key], self.buffers.get(key)
+            if buf is not None and len(items) == buf.shape[0] and all(
+                    x.data_ptr() == buf[i].data_ptr() for i, x in enumerate(items)):
+                return buf.movedim(0, 1)                                    # [batch, layers, ...]
             return torch.stack(items, dim=1) if items else None
 
         b, n = tokens.shape
@@ -385,4 +448,5 @@ class Recorder:
         return Cache(tokens=tokens, patterns=patterns, scores=scores,
                      resid_pre=stack("resid_pre"), resid_mid=stack("resid_mid"),
                      ln_scale=dict(self.scales), mlp_pre=stack("mlp_pre"),
-                     mlp_post=stack("mlp_post"), mlp_out=stack("mlp_out"), z=stack("z"))
+                     mlp_post=stack("mlp_post"), mlp_out=stack("mlp_out"), z=stack("z"),
+                     gates=stack("gates"))

@@ -181,25 +181,33 @@ class Frozen:
         st = self.stages[index]
         return self.resid_mid[:, st.layer] if st.kind == "mlp" else self.resid_pre[:, st.layer]
 
-    def node_outputs(self, index: int):
+    def node_outputs(self, index: int, out=None):
         """What each node of stage ``index`` writes on the recorded input, bias sources left
-        out: ``[k, b, n, d]``. That is everything reaching the node pushed through it (LN-bias
-        paths included). Heads: ``(z − rowsum(A) b_V) W_O`` from the recorded value mix; the
-        MLP: its recorded output minus ``b_out`` and the ``b_in`` source."""
+        out: ``[k, b, n, d]`` (into ``out`` when given, a contiguous ``[k, b, n, d]``). That is
+        everything reaching the node pushed through it (LN-bias paths included). Heads:
+        ``(z − rowsum(A) b_V) W_O`` from the recorded value mix; the MLP: its recorded output
+        minus ``b_out`` and the ``b_in`` source."""
         import torch
 
         st = self.stages[index]
-        parts = []
+        b, n, d = self.batch, self.n_pos, self.config.d_model
+        k = len(st.nodes)
+        if out is None:
+            out = torch.empty(k, b, n, d, dtype=self.dtype, device=self.device)
         if st.has_heads:
             a = f"blocks.{st.layer}.attn."
-            z = self.z[:, st.layer] - self._rowsum[:, st.layer] * self.p[a + "b_V"][:, None, :]
-            parts.append(torch.einsum("bhne,hed->hbnd", z, self.p[a + "W_O"]))   # [H, b, n, d]
-        if st.has_mlp:
-            out = self.mlp_out[:, st.layer]                                     # [b, n, d]
+            z = self.z[:, st.layer]                                             # [b, H, n, e]
             if self.arch.biases:
-                out = out - self.source_field(f"MLP{st.layer}.b_in") - self.source_field(f"MLP{st.layer}.b_out")
-            parts.append(out.unsqueeze(0))
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+                z = z - self._rowsum[:, st.layer] * self.p[a + "b_V"][:, None, :]
+            H, e = z.shape[1], z.shape[-1]
+            torch.bmm(z.transpose(0, 1).reshape(H, b * n, e), self.p[a + "W_O"],
+                      out=out[:H].view(H, b * n, d))                            # [H, b, n, d]
+        if st.has_mlp:
+            mo = self.mlp_out[:, st.layer]                                      # [b, n, d]
+            if self.arch.biases:
+                mo = mo - self.source_field(f"MLP{st.layer}.b_in") - self.source_field(f"MLP{st.layer}.b_out")
+            out[k - 1] = mo
+        return out
 
     def ln_bias_outputs(self, name: str):
         """What LN bias source ``name`` writes through each of its readers ``[k, b, n, d]``
@@ -269,15 +277,23 @@ class Frozen:
         return torch.einsum("...bhne,hed->...bhnd", z, self.p[a + ".W_O"][sel])
 
     def heads_T(self, g, layer: int, heads=None):
-        """Transpose of each head's map, back to its input before LN: ``[*, b, n, d] → [*, b, H', n, d]``."""
+        """Transpose of each head's map, back to its input before LN: ``[*, b, n, d] → [*, b, H', n, d]``
+        (a view of a ``[*, H', b, n, d]`` tensor): ``(1/σ ⊙ A^{h T} g W_O^{h T}) (C diag(w) W_V^h)ᵀ``."""
         import torch
 
         a = f"blocks.{layer}.attn"
         sel = slice(None) if heads is None else heads
-        y = torch.einsum("...bnd,hed->...bhne", g, self.p[a + ".W_O"][sel])
-        z = self.patterns[:, layer, sel].transpose(-1, -2) @ y
-        v = torch.einsum("...bhne,hde->...bhnd", z, self.p[a + ".W_V"][sel])
-        return self.ln_T(v, f"blocks.{layer}.ln1", heads_axis=True)
+        lead, (b, n, d) = g.shape[:-3], g.shape[-3:]
+        W_O = self.p[a + ".W_O"][sel]                                      # [H', e, d]
+        H, e = W_O.shape[:2]
+        y = (g.reshape(-1, d) @ W_O.reshape(H * e, d).T).view(*lead, b, n, H, e)
+        z = self.patterns[:, layer, sel].mT @ y.transpose(-2, -3)          # [*, b, H', n, e]
+        s = self._inv_scale(f"blocks.{layer}.ln1", True, None)             # [b, 1, n, 1]
+        if s is not None:
+            z = z * s
+        z = z.movedim(-3, 0).reshape(H, -1, e)                             # [H', * b n, e]
+        v = torch.bmm(z, self._reader(layer, "ln1", a + ".W_V")[sel].mT)   # [H', * b n, d]
+        return v.view(H, *lead, b, n, d).movedim(0, -4).movedim(-4, -3)
 
     def mlp(self, f, layer: int, *, read: bool = True):
         """``[*, b, n, d] → [*, b, n, d]``: ``((ln2(f) W_in) ⊙ g) W_out`` at each position."""
@@ -286,10 +302,22 @@ class Frozen:
         return ((h @ self.p[m + ".W_in"]) * self.gates[:, layer]) @ self.p[m + ".W_out"]
 
     def mlp_T(self, g, layer: int):
-        """Transpose of ``mlp``."""
+        """Transpose of ``mlp``: ``1/σ ⊙ ((g W_outᵀ) ⊙ gate) (C diag(w) W_in)ᵀ``."""
         m = f"blocks.{layer}.mlp"
         y = (g @ self.p[m + ".W_out"].T) * self.gates[:, layer]
-        return self.ln_T(y @ self.p[m + ".W_in"].T, f"blocks.{layer}.ln2")
+        y = y @ self._reader(layer, "ln2", m + ".W_in").T
+        s = self._inv_scale(f"blocks.{layer}.ln2", False, None)            # [b, n, 1]
+        return y if s is None else y * s
+
+    def _reader(self, layer: int, ln: str, key: str):
+        """``C diag(w) W`` of the weight ``key`` that reads norm ``ln`` of ``layer`` (``numeric.norm.reader``:
+        the frozen norm without its ``1/σ``), made once."""
+        cache = self.__dict__.setdefault("_readers", {})
+        if key not in cache:
+            w = self.p.get(f"blocks.{layer}.{ln}.w")
+            cache[key] = norm.reader(self.p[key], self.config.normalization,
+                                     None if w is None else w[:, None], axis=-2).contiguous()
+        return cache[key]
 
     def stage(self, f, stage: Stage, *, read: bool = True):
         """Outputs of every node of ``stage`` on field ``f``: ``[*, b, n, d] → [*, k, b, n, d]``."""
@@ -502,7 +530,7 @@ def _record(fz: Frozen, weights: Weights, tokens, device, dtype) -> None:
     """One forward pass (``forward.record`` without the unembedding), keeping on ``fz`` what
     freezing needs: patterns, scores, ``z``, residuals, norm ``1/σ`` and MLP gates."""
     c = weights.config
-    _, cache, model = record(weights, tokens, device=device, dtype=dtype, unembed=False)
+    _, cache, model = record(weights, tokens, device=device, dtype=dtype, unembed=False, freezing=True)
     fz.tokens, fz.p = cache.tokens, dict(model.named_parameters())
     if c.n_kv_groups > 1:   # node maps see key/value weights per query head
         for name in [k for k in fz.p if k.rsplit(".", 1)[-1] in ("W_K", "W_V", "b_K", "b_V")]:
@@ -510,14 +538,7 @@ def _record(fz: Frozen, weights: Weights, tokens, device, dtype) -> None:
     fz.device, fz.dtype = cache.tokens.device, cache.resid_pre.dtype
     fz.patterns, fz.scores, fz.z = cache.patterns, cache.scores, cache.z
     fz.resid_pre, fz.resid_mid, fz.mlp_out = cache.resid_pre, cache.resid_mid, cache.mlp_out
-    if cache.mlp_pre is None:
-        fz.gates = None
-    elif c.gated_mlp:   # g = act(x W_gate), the MLP is then W_in diag(g) W_out
-        from .forward import ACTIVATIONS
-
-        fz.gates = ACTIVATIONS[c.act_fn](cache.mlp_pre)
-    else:
-        fz.gates = _gate(cache.mlp_pre, c.act_fn)
+    fz.gates = cache.gates   # act(pre)/pre (gated: act(x W_gate)), the MLP is W_in diag(g) W_out
     fz.inv_scale = {name: 1.0 / s[..., None] for name, s in cache.ln_scale.items()}   # [b, n, 1]
 
 
@@ -533,21 +554,6 @@ def _stages(c) -> tuple[Stage, ...]:
         if c.d_mlp is not None:
             out.append(Stage(len(out), "mlp", l, (mlp_name(l),)))
     return tuple(out)
-
-
-def _gate(pre, act_fn: str):
-    """``act(pre) / pre`` in closed form (no division; finite at ``pre = 0``)."""
-    import torch
-
-    if act_fn == "relu":
-        return (pre > 0).to(pre.dtype)
-    if act_fn == "gelu":
-        return 0.5 * (1.0 + torch.erf(pre / math.sqrt(2.0)))
-    if act_fn == "gelu_new":
-        return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (pre + 0.044715 * pre.pow(3))))
-    if act_fn == "silu":
-        return torch.sigmoid(pre)
-    raise PathexpandError(f"cannot freeze MLP activation {act_fn!r}")  # pragma: no cover
 
 
 def to_numpy(t) -> np.ndarray:
