@@ -686,7 +686,11 @@ def section_interactive(ctx: Context) -> str:
     att = attention_view(ctx.weights, ctx.tokens[None], heads=heads)
     out = ["<h3>Attention patterns</h3>", note(f"{who} on the sample"), att.html]
     ctx.views.append(att)
-    if circuitsvis_bundle() is not None and res.paths is not None:   # else att says what is missing
+    if res.paths is None:   # too many to list: no ranking to colour by, and no search here
+        out.append(note(f"no coloured prompt: this model has {res.n_paths:,} paths, more than the report "
+                        "lists, so there is no ranking of them all to pick the largest from; "
+                        "pe.render.prompt_view(weights, text, paths=...) colours by paths you name"))
+    elif circuitsvis_bundle() is not None:   # else att says what is missing
         ranked = res.ranking("path")
         paths = [r.path for r in ranked.top(len(ranked)) if parse_node(r.path[0]).kind == "source"][:8]
         if paths:

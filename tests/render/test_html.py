@@ -16,6 +16,7 @@ from pathexpand.models.tokenizer import ByteTokenizer
 from pathexpand.numeric.detect import copying_scores, detect_heads
 from pathexpand.render import html as report_html
 from pathexpand.render import report_sections
+from pathexpand.render.interactive import prompt_view
 
 SECTION_IDS = ["summary", "card", "derivation", "diagram", "terms", "heads", "composition", "eigenvalues",
                "attribution", "interactive", "order"]
@@ -451,8 +452,7 @@ def _has_circuitsvis() -> bool:
     return circuitsvis_bundle() is not None
 
 
-needs_circuitsvis = pytest.mark.skipif(not _has_circuitsvis(),
-                                       reason="circuitsvis is not installed (pip install -e '.[views]')")
+needs_circuitsvis = pytest.mark.needs_circuitsvis   # conftest: skip, or fail when CI requires tools
 
 
 def _props(view_html: str, component: str) -> dict:
@@ -519,27 +519,54 @@ def test_attention_view_is_the_softmax_of_the_scores(w2):
 
 
 @needs_circuitsvis
-def test_prompt_view_splits_each_path_by_source_token(w2):
-    """Per source token the contributions sum to the path's value in pe.attribute (a second route:
-    attribute evaluates each path once, the view once per masked source position)."""
-    from pathexpand.render.interactive import prompt_view, source_position_contributions
-
+def test_prompt_view_draws_the_source_split_of_the_largest_paths(w2):
+    """The view's numbers are pe.source_contributions' (whose agreement with pe.attribute is
+    tests/numeric/test_attribute_sources.py), for the largest token/position paths, and it
+    follows the same target= as pe.attribute."""
     text = "ab ab ab"
     res = pe.attribute(w2, text)
-    rows = [r for r in res.ranking("path") if r.path[0] == "embed"][:4]
-    values, label = source_position_contributions(w2, text, [r.path for r in rows])
-    assert values.shape == (len(text), 4) and label == res.target_label
-    assert values.sum(0) == pytest.approx([r.value for r in rows], rel=1e-4, abs=1e-5)
-    direct = [i for i, r in enumerate(rows) if r.path == ("embed",)]
-    for i in direct:                          # the direct path reads only the last token
-        assert np.count_nonzero(values[:-1, i]) == 0
+    ranked = res.ranking("path")
+    largest = [r for r in ranked.top(len(ranked)) if r.path[0] in ("embed", "pos")][:8]
     view = prompt_view(w2, text)
     props = _props(view.html, "ColoredTokensMulti")
-    ranked = res.ranking("path")
-    largest = [r.name for r in ranked.top(len(ranked)) if r.path[0] in ("embed", "pos")][:8]
-    assert props["labels"] == largest                    # the largest paths first
-    assert np.asarray(props["values"]).shape == (len(text), len(largest))
+    assert props["labels"] == [r.name for r in largest]                  # the largest paths first
     assert props["tokens"] == list(text.replace(" ", "␣"))
+    split = pe.source_contributions(w2, text, [r.path for r in largest])
+    assert np.asarray(props["values"]) == pytest.approx(split.values, abs=6e-4)   # 3 decimals
+    # another target: the colours follow it (a difference of two logits at two positions)
+    kw = dict(diff=("a", "b"), positions=[-1, -2])
+    diff_view = prompt_view(w2, text, paths=[("embed", "L1H0")], **kw)
+    props = _props(diff_view.html, "ColoredTokensMulti")
+    other = pe.attribute(w2, text, **kw)
+    assert sum(props["values"][j][0] for j in range(len(text))) == pytest.approx(
+        other.ranking("path")["L1H0"].value, abs=len(text) * 6e-4)
+    import html as _html
+
+    assert other.target_label == "logit('a') − logit('b')"
+    assert _html.escape(other.target_label) in diff_view.html             # the caption names it
+
+
+def test_prompt_view_refuses_to_rank_a_deep_model_and_the_report_says_why():
+    """6 layers × 4 heads: more paths than MAX_PATHS. prompt_view's default is a clear one-line
+    error (not a long search); the report's interactive section builds, says why there is no
+    coloured prompt or path graph, and draws at most 4 heads' patterns."""
+    from pathexpand.numeric.attribute import MAX_PATHS
+    from pathexpand.numeric.frozen import freeze
+
+    w6 = _weights(6, 4, seed=1)
+    text = "ab ab ab ab"
+    n_paths = freeze(w6, text).n_paths()
+    assert n_paths > MAX_PATHS
+    with pytest.raises(PathexpandError, match="pass paths=") as err:
+        prompt_view(w6, text)
+    assert "\n" not in str(err.value) and f"{n_paths:,}" in str(err.value)
+    ctx = report_sections.Context(w6, *report_sections.sample_tokens(w6, text), pe.Architecture.from_weights(w6))
+    out = report_sections.section_interactive(ctx)
+    assert f"no coloured prompt: this model has {n_paths:,} paths" in out
+    assert "no path graph" in out and "ColoredTokensMulti" not in out and 'class="pg view"' not in out
+    assert 1 <= len(re.findall(r'class="at-head(?: on)?"', out)) <= 4
+    named = prompt_view(w6, text, paths=[("embed", "L5H0"), ("pos", "L0H1", "L3H2")])   # paths named: fine
+    assert named.kind == "prompt"
 
 
 def test_path_graph_view_data_is_the_attribution(w2):
