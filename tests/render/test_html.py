@@ -4,6 +4,7 @@ written whole or not at all; and the notebook reprs of the objects users display
 from __future__ import annotations
 
 import html.parser
+import math
 import os
 import re
 
@@ -354,20 +355,47 @@ def test_summary_is_first_and_names_what_the_api_finds(page, w2):
     assert "<details>" not in summary  # one screen, nothing folded
 
 
-def test_summary_says_none_found_when_no_head_clears_the_bar(w2, monkeypatch):
-    """A detected-head statistic whose best head scores below induction_circuit's min_score is
-    reported as none found, not as a head."""
+def _same_token_head(c: float, V: int = 64, n_ctx: int = 40):
+    """One layer, one head: one-hot embeddings and W_QK = 8c·I (d_head 64), so the head's score is
+    c·[t_q = t_k] and A[q, k] ∝ exp(c·[t_q = t_k]) over k ≤ q (no positions, no biases)."""
+    eye = np.eye(V)
+    sd = {"W_E": eye, "W_pos": np.zeros((n_ctx, V)), "W_U": eye, "b_U": np.zeros(V),
+          "blocks.0.attn.W_Q": np.sqrt(8 * c) * eye[None], "blocks.0.attn.W_K": np.sqrt(8 * c) * eye[None],
+          "blocks.0.attn.W_V": eye[None], "blocks.0.attn.W_O": eye[None]}
+    return pe.Weights.from_state_dict(sd, name="same-token")
+
+
+def test_summary_judges_each_head_statistic_by_its_own_rule():
+    """On a head whose pattern is known in closed form, the summary's scores are recomputed in
+    numpy from detect_heads' documented inputs (r = default_rng(0).integers(0, V, (128, 20)),
+    sequences [r, r]), and each verdict follows its own rule: previous-token against
+    induction_circuit's min_score, induction only in layer ≥ 1 (none in a 1-layer model), and
+    duplicate-token (no bar of its own) against chance — its score, 0.1–0.2, is well above
+    chance and below 0.3, so judging it by min_score would say "none found"."""
     from pathexpand.render.report_sections import _heads_summary
 
-    ctx = report_sections.Context(w2, *report_sections.sample_tokens(w2, "ab ab ab"),
-                                  pe.Architecture.from_weights(w2))
-    scores = ctx.detected()
-    floor = ctx.induction().min_score
-    out = _heads_summary(ctx)
-    for kind in scores.kinds:
-        best = scores.top(1, kind=kind)[0]
-        label = kind.replace("_", "-")
-        assert (f"{label}: none found" in out) == (best.value < floor)
+    c, n, n_samples = math.log(5.0), 20, 128
+    w = _same_token_head(c)
+    r = np.random.default_rng(0).integers(0, 64, size=(n_samples, n))
+    prev, dup = [], []
+    for t in np.concatenate([r, r], axis=1):
+        same = t[:, None] == t[None, :]                                     # [q, k]
+        A = np.tril(np.exp(c * same))
+        A /= A.sum(1, keepdims=True)
+        prev.append(np.mean([A[q, q - 1] for q in range(1, 2 * n)]))
+        dup.append(np.mean([A[q, q - n] for q in range(n, 2 * n)]))
+    prev, dup = float(np.mean(prev)), float(np.mean(dup))
+    chance_prev = float(np.mean([1 / (q + 1) for q in range(1, 2 * n)]))
+    chance_dup = float(np.mean([1 / (q + 1) for q in range(n, 2 * n)]))
+    floor = pe.induction_circuit(w).min_score
+    assert chance_dup < dup < floor and prev < floor                         # the case that tells the rules apart
+
+    ctx = report_sections.Context(w, *report_sections.sample_tokens(w, None), pe.Architecture.from_weights(w))
+    items = dict(li.split(": ", 1) for li in re.findall(r"<li>(.*?)</li>", _heads_summary(ctx)))
+    assert items["duplicate-token"] == (f"best L0H0 {dup:.3g}, {dup / chance_dup:.1f}× chance ({chance_dup:.3g}); "
+                                        "no bar is set for this statistic, so no head is named")
+    assert items["previous-token"] == f"none found (best L0H0 {prev:.3g} &lt; {floor:g}; chance {chance_prev:.3g})"
+    assert items["induction"] == "none found (no head it applies to)"
 
 
 def test_strongest_pairs_mark_those_not_above_the_baseline(page, w2):
