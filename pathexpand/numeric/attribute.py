@@ -582,10 +582,9 @@ class SourceContributions(Result):
             rows.extend(dict(name=f"{name} @ {j}", kind=kind, depth=depth, path=p, value=float(v),
                              position=j, token=int(self.tokens[j]))
                         for j, v in enumerate(self.values[:, i]))
+        why = f"each path's rows sum to its value in pe.attribute (positions {list(self.positions)})"
         return Ranking(rows, title=f"path contributions to {self.target_label} by source position",
-                       value_label="contribution", shares=False, by_magnitude=True,
-                       notes=(f"each path's rows sum to its value in pe.attribute (positions "
-                              f"{list(self.positions)})",))
+                       value_label="contribution", shares=False, by_magnitude=True, notes=(why,))
 
     def summary(self) -> str:
         return (f"{len(self.paths)} path(s) split over {len(self.tokens)} source positions: "
