@@ -222,7 +222,7 @@ def _heads_summary(ctx: Context) -> str:
         else:
             items.append(f"<li>{escape(label)}: none found (best {escape(r.name)} {r.value:.3g}, "
                          f"not above chance {chance:.3g})</li>")
-    judged = " and ".join(k.replace("_", "-") for k in _JUDGED if k in scores.kinds)
+    judged = " or ".join(k.replace("_", "-") for k in _JUDGED if k in scores.kinds)
     return (f"<ul>{''.join(items)}</ul>"
             + note(f"mean attention on repeated random tokens; a {judged} head is named when it scores "
                    f"at least {floor:g}, the bar pe.induction_circuit sets for them (induction heads "
