@@ -58,6 +58,7 @@ _LAZY = {
     "detect_heads": "pathexpand.numeric.detect",
     "induction_circuit": "pathexpand.numeric.detect",
     "attribute": "pathexpand.numeric.attribute",
+    "source_contributions": "pathexpand.numeric.attribute",
     "attribute_scores": "pathexpand.numeric.attribute_scores",
     "top_k_paths": "pathexpand.numeric.topk",
     "order_importance": "pathexpand.numeric.order",

@@ -577,3 +577,99 @@ def _merge(chunks: list[dict], tgt: Target, tokens, views) -> Attribution:
     return res
 
 
+
+
+# per source position ----------------------------------------------------------------------
+__all__ += ["SourceContributions", "source_contributions"]   # kept here: appended with the section
+
+
+@dataclass(repr=False)  # repr: Result's one-line summary
+class SourceContributions(Result):
+    """Each path's contribution to ``target`` split by the position of its source token:
+    ``values[j, i]`` ``[pos, paths]`` is path ``i`` with its source field kept at position ``j``
+    only; column ``i`` sums to path ``i``'s value in ``attribute`` (same target)."""
+
+    paths: tuple[tuple[str, ...], ...]
+    values: np.ndarray
+    tokens: np.ndarray
+    target_label: str
+    positions: tuple[int, ...]
+
+    def column(self, path) -> np.ndarray:
+        """One path's contributions by source position ``[pos]`` (a tuple or a name like ``"L1H0∘L0H1"``)."""
+        return self.values[:, self.paths.index(_as_path(path, self.paths))]
+
+    def ranking(self) -> Ranking:
+        """One row per (path, source position), named ``"L1H0∘L0H1 @ 3"``; ``.top(k)`` by ``|value|``."""
+        rows = []
+        for i, p in enumerate(self.paths):
+            name, kind, depth = path_info(p)
+            rows.extend(dict(name=f"{name} @ {j}", kind=kind, depth=depth, path=p, value=float(v),
+                             position=j, token=int(self.tokens[j]))
+                        for j, v in enumerate(self.values[:, i]))
+        why = f"each path's rows sum to its value in pe.attribute (positions {list(self.positions)})"
+        return Ranking(rows, title=f"path contributions to {self.target_label} by source position",
+                       value_label="contribution", shares=False, by_magnitude=True, notes=(why,))
+
+    def summary(self) -> str:
+        return (f"{len(self.paths)} path(s) split over {len(self.tokens)} source positions: "
+                f"contributions to the {self.target_label}")
+
+
+def source_contributions(
+    model,
+    tokens,
+    paths,
+    *,
+    target=None,
+    diff=None,
+    positions=None,
+    device=None,
+    dtype=None,
+) -> SourceContributions:
+    """Each path's contribution split by the position ``j`` of its source: ``[pos, paths]``.
+
+    Exact with patterns frozen: a path is linear in its source field ``S`` ``[pos, d]``, so
+    ``S ⊙ e_j`` (the field kept at position ``j`` only) gives position ``j``'s part, and the
+    parts sum to the path's value in ``attribute``. ``tokens``: one prompt (text or ids);
+    ``target``/``diff``/``positions`` as in ``attribute`` (several positions: their mean, as
+    ``attribute``'s headline value); ``target="logits"`` is many numbers and is refused.
+    ``paths``: tuples like ``("embed", "L0H1", "L1H2")`` or names like ``"L1H2∘L0H1"``; a
+    source must be a field over positions (token, position or a bias row, not a LayerNorm
+    bias or a constant).
+    """
+    import torch
+
+    weights = as_weights(model)
+    ids = as_tokens(weights, tokens)
+    if ids.shape[0] != 1:
+        raise PathexpandError(f"give one prompt, got a batch of {ids.shape[0]}")
+    keys = [tuple(p) if isinstance(p, (tuple, list)) else parse_term_name(p) for p in paths]
+    with torch.no_grad():
+        fz = freeze(weights, ids, device=device, dtype=dtype)
+        if target is None and diff is None:
+            tgt = own_target(fz, weights, positions)
+        else:
+            tgt = resolve_target(weights, target, diff, positions, tuple(ids.shape))
+        if tgt.U is None:
+            raise PathexpandError("target='logits' is one number per vocabulary entry; a split by "
+                                  "source position needs one: give a token, a difference or a vector")
+        n = fz.n_pos
+        step = max(1, (1 << 24) // max(1, n * fz.config.d_model))   # [step, 1, n, d] at a time
+        cols = []
+        for path in keys:
+            src, _ = fz.check_path(path)
+            if path[0] in CONSTANTS or src.entry is not None:
+                raise PathexpandError(f"path {term_name(path)!r} has no source position: "
+                                      f"{path[0]!r} is a constant or a LayerNorm bias")
+            field = fz.source_field(path[0])                                   # [1, n, d]
+            parts = []
+            for lo in range(0, n, step):
+                mask = torch.eye(n, dtype=field.dtype, device=field.device)[lo: lo + step]   # [j, n]
+                f = field.unsqueeze(0) * mask[:, None, :, None]                # [j, 1, n, d]
+                for node in path[1:]:
+                    f = fz.node(f, node)                                       # [j, 1, n, d]
+                parts.append(tgt.readout(fz, f)[:, 0].mean(-1))                # [j]
+            cols.append(_np(torch.cat(parts)))
+    values = np.stack(cols, axis=1) if cols else np.zeros((n, 0))             # [pos, paths]
+    return SourceContributions(tuple(keys), values, np.asarray(ids[0]), tgt.label, tgt.positions)

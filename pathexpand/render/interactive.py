@@ -4,8 +4,9 @@
   the tokens, hover one to colour what it attends to (a few lines of our own script), and
   CircuitsVis ``AttentionHeads`` (a heatmap per head; hover a head to enlarge it);
 - ``prompt_view(weights, tokens)``: the prompt's tokens coloured by how much each one, as the
-  source of a path, adds to the prediction at the last position — one button per path
-  (CircuitsVis ``ColoredTokensMulti``); per path the colours sum to the path's contribution;
+  source of a path, adds to a target of ``pe.attribute`` (default: the top prediction at the
+  last position) — one button per path (CircuitsVis ``ColoredTokensMulti``); the numbers are
+  ``pe.source_contributions``', so per path the colours sum to the path's contribution;
 - ``path_graph_view(attribution)``: the top paths of ``pe.attribute`` drawn as a layered graph
   (our own SVG and a few lines of script): click a path to light up its edges and read its
   contribution, click a head to read the sum over every path through it.
@@ -36,7 +37,7 @@ from ..errors import PathexpandError
 from ..names import parse_node
 
 __all__ = ["VIEW_CSS", "View", "attention_view", "circuitsvis_bundle", "page_scripts", "path_graph_view",
-           "prompt_view", "source_position_contributions"]
+           "prompt_view"]
 
 CIRCUITSVIS_MISSING = ("the attention heatmaps and the coloured prompt need CircuitsVis: "
                        "pip install 'circuitsvis>=1.43' (the token and path views work without it)")
@@ -278,63 +279,39 @@ def attention_view(weights, tokens, *, heads=None) -> View:
 
 
 # prompt coloured by a path ----------------------------------------------------------------------
-def source_position_contributions(weights, tokens, paths) -> tuple[np.ndarray, str]:
-    """``(values [pos, paths], target label)``: each path's contribution to the logit of the
-    model's own top prediction at the last position, split by the position of its source.
-
-    Exact with patterns frozen: the path is linear in its source field ``S`` ``[pos, d]``, so
-    feeding ``S`` masked to one position at a time splits its contribution, and each column
-    sums to the path's value in ``pe.attribute``.
-    """
-    import torch
-
-    from ..numeric.frozen import CONSTANTS, Frozen
-    from ..numeric.targets import own_target
-
-    w, ids, _ = _prompt(weights, tokens)
-    fz = Frozen(w, ids[None])
-    tgt = own_target(fz, w, None)
-    n = fz.n_pos
-    cols = []
-    for path in paths:
-        path = tuple(path)
-        fz.check_path(path)
-        if path[0] in CONSTANTS or fz.source(path[0]).entry is not None:
-            raise PathexpandError(f"path {path} has no source position (a constant or LayerNorm bias)")
-        field = fz.source_field(path[0])                                   # [b, n, d]
-        mask = torch.eye(n, dtype=field.dtype, device=field.device)        # [j, n]
-        f = field.unsqueeze(0) * mask[:, None, :, None]                    # [j, b, n, d]
-        for node in path[1:]:
-            f = fz.node(f, node)                                           # [j, b, n, d]
-        cols.append(tgt.readout(fz, f)[:, 0, -1].detach().cpu().numpy())  # [j]
-    values = np.stack(cols, axis=1) if cols else np.zeros((n, 0))          # [pos, paths]
-    return values, tgt.label
-
-
-def prompt_view(weights, tokens, *, paths=None, k: int = 8) -> View:
+def prompt_view(weights, tokens, *, paths=None, k: int = 8, target=None, diff=None, positions=None) -> View:
     """The prompt coloured by each path's contribution per source token (CircuitsVis
-    ``ColoredTokensMulti``): one button per path; hover a token for all its values.
+    ``ColoredTokensMulti``, values from ``pe.source_contributions``): one button per path;
+    hover a token for all its values.
 
     ``paths``: tuples like ``("embed", "L0H1", "L1H2")`` (default: the ``k`` largest paths of
-    ``pe.attribute`` with a token or position source).
+    ``pe.attribute`` with a token or position source, when the model has at most
+    ``MAX_PATHS`` paths to rank); ``target``/``diff``/``positions`` as in ``pe.attribute``.
     """
     from ..names import term_name
-    from ..numeric.attribute import attribute
+    from ..numeric.attribute import MAX_PATHS, attribute, source_contributions
+    from ..numeric.attribute import n_paths as count_paths
 
     w, ids, labels = _prompt(weights, tokens)
     if paths is None:
-        res = attribute(w, ids[None], views=("path",))   # past max_paths: the largest, by search
+        n_paths = count_paths(w)     # attribute's count (closed form, from the shapes)
+        if n_paths > MAX_PATHS:   # ranking them all would be a search, not a listing
+            raise PathexpandError(
+                f"this model has {n_paths:,} paths, more than the {MAX_PATHS:,} prompt_view ranks "
+                "for its default; pass paths= (e.g. the paths of pe.top_k_paths(weights, tokens, k=8))"
+            )
+        res = attribute(w, ids[None], target=target, diff=diff, positions=positions, views=("path",))
         ranked = res.ranking("path")
         rows = [r for r in ranked.top(len(ranked)) if parse_node(r.path[0]).kind == "source"]
         paths = [r.path for r in rows[:k]]
     if not paths:
         raise PathexpandError("no path with a token or position source to colour the prompt by")
-    values, target = source_position_contributions(w, ids, paths)
-    names = [term_name(p) for p in paths]
-    caption = (f"each token coloured by what it adds, as the source of the chosen path, to the {target} "
-               "(blue adds, red takes away); pick a path above the text, hover a token for every "
-               "path's value")
-    props = {"tokens": labels, "values": values.tolist(), "labels": names}
+    split = source_contributions(w, ids, paths, target=target, diff=diff, positions=positions)
+    names = [term_name(p) for p in split.paths]
+    caption = (f"each token coloured by what it adds, as the source of the chosen path, to the "
+               f"{split.target_label} (blue adds, red takes away); pick a path above the text, hover a "
+               "token for every path's value")
+    props = {"tokens": labels, "values": split.values.tolist(), "labels": names}
     return _cv([("ColoredTokensMulti", props, caption)], "prompt-view", "prompt")
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PathexpandError
+from ..names import parse_node
 from .markup import (
     Raw,
     diagram_figure,
@@ -191,28 +192,44 @@ def section_summary(ctx: Context) -> str:
 
 
 def _heads_summary(ctx: Context) -> str:
-    """Per statistic the best head with its score and chance level, or "none found"."""
+    """Per statistic the best head with its score and chance level, or "none found", each by its
+    own rule: previous-token and induction by ``induction_circuit``'s ``min_score`` (an induction
+    head in layer ≥ 1, as that rule says); any other (duplicate-token) has no bar, only chance."""
     if not ctx.arch.heads:
         return note("none: this model has no attention heads")
     scores = ctx.detected()
     floor = ctx.induction().min_score
     items = []
     for kind in scores.kinds:
-        top = scores.top(1, kind=kind)
+        rows = [r for r in scores.ranking(kind) if kind != "induction" or parse_node(r.name).layer >= 1]
         label = kind.replace("_", "-")
-        if not len(top):
-            items.append(f"<li>{escape(label)}: none found</li>")
+        if not rows:
+            items.append(f"<li>{escape(label)}: none found (no head it applies to)</li>")
             continue
-        r = top[0]
-        if r.value >= floor:
-            items.append(f"<li>{escape(label)}: <b>{escape(r.name)}</b> {r.value:.2f} "
-                         f"(chance {r['baseline']:.3f})</li>")
+        r = rows[0]                                   # ranking: highest first
+        chance = r["baseline"]
+        if kind in _JUDGED:
+            if r.value >= floor:
+                items.append(f"<li>{escape(label)}: <b>{escape(r.name)}</b> {r.value:.2f} "
+                             f"(chance {chance:.3f})</li>")
+            else:
+                items.append(f"<li>{escape(label)}: none found (best {escape(r.name)} {r.value:.3g} "
+                             f"&lt; {floor:g}; chance {chance:.3g})</li>")
+        elif r.value > chance:
+            items.append(f"<li>{escape(label)}: best {escape(r.name)} {r.value:.3g}, "
+                         f"{r.value / chance:.1f}× chance ({chance:.3g}); no bar is set for this "
+                         "statistic, so no head is named</li>")
         else:
             items.append(f"<li>{escape(label)}: none found (best {escape(r.name)} {r.value:.3g}, "
-                         f"chance {r['baseline']:.3g})</li>")
+                         f"not above chance {chance:.3g})</li>")
+    judged = " or ".join(k.replace("_", "-") for k in _JUDGED if k in scores.kinds)
     return (f"<ul>{''.join(items)}</ul>"
-            + note(f"mean attention on repeated random tokens; a head is named when it scores at least "
-                   f"{floor:g}, the bar pe.induction_circuit sets; see Detected heads"))
+            + note(f"mean attention on repeated random tokens; a {judged} head is named when it scores "
+                   f"at least {floor:g}, the bar pe.induction_circuit sets for them (induction heads "
+                   "in layer ≥ 1); the other statistics are compared with chance only; see Detected heads"))
+
+
+_JUDGED = ("previous_token", "induction")   # the statistics induction_circuit's min_score is for
 
 
 # 1. model card ---------------------------------------------------------------------------------
@@ -689,7 +706,11 @@ def section_interactive(ctx: Context) -> str:
     att = attention_view(ctx.weights, ctx.tokens[None], heads=heads)
     out = ["<h3>Attention patterns</h3>", note(f"{who} on the sample"), att.html]
     ctx.views.append(att)
-    if circuitsvis_bundle() is not None and res.paths is not None:   # else att says what is missing
+    if res.paths is None:   # too many to list: no ranking to colour by, and no search here
+        out.append(note(f"no coloured prompt: this model has {res.n_paths:,} paths, more than the report "
+                        "lists, so there is no ranking of them all to pick the largest from; "
+                        "pe.render.prompt_view(weights, text, paths=...) colours by paths you name"))
+    elif circuitsvis_bundle() is not None:   # else att says what is missing
         ranked = res.ranking("path")
         paths = [r.path for r in ranked.top(len(ranked)) if parse_node(r.path[0]).kind == "source"][:8]
         if paths:

@@ -4,6 +4,7 @@ written whole or not at all; and the notebook reprs of the objects users display
 from __future__ import annotations
 
 import html.parser
+import math
 import os
 import re
 
@@ -16,6 +17,7 @@ from pathexpand.models.tokenizer import ByteTokenizer
 from pathexpand.numeric.detect import copying_scores, detect_heads
 from pathexpand.render import html as report_html
 from pathexpand.render import report_sections
+from pathexpand.render.interactive import prompt_view
 
 SECTION_IDS = ["summary", "card", "derivation", "diagram", "terms", "heads", "composition", "eigenvalues",
                "attribution", "interactive", "order"]
@@ -353,20 +355,47 @@ def test_summary_is_first_and_names_what_the_api_finds(page, w2):
     assert "<details>" not in summary  # one screen, nothing folded
 
 
-def test_summary_says_none_found_when_no_head_clears_the_bar(w2, monkeypatch):
-    """A detected-head statistic whose best head scores below induction_circuit's min_score is
-    reported as none found, not as a head."""
+def _same_token_head(c: float, V: int = 64, n_ctx: int = 40):
+    """One layer, one head: one-hot embeddings and W_QK = 8c·I (d_head 64), so the head's score is
+    c·[t_q = t_k] and A[q, k] ∝ exp(c·[t_q = t_k]) over k ≤ q (no positions, no biases)."""
+    eye = np.eye(V)
+    sd = {"W_E": eye, "W_pos": np.zeros((n_ctx, V)), "W_U": eye, "b_U": np.zeros(V),
+          "blocks.0.attn.W_Q": np.sqrt(8 * c) * eye[None], "blocks.0.attn.W_K": np.sqrt(8 * c) * eye[None],
+          "blocks.0.attn.W_V": eye[None], "blocks.0.attn.W_O": eye[None]}
+    return pe.Weights.from_state_dict(sd, name="same-token")
+
+
+def test_summary_judges_each_head_statistic_by_its_own_rule():
+    """On a head whose pattern is known in closed form, the summary's scores are recomputed in
+    numpy from detect_heads' documented inputs (r = default_rng(0).integers(0, V, (128, 20)),
+    sequences [r, r]), and each verdict follows its own rule: previous-token against
+    induction_circuit's min_score, induction only in layer ≥ 1 (none in a 1-layer model), and
+    duplicate-token (no bar of its own) against chance — its score, 0.1–0.2, is well above
+    chance and below 0.3, so judging it by min_score would say "none found"."""
     from pathexpand.render.report_sections import _heads_summary
 
-    ctx = report_sections.Context(w2, *report_sections.sample_tokens(w2, "ab ab ab"),
-                                  pe.Architecture.from_weights(w2))
-    scores = ctx.detected()
-    floor = ctx.induction().min_score
-    out = _heads_summary(ctx)
-    for kind in scores.kinds:
-        best = scores.top(1, kind=kind)[0]
-        label = kind.replace("_", "-")
-        assert (f"{label}: none found" in out) == (best.value < floor)
+    c, n, n_samples = math.log(5.0), 20, 128
+    w = _same_token_head(c)
+    r = np.random.default_rng(0).integers(0, 64, size=(n_samples, n))
+    prev, dup = [], []
+    for t in np.concatenate([r, r], axis=1):
+        same = t[:, None] == t[None, :]                                     # [q, k]
+        A = np.tril(np.exp(c * same))
+        A /= A.sum(1, keepdims=True)
+        prev.append(np.mean([A[q, q - 1] for q in range(1, 2 * n)]))
+        dup.append(np.mean([A[q, q - n] for q in range(n, 2 * n)]))
+    prev, dup = float(np.mean(prev)), float(np.mean(dup))
+    chance_prev = float(np.mean([1 / (q + 1) for q in range(1, 2 * n)]))
+    chance_dup = float(np.mean([1 / (q + 1) for q in range(n, 2 * n)]))
+    floor = pe.induction_circuit(w).min_score
+    assert chance_dup < dup < floor and prev < floor                         # the case that tells the rules apart
+
+    ctx = report_sections.Context(w, *report_sections.sample_tokens(w, None), pe.Architecture.from_weights(w))
+    items = dict(li.split(": ", 1) for li in re.findall(r"<li>(.*?)</li>", _heads_summary(ctx)))
+    assert items["duplicate-token"] == (f"best L0H0 {dup:.3g}, {dup / chance_dup:.1f}× chance ({chance_dup:.3g}); "
+                                        "no bar is set for this statistic, so no head is named")
+    assert items["previous-token"] == f"none found (best L0H0 {prev:.3g} &lt; {floor:g}; chance {chance_prev:.3g})"
+    assert items["induction"] == "none found (no head it applies to)"
 
 
 def test_strongest_pairs_mark_those_not_above_the_baseline(page, w2):
@@ -451,8 +480,7 @@ def _has_circuitsvis() -> bool:
     return circuitsvis_bundle() is not None
 
 
-needs_circuitsvis = pytest.mark.skipif(not _has_circuitsvis(),
-                                       reason="circuitsvis is not installed (pip install -e '.[views]')")
+needs_circuitsvis = pytest.mark.needs_circuitsvis   # conftest: skip, or fail when CI requires tools
 
 
 def _props(view_html: str, component: str) -> dict:
@@ -519,27 +547,54 @@ def test_attention_view_is_the_softmax_of_the_scores(w2):
 
 
 @needs_circuitsvis
-def test_prompt_view_splits_each_path_by_source_token(w2):
-    """Per source token the contributions sum to the path's value in pe.attribute (a second route:
-    attribute evaluates each path once, the view once per masked source position)."""
-    from pathexpand.render.interactive import prompt_view, source_position_contributions
-
+def test_prompt_view_draws_the_source_split_of_the_largest_paths(w2):
+    """The view's numbers are pe.source_contributions' (whose agreement with pe.attribute is
+    tests/numeric/test_attribute_sources.py), for the largest token/position paths, and it
+    follows the same target= as pe.attribute."""
     text = "ab ab ab"
     res = pe.attribute(w2, text)
-    rows = [r for r in res.ranking("path") if r.path[0] == "embed"][:4]
-    values, label = source_position_contributions(w2, text, [r.path for r in rows])
-    assert values.shape == (len(text), 4) and label == res.target_label
-    assert values.sum(0) == pytest.approx([r.value for r in rows], rel=1e-4, abs=1e-5)
-    direct = [i for i, r in enumerate(rows) if r.path == ("embed",)]
-    for i in direct:                          # the direct path reads only the last token
-        assert np.count_nonzero(values[:-1, i]) == 0
+    ranked = res.ranking("path")
+    largest = [r for r in ranked.top(len(ranked)) if r.path[0] in ("embed", "pos")][:8]
     view = prompt_view(w2, text)
     props = _props(view.html, "ColoredTokensMulti")
-    ranked = res.ranking("path")
-    largest = [r.name for r in ranked.top(len(ranked)) if r.path[0] in ("embed", "pos")][:8]
-    assert props["labels"] == largest                    # the largest paths first
-    assert np.asarray(props["values"]).shape == (len(text), len(largest))
+    assert props["labels"] == [r.name for r in largest]                  # the largest paths first
     assert props["tokens"] == list(text.replace(" ", "␣"))
+    split = pe.source_contributions(w2, text, [r.path for r in largest])
+    assert np.asarray(props["values"]) == pytest.approx(split.values, abs=6e-4)   # 3 decimals
+    # another target: the colours follow it (a difference of two logits at two positions)
+    kw = dict(diff=("a", "b"), positions=[-1, -2])
+    diff_view = prompt_view(w2, text, paths=[("embed", "L1H0")], **kw)
+    props = _props(diff_view.html, "ColoredTokensMulti")
+    other = pe.attribute(w2, text, **kw)
+    assert sum(props["values"][j][0] for j in range(len(text))) == pytest.approx(
+        other.ranking("path")["L1H0"].value, abs=len(text) * 6e-4)
+    import html as _html
+
+    assert other.target_label == "logit('a') − logit('b')"
+    assert _html.escape(other.target_label) in diff_view.html             # the caption names it
+
+
+def test_prompt_view_refuses_to_rank_a_deep_model_and_the_report_says_why():
+    """6 layers × 4 heads: more paths than MAX_PATHS. prompt_view's default is a clear one-line
+    error (not a long search); the report's interactive section builds, says why there is no
+    coloured prompt or path graph, and draws at most 4 heads' patterns."""
+    from pathexpand.numeric.attribute import MAX_PATHS
+    from pathexpand.numeric.frozen import freeze
+
+    w6 = _weights(6, 4, seed=1)
+    text = "ab ab ab ab"
+    n_paths = freeze(w6, text).n_paths()
+    assert n_paths > MAX_PATHS
+    with pytest.raises(PathexpandError, match="pass paths=") as err:
+        prompt_view(w6, text)
+    assert "\n" not in str(err.value) and f"{n_paths:,}" in str(err.value)
+    ctx = report_sections.Context(w6, *report_sections.sample_tokens(w6, text), pe.Architecture.from_weights(w6))
+    out = report_sections.section_interactive(ctx)
+    assert f"no coloured prompt: this model has {n_paths:,} paths" in out
+    assert "no path graph" in out and "ColoredTokensMulti" not in out and 'class="pg view"' not in out
+    assert 1 <= len(re.findall(r'class="at-head(?: on)?"', out)) <= 4
+    named = prompt_view(w6, text, paths=[("embed", "L5H0"), ("pos", "L0H1", "L3H2")])   # paths named: fine
+    assert named.kind == "prompt"
 
 
 def test_path_graph_view_data_is_the_attribution(w2):
