@@ -32,6 +32,7 @@ import csv
 import io
 import json
 import math
+import numbers
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,13 +109,36 @@ def _plain(v: Any) -> Any:
 
 
 def _text(v: Any, column: str = "") -> str:
-    if isinstance(v, tuple):
+    """One table cell as every printer writes it: 4 significant digits, shares in %, NaN as —,
+    paths joined by →, ``True`` as ✓ and ``False`` or a missing value as nothing."""
+    if v is None:
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "✓" if v else ""
+    if isinstance(v, (tuple, list)):
         return ARROW.join(str(x) for x in v)
-    if isinstance(v, float):
+    if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral):
+        v = float(v)
         if math.isnan(v):
             return "—"
         return f"{v:.1%}" if column == "share" else f"{v:.4g}"
     return str(v)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
+@dataclass(frozen=True)
+class _Cells:
+    """A ranking as its printers show it: ``columns`` (``"#"`` then the row keys shown),
+    ``header`` (their labels), ``body`` (cell strings, one tuple per row) and ``numeric``
+    (the columns to right-align)."""
+
+    columns: tuple[str, ...]
+    header: tuple[str, ...]
+    body: tuple[tuple[str, ...], ...]
+    numeric: frozenset[str]
 
 
 class Result:
@@ -372,31 +396,35 @@ class Ranking(Result, Sequence[Row]):
                 return False
         return True
 
-    def _cells(self, path: bool = True) -> tuple[list[str], list[list[str]]]:
+    def _cells(self, path: bool | None = None, rows: int | None = None) -> _Cells:
+        """The one table every printer (``__str__``, ``rich_table``, the notebook's HTML) shows:
+        share left out when the total is not finite, path when ``path`` is False (default: when
+        the names say the paths), cells by ``_text``; a column is numeric when every value in it
+        is a number. ``rows``: only the first ``rows`` rows' cells (the columns still judged on all)."""
+        if path is None:
+            path = not self.path_in_name()
         cols = [c for c in self.columns if (c != "share" or math.isfinite(self.total))
                 and (c != "path" or path)]
-        header = ["#"] + [self.value_label if c == "value" else c for c in cols]
-        body = []
-        for i, r in enumerate(self._rows, 1):
-            cells = [str(i)]
-            for c in cols:
-                v = getattr(r, c) if c in BASE_COLUMNS else r.extra.get(c)
-                cells.append("" if v is None else _text(v, c))
-            body.append(cells)
-        return header, body
+        numeric = {"#", "depth", "value", "share"} | {
+            c for c in cols if c not in BASE_COLUMNS
+            and any(r.extra.get(c) is not None for r in self._rows)
+            and all(_is_number(r.extra[c]) for r in self._rows if r.extra.get(c) is not None)}
+        body = tuple(
+            (str(i), *(_text(getattr(r, c) if c in BASE_COLUMNS else r.extra.get(c), c) for c in cols))
+            for i, r in enumerate(self._rows[:rows], 1))
+        return _Cells(("#", *cols), ("#", *(self.value_label if c == "value" else c for c in cols)),
+                      body, frozenset(c for c in numeric if c in cols or c == "#"))
 
     def __str__(self) -> str:
-        header, body = self._cells()
-        widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
-        numeric = {i for i, h in enumerate(header) if h in ("#", "depth", self.value_label, "share")}
+        t = self._cells()
+        widths = [max(len(row[i]) for row in [t.header, *t.body]) for i in range(len(t.header))]
 
         def line(cells):
-            return "  ".join(
-                c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
-            ).rstrip()
+            return "  ".join(c.rjust(w) if col in t.numeric else c.ljust(w)
+                             for col, c, w in zip(t.columns, cells, widths)).rstrip()
 
         out = [self.title] if self.title else []
-        out += [line(header), line(["-" * w for w in widths])] + [line(b) for b in body]
+        out += [line(t.header), line(["-" * w for w in widths])] + [line(b) for b in t.body]
         out += [f"note: {n}" for n in self.notes]
         return "\n".join(out)
 
@@ -411,15 +439,15 @@ class Ranking(Result, Sequence[Row]):
         depth, share and extra columns while too wide; names are never cut."""
         from .render.text import terminal_table  # display only: rich is imported on use
 
-        header, body = self._cells(path=not self.path_in_name())
+        t = self._cells()
+        header, body = list(t.header), [list(b) for b in t.body]
         fixed = ("#", "name", self.value_label, "path", "kind", "depth", "share")
         extras = [h for h in header if h not in fixed]
         same = [h for h in extras if len({b[header.index(h)] for b in body}) == 1 and len(body) > 1]
         late = [h for h in extras if h in _BASELINE_COLUMNS]
         drop = ("path", *same, "kind", "depth", "share",
                 *reversed([h for h in extras if h not in same and h not in late]), *reversed(late))
-        right = tuple(h for i, h in enumerate(header)
-                      if h in ("#", "depth", self.value_label, "share") or _numbers([b[i] for b in body]))
+        right = tuple(h for c, h in zip(t.columns, t.header) if c in t.numeric)
         return terminal_table(header, body, width=width, title=self.title, caption="; ".join(self.notes),
                               right=right, drop=drop,
                               whole=("name",), wrap=("path",))
@@ -431,20 +459,6 @@ class Ranking(Result, Sequence[Row]):
         from .render.notebook import result_html  # display only: render is imported on use
 
         return result_html("", self)
-
-
-def _numbers(cells: list[str]) -> bool:
-    """True when every non-empty cell reads as a number (``—`` for NaN allowed)."""
-    seen = False
-    for c in cells:
-        if c in ("", "—"):
-            continue
-        try:
-            float(c.rstrip("%"))
-        except ValueError:
-            return False
-        seen = True
-    return seen
 
 
 def _as_set(value) -> set | None:

@@ -144,7 +144,7 @@ def test_readme_python_example_runs():
     assert re.search(r"^induction circuit L0H1 → L1H2: .*z \d+\.\d\)$", out, re.MULTILINE)
     m = re.search(r"\('o' at the last position\) = ([\d.]+); residual ([\d.e+-]+)", out)
     assert m and float(m[2]) < 1e-4
-    first = re.search(r"^1  (\S+)\s+head\s+1\s+embed → L1H2\s+([\d.]+)", out, re.MULTILINE)
+    first = re.search(r"^1  (\S+)\s+head\s+1\s+([\d.]+)", out, re.MULTILINE)   # no path column: the name says it
     assert first and first[1] == "L1H2" and float(first[2]) > float(m[1]) / 2
 
 

@@ -250,20 +250,41 @@ _NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
 def execute_tutorial(path: Path = TUTORIAL):
     """The tutorial executed in a fresh kernel (nbclient, no network), from a scratch directory.
 
-    Refresh the committed outputs with ``PYTHONPATH=. python tests/test_notebook.py``.
+    The kernel is this interpreter (``sys.executable``, by a kernelspec written to the scratch
+    directory, the only one searched), with the repository first on ``PYTHONPATH`` in a copy of
+    the environment given to it alone. Refresh the committed outputs with
+    ``PYTHONPATH=. python tests/test_notebook.py``.
     """
     import os
+    import sys
     import tempfile
 
     import nbformat
+    from jupyter_client import AsyncKernelManager
+    from jupyter_client.kernelspec import KernelSpecManager
     from nbclient import NotebookClient
+    from traitlets import default
 
     nb = nbformat.read(path, as_version=4)
     root = str(Path(__file__).resolve().parents[1])
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
     with tempfile.TemporaryDirectory() as tmp:
-        NotebookClient(nb, timeout=600, kernel_name="python3", record_timing=False,
-                       resources={"metadata": {"path": tmp}}).execute()
+        spec = Path(tmp, "kernels", "pathexpand-test")
+        spec.mkdir(parents=True)
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "pathexpand test", "language": "python"}))
+
+        class Manager(AsyncKernelManager):   # searches only the kernelspec written above
+            @default("kernel_spec_manager")
+            def _only_ours(self):
+                return KernelSpecManager(kernel_dirs=[str(spec.parent)], ensure_native_kernel=False)
+
+        work = Path(tmp, "work")
+        work.mkdir()
+        client = NotebookClient(nb, timeout=600, kernel_name="pathexpand-test", kernel_manager_class=Manager,
+                                record_timing=False, resources={"metadata": {"path": str(work)}})
+        client.execute(env=env)
     return nb
 
 
@@ -303,6 +324,22 @@ def test_same_text_tolerates_float_noise_only():
     assert not _same_text("[0.1, 0.2]", "[0.1, 0.2, 0.3]")
 
 
+def test_the_notebook_kernel_is_this_interpreter_and_the_environment_is_left_alone(tmp_path):
+    import os
+    import sys
+
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os, sys, pathexpand; print(sys.executable); print(os.path.dirname(pathexpand.__file__))")])
+    nbformat.write(nb, tmp_path / "k.ipynb")
+    before = dict(os.environ)
+    out = execute_tutorial(tmp_path / "k.ipynb").cells[0].outputs[0]["text"].split("\n")
+    assert os.environ == before                       # PYTHONPATH went to the kernel only
+    assert Path(out[0]).resolve() == Path(sys.executable).resolve()
+    assert Path(out[1]).resolve() == Path(pe.__file__).parent.resolve()   # this checkout's package
+
+
 def test_tutorial_runs_and_its_committed_outputs_match_a_fresh_run():
     import nbformat
 
@@ -329,13 +366,6 @@ def test_tutorial_runs_and_its_committed_outputs_match_a_fresh_run():
     assert "residual error below 1e-5: True" in text
 
 
-if __name__ == "__main__":  # refresh the committed outputs
-    import nbformat
-
-    nbformat.write(execute_tutorial(), TUTORIAL)
-    print(f"wrote {TUTORIAL}")
-
-
 def test_heatmaps_too_large_for_a_notebook_are_left_out_and_said_so():
     from pathexpand.render.notebook import MAX_CELLS, Heatmap, result_html
 
@@ -346,3 +376,10 @@ def test_heatmaps_too_large_for_a_notebook_are_left_out_and_said_so():
     shown = result_html("s", r, [small, big])
     assert [t["caption"] for t in _tables(shown) if t["class"] == "pe-heat"] == ["small"]
     assert f"heatmaps left out ({n}×{n} cells, over {MAX_CELLS}): huge" in html.unescape(shown)
+
+
+if __name__ == "__main__":  # refresh the committed outputs
+    import nbformat
+
+    nbformat.write(execute_tutorial(), TUTORIAL)
+    print(f"wrote {TUTORIAL}")

@@ -6,11 +6,14 @@ import csv
 import io
 import json
 import math
+import re
+from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
 from pathexpand.errors import PathexpandError
-from pathexpand.ranking import Ranking, Row
+from pathexpand.ranking import HTML_ROWS, Ranking, Row
 
 
 def rows():
@@ -142,3 +145,121 @@ def test_path_in_name_is_true_only_when_every_name_spells_its_path():
     assert not one("L1H2∘L0H0", ("embed", "L0H1", "L1H2")).path_in_name()
     assert not one("q:direct · k:L0H1", ("embed",)).path_in_name()     # a score term: query side only
     assert not one("my row", ("embed", "L0H0")).path_in_name()
+
+
+# -- one table, three printers: plain text, rich and the notebook's HTML show the same cells ---------
+class _HtmlCells(HTMLParser):
+    """The ranking table of a notebook display: rows of (text, right-aligned) cells."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self._cell = [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = ["", "pe-num" in (dict(attrs).get("class") or "")]
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append(tuple(self._cell))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell[0] += data
+
+
+def _html_table(r: Ranking):
+    p = _HtmlCells()
+    p.feed(r._repr_html_())
+    return [[t for t, _ in row] for row in p.rows], [right for _, right in p.rows[0]]
+
+
+def _text_table(r: Ranking):
+    """``str(r)`` read back by column: the rule line of dashes gives each column's span."""
+    lines = str(r).splitlines()
+    at = next(i for i, s in enumerate(lines) if re.fullmatch(r"-+( +-+)*", s))
+    spans = [(m.start(), m.end()) for m in re.finditer(r"-+", lines[at])]
+    grid = [lines[at - 1]] + lines[at + 1:at + 1 + len(r)]
+    raw = [[s.ljust(spans[-1][1])[a:b] for a, b in spans] for s in grid]
+    right = [any(row[j].strip() and row[j] != row[j].lstrip() for row in raw) for j in range(len(spans))]
+    return [[c.strip() for c in row] for row in raw], right
+
+
+def _rich_table(r: Ranking):
+    from rich.console import Console
+
+    table = r.rich_table(width=400)
+    console = Console(record=True, width=400)
+    console.print(table)
+    lines = [s for s in console.export_text().splitlines() if "│" in s or "┃" in s]
+    rows = [[c.strip() for c in re.split("[│┃]", s)[1:-1]] for s in lines]
+    return rows, [c.justify == "right" for c in table.columns]
+
+
+def _printed_rankings():
+    import importlib.util
+
+    import numpy as np
+
+    import pathexpand as pe
+
+    spec = importlib.util.spec_from_file_location("attribute_cases",
+                                                  Path(__file__).parent / "numeric" / "attribute_cases.py")
+    cases = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cases)
+    w = cases.random_weights()
+    tokens = np.random.default_rng(1).integers(0, 11, (2, 8))
+    hand = [dict(d, seen=i % 2 == 0) for i, d in enumerate(rows())]     # NaN value, a bool column
+    return {
+        "hand": Ranking(hand, title="t", notes=["n"]),
+        "attribution": pe.attribute(w, tokens, target=3).ranking(),
+        "composition": pe.composition_scores(w, n_samples=8).ranking(),
+        "copying": pe.copying_scores(w).ranking(),
+        "heads": pe.detect_heads(w, seq_len=4, n_samples=4).ranking(),
+    }
+
+
+@pytest.fixture(scope="module")
+def printed():
+    return _printed_rankings()
+
+
+@pytest.mark.parametrize("which", ["hand", "attribution", "composition", "copying", "heads"])
+def test_text_rich_and_html_show_the_same_cells_aligned_alike(printed, which):
+    r = printed[which]
+    text, text_right = _text_table(r)
+    rich, rich_right = _rich_table(r)
+    html_rows, html_right = _html_table(r)
+    assert len(text) == len(rich) == len(r) + 1
+    assert rich == text                                   # the whole table, header included
+    assert html_rows == text[:HTML_ROWS + 1]              # the notebook's first rows
+    assert rich_right == html_right                       # numbers right-aligned by all three
+    # plain text: a column whose cells all fill its width reads as left-aligned; others must agree
+    assert all(t <= h for t, h in zip(text_right, html_right))
+    # the cells say the values (second route: the rows themselves)
+    header = text[0]
+    for cells, row in zip(text[1:], r):
+        shown = dict(zip(header, cells))
+        assert shown["name"] == row.name
+        value = shown[r.value_label]
+        assert value == "—" if math.isnan(row.value) else float(value) == pytest.approx(row.value, rel=1e-3)
+        for c, v in row.extra.items():
+            if isinstance(v, bool):
+                assert shown[c] == ("✓" if v else "")
+        if "path" in shown:
+            assert shown["path"] == " → ".join(row.path)
+    assert ("path" in header) == (not r.path_in_name())
+
+
+def test_the_tables_have_what_the_comparison_needs(printed):
+    """The cases above cover a NaN, booleans both ways, a hidden path and a hidden share."""
+    assert "—" in str(printed["hand"]) and "True" not in str(printed["hand"])
+    for which in ("hand", "heads"):
+        flags = [c for row in printed[which] for k, c in row.extra.items() if isinstance(c, bool)]
+        assert True in flags and False in flags
+    assert "path" not in _text_table(printed["heads"])[0][0]
+    assert "share" not in _text_table(printed["attribution"])[0][0]     # a negative whole
+    assert "share" in _text_table(printed["hand"])[0][0]

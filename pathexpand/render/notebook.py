@@ -13,9 +13,8 @@ import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from ..ranking import BASE_COLUMNS, HTML_ROWS, _text
+from ..ranking import BASE_COLUMNS, HTML_ROWS
 
 __all__ = ["CSS", "Heatmap", "heatmap_html", "result_html", "table_html"]
 
@@ -42,9 +41,6 @@ CSS = """
 .pe-nb .pe-bar{width:90px;height:9px;border:1px solid rgba(128,128,128,.4)}
 """.strip()
 
-_NUMERIC = ("#", "depth", "share")
-
-
 @dataclass(frozen=True)
 class Heatmap:
     """A labelled matrix to show as coloured cells: ``values[i][j]`` is row ``rows[i]``, column
@@ -59,20 +55,6 @@ class Heatmap:
     note: str = ""
 
 
-def cell_text(v: Any, column: str = "") -> str:
-    """One table cell as the text tables write it (4 significant digits, shares in %, paths
-    joined by →), with ``True`` as ✓ and nothing for ``False`` or a missing value."""
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return "✓" if v else ""
-    return _text(tuple(v) if isinstance(v, list) else v, column)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
 def table_html(ranking, rows: int = ROWS) -> str:
     """The first ``rows`` rows of ``ranking`` as a table, with "showing r of n" under it.
 
@@ -80,37 +62,27 @@ def table_html(ranking, rows: int = ROWS) -> str:
     share column when shares mean nothing; rows below their baseline are faded.
     """
     esc = html.escape
-    data = list(ranking)
-    cols = [c for c in ranking.columns
-            if not (c == "share" and not math.isfinite(ranking.total))
-            and not (c == "path" and ranking.path_in_name())]
-    numeric = {c for c in cols if c in _NUMERIC or c == "value" or (
-        c not in BASE_COLUMNS and any(c in r.extra for r in data)
-        and all(_is_number(r.extra[c]) for r in data if r.extra.get(c) is not None))}
+    t = ranking._cells(rows=rows)   # the cells, columns and alignment every printer shows
     num = ' class="pe-num"'
-    head = "".join(f'<th{num if c == "#" or c in numeric else ""}>{esc(_label(ranking, c))}</th>'
-                   for c in ["#", *cols])
+    head = "".join(f'<th{num if c in t.numeric else ""}>{esc(h)}</th>' for c, h in zip(t.columns, t.header))
     body = []
-    for i, r in enumerate(data[:rows], 1):
-        cells = [f'<td class="pe-num">{i}</td>']
-        for c in cols:
-            v = r[c] if c in BASE_COLUMNS else r.extra.get(c)
-            cls = "pe-num" if c in numeric else ("pe-path" if c == "path" else "")
+    for r, texts in zip(ranking, t.body):
+        cells = []
+        for c, text in zip(t.columns, texts):
+            v = None if c == "#" else r[c] if c in BASE_COLUMNS else r.extra.get(c)
+            cls = "pe-num" if c in t.numeric else ("pe-path" if c == "path" else "")
             attr = f' class="{cls}"' if cls else ""
             title = f' title="{v!r}"' if isinstance(v, float) and math.isfinite(v) else ""
-            cells.append(f"<td{attr}{title}>{esc(cell_text(v, c))}</td>")
+            cells.append(f"<td{attr}{title}>{esc(text)}</td>")
         below = ' class="pe-below"' if r.extra.get("below_baseline") is True else ""
         body.append(f"<tr{below}>" + "".join(cells) + "</tr>")
+    total = len(ranking)
     cap = f"<caption>{esc(ranking.title)}</caption>" if ranking.title else ""
-    count = (f"showing {min(rows, len(data))} of {len(data)} rows"
-             + ("; .top(k) or .to_records() for the rest" if len(data) > rows else ""))
+    count = (f"showing {min(rows, total)} of {total} rows"
+             + ("; .top(k) or .to_records() for the rest" if total > rows else ""))
     notes = "".join(f'<p class="pe-note">note: {esc(n)}</p>' for n in ranking.notes)
     return (f'<table>{cap}<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
             f'<p class="pe-count">{esc(count)}</p>{notes}')
-
-
-def _label(ranking, column: str) -> str:
-    return ranking.value_label if column == "value" else column
 
 
 def _colour(t: float, signed: bool) -> str:

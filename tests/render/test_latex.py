@@ -172,31 +172,53 @@ def _flat(rows: list[str]) -> str:
     return "".join(text.split())
 
 
-@pytest.mark.parametrize("name, make", COMPILE_CASES, ids=[c[0] for c in COMPILE_CASES])
-def test_fitted_rows_keep_every_symbol_and_fit_the_width(name, make):
-    from pathexpand.render.latex import (
-        DOCUMENT_WIDTH,
-        PathLatexPrinter,
-        _pieces,
-        _width,
-        fit_rows,
-        latex_rows,
-    )
+def _fitted_rows(make) -> list[tuple[list[str], list[str]]]:
+    """(rows, fitted rows) of every derivation step of a case, as the standalone document has them."""
+    from pathexpand.render.latex import PathLatexPrinter, fit_rows, latex_rows
     from pathexpand.render.notation import make_printer
     from pathexpand.symbolic.derivation import derive
 
     printer = make_printer(PathLatexPrinter, {"summarize_above": 16})
     exps = make()
-    for e in exps if isinstance(exps, list) else [exps]:
-        for step in derive(e, summarize_above=16):
-            rows = latex_rows(printer, step.expr)
-            fitted = fit_rows(rows)
-            assert _flat(fitted) == _flat(rows)      # the same symbols in the same order
-            math_rows = [r for r in fitted if r"\parbox" not in r]
-            lhs_w = max((_width(r.split("&")[0]) for r in math_rows if "&" in r), default=0)
-            for r in math_rows:   # each row within the estimated width, or without a break point
-                rhs = r.split("&", 1)[-1].replace(r"\qquad ", "")
-                assert _width(rhs) + lhs_w <= DOCUMENT_WIDTH or len(_pieces(rhs, 0.0)) == 1, r
+    return [(rows, fit_rows(rows))
+            for e in (exps if isinstance(exps, list) else [exps])
+            for rows in (latex_rows(printer, step.expr) for step in derive(e, summarize_above=16))]
+
+
+@pytest.mark.parametrize("name, make", COMPILE_CASES, ids=[c[0] for c in COMPILE_CASES])
+def test_fitted_rows_keep_every_symbol(name, make):
+    for rows, fitted in _fitted_rows(make):
+        assert _flat(fitted) == _flat(rows)      # the same symbols in the same order
+
+
+@pytest.mark.needs_latex
+def test_width_estimate_bounds_the_width_pdflatex_measures(tmp_path):
+    """``_width`` (what ``fit_rows`` breaks by) against pdflatex: every math piece of every fitted
+    row of the cases, typeset in the document's display style and measured with \\settowidth.
+    Scaled so that ``DOCUMENT_WIDTH`` units are the page's \\linewidth, the estimate must not fall
+    short of the measured width by more than half a unit (else a row judged to fit overflows) and,
+    for long pieces, must not be over twice it (else rows are broken at half the page)."""
+    from pathexpand.render.latex import _PREAMBLE, DOCUMENT_WIDTH, _width
+
+    amp = re.compile(r"(?<!\\)&")                    # alignment tabs, not a printed \&
+    pieces = sorted({amp.sub("", amp.split(r, maxsplit=1)[-1].replace(r"\qquad ", ""))
+                     for _, make in COMPILE_CASES for _, fitted in _fitted_rows(make)
+                     for r in fitted if r"\parbox" not in r})
+    lines = [r"\newlength{\w}", r"\begin{document}", r"\typeout{LW:\the\linewidth}"]
+    lines += [rf"\settowidth{{\w}}{{$\displaystyle {p}$}}\typeout{{W{i}:\the\w}}" for i, p in enumerate(pieces)]
+    (tmp_path / "m.tex").write_text(_PREAMBLE + "\n".join(lines) + "\n\\end{document}\n", encoding="utf-8")
+    proc = subprocess.run([shutil.which("pdflatex"), "-interaction=nonstopmode", "-halt-on-error", "m.tex"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    log = (tmp_path / "m.log").read_text(encoding="utf-8", errors="replace")
+    unit = float(re.search(r"LW:([\d.]+)pt", log).group(1)) / DOCUMENT_WIDTH     # pt per _width unit
+    measured = {int(i): float(pt) / unit for i, pt in re.findall(r"W(\d+):([\d.]+)pt", log)}
+    assert len(measured) == len(pieces) > 100
+    short = [(p, _width(p), measured[i]) for i, p in enumerate(pieces) if measured[i] > _width(p) + 0.5]
+    assert short == [], short[:5]
+    loose = [(p, _width(p), measured[i]) for i, p in enumerate(pieces)
+             if _width(p) >= 20 and _width(p) > 2 * measured[i]]
+    assert loose == [], loose[:5]
 
 
 @pytest.mark.needs_latex
