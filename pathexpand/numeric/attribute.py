@@ -28,14 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from ..architecture import Architecture
 from ..errors import PathexpandError, check_int, check_number
 from ..names import parse_node, parse_term_name, path_info, term_name
 from ..ranking import Ranking, Result
 from ..symbolic import expand_logits
 from . import norm
 from ._progress import progress as track
-from .frozen import CONSTANTS, Frozen, _stages, freeze
+from .frozen import CONSTANTS, Frozen, PathStructure, freeze
 from .targets import Target, own_target, resolve_target
 from .tokens import as_tokens, batches
 from .topk import TopK, search
@@ -55,12 +54,7 @@ def n_paths(model) -> int:
     """Number of paths from every source (``embed``, ``pos``, each ``b_V``, ``b_O``, LN and MLP
     bias) to the logits: ``Frozen.n_paths``, the count ``attribute`` compares with ``max_paths``,
     from the weights' shape alone (no forward pass)."""
-    weights = as_weights(model)
-    shape = object.__new__(Frozen)          # only the structure Frozen.n_paths reads
-    shape.config = weights.config
-    shape.arch = Architecture.from_weights(weights)
-    shape.stages = _stages(weights.config)
-    return shape.n_paths()
+    return PathStructure(as_weights(model)).n_paths()
 
 
 # result -------------------------------------------------------------------------------------

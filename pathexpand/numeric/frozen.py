@@ -88,43 +88,17 @@ def freeze(model, tokens, *, device=None, dtype=None) -> Frozen:
     return Frozen(w, as_tokens(w, tokens), device=device, dtype=dtype)
 
 
-class Frozen:
-    """The model linearised on one input: node maps, their transposes, sources and readout.
+class PathStructure:
+    """The paths of a model, from its shapes alone: stages, sources, ``n_paths`` (no forward
+    pass). ``Frozen`` adds the recorded input and the maps along the paths."""
 
-    One pass of ``forward.run_with_cache`` (stopped before the unembedding)
-    keeps what freezing needs and nothing vocabulary-sized: ``tokens`` ``[b, n]``;
-    ``patterns``/``scores`` ``[b, L, H, q, k]``; ``z`` ``[b, L, H, n, d_head]`` (``A v``, the
-    heads' value mix); ``resid_pre`` ``[b, L + 1, n, d]`` and ``resid_mid`` ``[b, L, n, d]``;
-    ``inv_scale[name]`` ``[b, n, 1]`` = ``1/σ`` of each LayerNorm; ``gates``
-    ``[b, L, n, d_mlp]``. Logits are computed on demand: ``logits_at(positions)``, or
-    ``logits`` (every position, cached).
-    """
-
-    def __init__(self, weights: Weights, tokens, *, device=None, dtype=None):
-        """``tokens``: checked ids ``[batch, pos]`` (``freeze`` takes any model and tokens)."""
+    def __init__(self, weights: Weights):
         self.weights = weights
-        self.config = c = weights.config
+        self.config = weights.config
         self.arch = Architecture.from_weights(weights)
-        self.stages = _stages(c)
+        self.stages = _stages(weights.config)
         self._stage_of = {n: s for s in self.stages for n in s.nodes}
-        self._logits = None
-        _record(self, weights, tokens, device, dtype)
-        self.batch, self.n_pos = self.tokens.shape
-        self._rowsum = self.patterns.sum(-1, keepdim=True) if c.n_heads else None  # [b,L,H,q,1]
 
-    @property
-    def logits(self):
-        """The model's logits at every position ``[b, n, d_vocab_out]`` (computed once)."""
-        if self._logits is None:
-            self._logits = self.logits_at(list(range(self.n_pos)))
-        return self._logits
-
-    def logits_at(self, positions):
-        """The model's logits at ``positions``: ``[b, T, d_vocab_out]``."""
-        final = self.resid_pre[:, self.config.n_layers]
-        return self.ln(final, "ln_final", positions=list(positions)) @ self.p["W_U"] + self.constant_logits()
-
-    # structure ----------------------------------------------------------------------------
     @property
     def nodes(self) -> tuple[str, ...]:
         """Every head and MLP in forward order."""
@@ -172,6 +146,53 @@ class Frozen:
                 return s
         valid = [s.name for s in self.sources(include_constants=True)]
         raise PathexpandError(f"{name!r} is not a source of this model; sources are {valid}")
+
+    def n_paths(self) -> int:
+        """Number of residual-stream paths ``iter_paths`` yields (closed form, no enumeration)."""
+        total = 0
+        for src in self.sources():
+            if src.entry is not None:
+                total += len(src.readers) * self._n_suffixes(src.entry + 1)
+            else:
+                total += self._n_suffixes(src.birth + 1)
+        return total
+
+    def _n_suffixes(self, start: int) -> int:
+        return math.prod(1 + len(s.nodes) for s in self.stages[start:])
+
+
+class Frozen(PathStructure):
+    """The model linearised on one input: node maps, their transposes, sources and readout.
+
+    One pass of ``forward.run_with_cache`` (stopped before the unembedding)
+    keeps what freezing needs and nothing vocabulary-sized: ``tokens`` ``[b, n]``;
+    ``patterns``/``scores`` ``[b, L, H, q, k]``; ``z`` ``[b, L, H, n, d_head]`` (``A v``, the
+    heads' value mix); ``resid_pre`` ``[b, L + 1, n, d]`` and ``resid_mid`` ``[b, L, n, d]``;
+    ``inv_scale[name]`` ``[b, n, 1]`` = ``1/σ`` of each LayerNorm; ``gates``
+    ``[b, L, n, d_mlp]``. Logits are computed on demand: ``logits_at(positions)``, or
+    ``logits`` (every position, cached).
+    """
+
+    def __init__(self, weights: Weights, tokens, *, device=None, dtype=None):
+        """``tokens``: checked ids ``[batch, pos]`` (``freeze`` takes any model and tokens)."""
+        super().__init__(weights)
+        c = self.config
+        self._logits = None
+        _record(self, weights, tokens, device, dtype)
+        self.batch, self.n_pos = self.tokens.shape
+        self._rowsum = self.patterns.sum(-1, keepdim=True) if c.n_heads else None  # [b,L,H,q,1]
+
+    @property
+    def logits(self):
+        """The model's logits at every position ``[b, n, d_vocab_out]`` (computed once)."""
+        if self._logits is None:
+            self._logits = self.logits_at(list(range(self.n_pos)))
+        return self._logits
+
+    def logits_at(self, positions):
+        """The model's logits at ``positions``: ``[b, T, d_vocab_out]``."""
+        final = self.resid_pre[:, self.config.n_layers]
+        return self.ln(final, "ln_final", positions=list(positions)) @ self.p["W_U"] + self.constant_logits()
 
     def stage_input(self, index: int):
         """The recorded residual stream ``[b, n, d]`` read by stage ``index`` (``len(stages)``:
@@ -468,19 +489,6 @@ class Frozen:
                     outs = self.stage(f, st)
                     children.extend((path + (n,), outs[i], st.index) for i, n in enumerate(st.nodes))
                 stack.extend(reversed(children))
-
-    def n_paths(self) -> int:
-        """Number of residual-stream paths ``iter_paths`` yields (closed form, no enumeration)."""
-        total = 0
-        for src in self.sources():
-            if src.entry is not None:
-                total += len(src.readers) * self._n_suffixes(src.entry + 1)
-            else:
-                total += self._n_suffixes(src.birth + 1)
-        return total
-
-    def _n_suffixes(self, start: int) -> int:
-        return math.prod(1 + len(s.nodes) for s in self.stages[start:])
 
     # replay -----------------------------------------------------------------------------------
     def forward(self):
