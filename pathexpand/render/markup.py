@@ -87,30 +87,15 @@ def diagram_figure(dig, caption: str, prefix: str) -> str:
     return f'<figure class="diagram">{svg}<figcaption>{escape(caption)}</figcaption></figure>'
 
 
-def _cell(v: Any) -> str:
-    if isinstance(v, tuple):
-        return " → ".join(map(str, v))
-    if isinstance(v, (float, np.floating)):
-        return num(v)
-    return "" if v is None else str(v)
-
-
 def ranking_table(ranking, k: int = 12, *, columns: Sequence[str] = ("name", "kind", "depth"),
                   extra: Sequence[str] = (), share: bool = True) -> str:
-    """The ``k`` largest rows of a ``Ranking`` (``Ranking.top``): #, ``columns``, value, share, ``extra``."""
-    top = ranking.top(k)
-    header = ["#", *columns, ranking.value_label] + (["share"] if share else []) + list(extra)
-    rows = []
-    for i, r in enumerate(top, 1):
-        row = [i, *(_cell(getattr(r, c)) if c != "depth" else r.depth for c in columns), num(r.value)]
-        if share:
-            row.append(num(r.share, ".1%"))
-        rows.append(row + [_cell(r.extra.get(c)) for c in extra])
-    first_num = 1 + len(columns)
-    numeric = [0, first_num, *([first_num + 1] if share else [])]
-    numeric += [i + 1 for i, c in enumerate(columns) if c == "depth"]
-    numeric += list(range(len(header) - len(extra), len(header)))
-    out = table(header, rows, numeric=numeric)
+    """The ``k`` largest rows of a ``Ranking`` (``Ranking.top``): #, ``columns``, value, share,
+    ``extra``, with the cells and alignment every printer of a ranking shows (``Ranking._cells``)."""
+    t = ranking.top(k)._cells(path="path" in columns)
+    want = ["#", *columns, "value", *(["share"] if share else []), *extra]
+    keep = [t.columns.index(c) for c in want if c in t.columns]
+    out = table([t.header[i] for i in keep], [[row[i] for i in keep] for row in t.body],
+                numeric=[n for n, i in enumerate(keep) if t.columns[i] in t.numeric])
     if len(ranking) > k:
         by = f"|{ranking.value_label}|" if ranking.by_magnitude else ranking.value_label
         out += note(f"top {k} of {len(ranking):,} rows by {by}")
