@@ -467,17 +467,29 @@ def _attribute_chunk_inner(fz: Frozen, tgt: Target, views) -> dict:
         flat = buf.view(len(order), b, n * d)                              # [R, b, n·d]
         node_vals = [None] * len(fz.stages)
         blocks, names = [], []                                             # edge rows, stage by stage
+        # G is zero outside the target positions until the sweep crosses a stage with heads
+        # (MLPs act position by position): until then work on those positions only.
+        pos = sorted(set(tgt.positions))
+        sparse = len(pos) < n
         for st in reversed(fz.stages):
             i0, j = first[st.index], len(st.nodes)
-            Gt = G.reshape(K, b, n * d).permute(1, 2, 0)                   # [b, n·d, K]
-            node_vals[st.index] = torch.bmm(flat[i0: i0 + j].transpose(0, 1), Gt).transpose(0, 1)  # [j, b, K]
-            g = fz.stage_T(G, st)                                          # [K, j, b, n, d]
+            sparse = sparse and not st.has_heads
+            if sparse:
+                idx = torch.tensor(pos, device=G.device)
+                P = len(pos)
+                Gp = G.index_select(2, idx)                                # [K, b, P, d]
+                fl = buf.index_select(2, idx).view(len(order), b, P * d)   # [R, b, P·d]
+            else:
+                Gp, P, fl = G, n, flat
+            Gt = Gp.reshape(K, b, P * d).permute(1, 2, 0)                  # [b, P·d, K]
+            node_vals[st.index] = torch.bmm(fl[i0: i0 + j].transpose(0, 1), Gt).transpose(0, 1)  # [j, b, K]
+            g = fz.stage_T(Gp, st, positions=pos if sparse else None)      # [K, j, b, P, d]
             if "edge" in views:
                 blk, nm = [], []
                 v = None
                 if i0:   # ⟨M_nodeᵀ G, field⟩ for every field the stage reads: one GEMM
-                    left = g.permute(2, 0, 1, 3, 4).reshape(b, K * j, n * d)          # [b, K·j, n·d]
-                    v = torch.bmm(left, flat[:i0].permute(1, 2, 0))                    # [b, K·j, i0]
+                    left = g.permute(2, 0, 1, 3, 4).reshape(b, K * j, P * d)          # [b, K·j, P·d]
+                    v = torch.bmm(left, fl[:i0].permute(1, 2, 0))                      # [b, K·j, i0]
                     v = v.view(b, K, j, i0).permute(3, 2, 0, 1)                        # [i0, j, b, K]
                 srcs = [s.name for s in plain if s.birth < st.index]
                 if srcs:
@@ -492,7 +504,10 @@ def _attribute_chunk_inner(fz: Frozen, tgt: Target, views) -> dict:
                     blk.append(v[[row[a] for a in earlier]].reshape(-1, b, K))
                     nm += [(a, nd) for a in earlier for nd in st.nodes]
                 blocks[:0], names[:0] = blk, nm
-            G = G.add_(g.sum(1)) if G.is_contiguous() else G + g.sum(1)
+            if sparse:   # scatter the stage's transposed outputs back at the target positions
+                G = (G.index_add_ if G.is_contiguous() else G.index_add)(2, idx, g.sum(1))
+            else:
+                G = G.add_(g.sum(1)) if G.is_contiguous() else G + g.sum(1)
         out["nodes"] = fz.nodes
         out["node_values"] = _np(torch.cat(node_vals)) if fz.stages else np.zeros((0,) + out["output"].shape)
         if "edge" in views:

@@ -322,13 +322,20 @@ class Frozen(PathStructure):
         h = self.ln(f, f"blocks.{layer}.ln2") if read else f
         return ((h @ self.p[m + ".W_in"]) * self.gates[:, layer]) @ self.p[m + ".W_out"]
 
-    def mlp_T(self, g, layer: int):
-        """Transpose of ``mlp``: ``1/σ ⊙ ((g W_outᵀ) ⊙ gate) (C diag(w) W_in)ᵀ``."""
+    def mlp_T(self, g, layer: int, *, positions=None):
+        """Transpose of ``mlp``: ``1/σ ⊙ ((g W_outᵀ) ⊙ gate) (C diag(w) W_in)ᵀ``.
+
+        ``positions``: ``g`` holds only these positions (``[*, b, P, d]``; the map acts position
+        by position), and so does the result.
+        """
         m = f"blocks.{layer}.mlp"
-        y = (g @ self.p[m + ".W_out"].T) * self.gates[:, layer]
-        y = y @ self._reader(layer, "ln2", m + ".W_in").T
-        s = self._inv_scale(f"blocks.{layer}.ln2", False, None)            # [b, n, 1]
-        return y if s is None else y * s
+        gate = self.gates[:, layer]                                        # [b, n, m]
+        if positions is not None:
+            gate = gate[:, positions]                                      # [b, P, m]
+        y = (g @ self.p[m + ".W_out"].T).mul_(gate)                        # [*, b, P, m]
+        y = y @ self._reader(layer, "ln2", m + ".W_in").T                  # [*, b, P, d]
+        s = self._inv_scale(f"blocks.{layer}.ln2", False, positions)       # [b, P, 1]
+        return y if s is None else y.mul_(s)
 
     def _reader(self, layer: int, ln: str, key: str):
         """``C diag(w) W`` of the weight ``key`` that reads norm ``ln`` of ``layer`` (``numeric.norm.reader``:
@@ -351,10 +358,17 @@ class Frozen(PathStructure):
             parts.append(self.mlp(f, stage.layer, read=read).unsqueeze(-4))
         return parts[0] if len(parts) == 1 else torch.cat(parts, -4)
 
-    def stage_T(self, g, stage: Stage):
-        """Transposed maps of every node of ``stage``: ``[*, b, n, d] → [*, k, b, n, d]``."""
+    def stage_T(self, g, stage: Stage, *, positions=None):
+        """Transposed maps of every node of ``stage``: ``[*, b, n, d] → [*, k, b, n, d]``.
+
+        ``positions`` (an MLP stage only): ``g`` holds only these positions, as in ``mlp_T``.
+        """
         import torch
 
+        if positions is not None:
+            if stage.has_heads:
+                raise ValueError(f"stage_T(positions=...) needs an MLP stage, got {stage.kind!r}")
+            return self.mlp_T(g, stage.layer, positions=positions).unsqueeze(-4)
         parts = []
         if stage.has_heads:
             parts.append(self.heads_T(g, stage.layer).movedim(-3, -4))
