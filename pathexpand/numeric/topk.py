@@ -27,7 +27,15 @@ the max-over-positions norm a frozen pattern is a contraction (rows ``≥ 0`` su
 and ``Σ_p (Nᵀb)_p = Σ_q w_q ‖b_q‖`` with ``w_q = ‖M‖₂ Σ_p A_qp / σ_p`` for a head and
 ``c_q / σ_q`` for the MLP, maximised over the previous stage's ``(β, ν)`` (``suffix_bounds``).
 Then ``|any strict extension of P| ≤ max {Σ_p ‖f_p‖ x_p : 0 ≤ x ≤ β*_{next}, Σ x ≤ ν*_{next}}``,
-a fractional knapsack (``SuffixBounds.of``). Bounds are computed in float64 and widened by
+a fractional knapsack (``SuffixBounds.of``).
+
+**Pairs.** A product of per-node norms forgets direction: two maps rarely align their top
+singular vectors, so ``‖M_N M_N'‖₂`` is often well below ``‖M_N‖₂ ‖M_N'‖₂``, and along a deep
+model the composite of many stages shrinks where the product of their norms grows. So the
+dynamic programme splits every suffix into consecutive pairs of nodes and charges each pair
+its composite norm (``_pair_ratios``: per head pair from ``e × e`` factors, per position where
+an MLP takes part), nearest stage pairs first within a flop budget and, in a timed search,
+within three quarters of ``budget_seconds``. Bounds are computed in float64 and widened by
 ``1 + 10⁻⁹`` (float64) or ``1 + 10⁻⁴`` (float32) against rounding.
 
 The search pops the prefix with the largest bound until that bound is no larger than the
@@ -199,54 +207,82 @@ class SuffixBounds:
 
 def _knapsack(a, cap, budget):
     """``max Σ a_i x_i`` over ``0 ≤ x ≤ cap``, ``Σ x ≤ budget`` (``a, cap ≥ 0``): fill the
-    largest ``a`` first. ``a`` ``[*, m]``, ``cap`` ``[m]`` or ``[*, m]``, ``budget`` scalar → ``[*]``."""
+    largest ``a`` first. ``a`` ``[*, m]``, ``cap`` ``[m]`` or ``[*, m]``, ``budget`` scalar or
+    ``[*]`` → ``[*]``."""
     import torch
 
     a_sorted, order = torch.sort(a, dim=-1, descending=True)
     c = torch.broadcast_to(cap, a.shape).gather(-1, order)
     before = torch.cumsum(c, -1) - c                          # capacity used by larger a's
-    x = torch.minimum(c, (budget - before).clamp_min(0))
+    budget = torch.as_tensor(budget, dtype=c.dtype, device=c.device)
+    x = torch.minimum(c, (budget[..., None] - before).clamp_min(0))
     return (a_sorted * x).sum(-1)
 
 
-def target_bounds(fz: Frozen, tgt) -> SuffixBounds:
+def target_bounds(fz: Frozen, tgt, *, deadline: float | None = None) -> SuffixBounds:
     """``suffix_bounds`` for one scalar target (summed over prompts and positions)."""
     import torch
 
     r = tgt.readout_vectors(fz).sum(0)                                 # [b, n, d]
-    return suffix_bounds(fz, torch.linalg.vector_norm(r.double(), dim=-1))   # rho [b, n]
+    return suffix_bounds(fz, torch.linalg.vector_norm(r.double(), dim=-1), deadline=deadline)   # rho [b, n]
 
 
-def suffix_bounds(fz: Frozen, rho) -> SuffixBounds:
+def suffix_bounds(fz: Frozen, rho, *, deadline: float | None = None) -> SuffixBounds:
     """Bounds of every non-empty suffix, per stage, by dynamic programming from the readout.
 
-    ``rho`` ``[b, n]``: per-position norms of the readout vector (the empty suffix). Going
-    back one stage, a node ``N`` maps a suffix's per-position norms ``β`` to at most ``N♯(β)``
-    (``_node_bounds``) and their sum ``Σ β`` to at most ``c_N · max {Σ_q a^N_q x_q : x ≤ β,
-    Σ x ≤ ν}`` (a frozen pattern's rows are non-negative and sum to one, so ``Σ_p (Aᵀβ)_p /
-    σ_p = Σ_q β_q Σ_p A_qp/σ_p``; ``_node_sum_weights``). Over all suffixes the bounds are
-    maxima: elementwise for ``β``, scalar for ``ν``.
+    ``rho`` ``[b, n]``: per-position norms of the readout vector (the empty suffix). A node
+    ``N`` maps a suffix's per-position norms ``β`` to at most ``N♯(β)`` (``_node_bounds``) and
+    their sum to at most ``c_N · max {Σ_q a^N_q x_q : x ≤ β, Σ x ≤ ν}`` (a frozen pattern's
+    rows are non-negative and sum to one; ``_node_sum_weights``). A suffix starting at stage
+    ``s`` is one node ``N`` there, or ``N`` then a node ``N'`` of a later stage ``t`` then any
+    suffix from ``t + 1``; for the pair, ``N♯(r ⊙ N'♯(β_{t+1}))`` with ``r ≤ 1`` the ratio of
+    the pair's composite operator norm to the product of theirs (``_pair_ratios``; ``r = 1``
+    where not computed: past ``_PAIR_FLOPS`` or the ``time.monotonic()`` ``deadline``). Over
+    all suffixes the bounds are maxima: elementwise for ``β``, scalar for ``ν``.
     """
     import torch
 
     S = len(fz.stages)
-    b_e, nu_e = rho.double(), rho.double().sum()      # every suffix from stage S: only the empty one
-    beta = [torch.zeros_like(b_e) for _ in range(S + 1)]
-    nu = [torch.zeros((), dtype=torch.float64, device=b_e.device) for _ in range(S + 1)]
+    rho = rho.double()
+    cache: dict = {}
+    maps = [_stage_maps(fz, st, cache) for st in fz.stages]
+    ratios = _pair_ratios(fz, maps, cache, deadline)
+    beta = [torch.zeros_like(rho) for _ in range(S + 1)]
+    nu = [torch.zeros((), dtype=torch.float64, device=rho.device) for _ in range(S + 1)]
+    ys, y_sums = [None] * S, [None] * S      # per later stage t: N'♯(β_{t+1}) [k_t, b, n], its sum bound [k_t]
     for st in reversed(fz.stages):
-        maps = _stage_maps(fz, st)
-        mapped = _node_bounds(maps, b_e)                                     # [k, b, n]
-        weights = _node_sum_weights(maps)                                    # [k, b, n]
-        sums = torch.minimum(mapped.flatten(1).sum(-1),
-                             _knapsack(weights.flatten(1), b_e.flatten(), nu_e))   # [k]
-        beta[st.index] = torch.maximum(beta[st.index + 1], mapped.amax(0))
-        nu[st.index] = torch.maximum(nu[st.index + 1], sums.max())
-        b_e = torch.maximum(b_e, mapped.amax(0))
-        nu_e = torch.maximum(nu_e, sums.max())
+        s = st.index
+        k = _n_nodes(maps[s])
+        x = rho.expand(k, *rho.shape).clone()                      # what node N of stage s reads: [k, b, n]
+        x_sum = rho.sum().expand(k).clone()                        # [k]
+        for t in range(s + 1, S):
+            r = ratios.get((s, t))
+            if r is None:
+                x = torch.maximum(x, ys[t].amax(0))
+                x_sum = torch.maximum(x_sum, y_sums[t].max())
+                continue
+            y = r * ys[t][None]                                    # [k, k_t, b, n]
+            y_sum = torch.minimum(y.flatten(2).sum(-1), r.flatten(2).amax(-1) * y_sums[t][None])
+            x = torch.maximum(x, y.amax(1))
+            x_sum = torch.maximum(x_sum, y_sum.amax(1))
+        mapped = _node_bounds(maps[s], x)                          # [k, b, n]
+        weights = _node_sum_weights(maps[s])                       # [k, b, n]
+        sums = torch.minimum(mapped.flatten(1).sum(-1), _knapsack(weights.flatten(1), x.flatten(1), x_sum))
+        beta[s] = torch.maximum(beta[s + 1], mapped.amax(0))
+        nu[s] = torch.maximum(nu[s + 1], sums.max())
+        after = torch.maximum(rho, beta[s + 1])                    # every suffix from s + 1, the empty one too
+        ys[s] = _node_bounds(maps[s], after.expand(k, *rho.shape))
+        y_sums[s] = torch.minimum(ys[s].flatten(1).sum(-1), _knapsack(
+            weights.flatten(1), after.flatten(), torch.maximum(rho.sum(), nu[s + 1])))
     return SuffixBounds(torch.stack(beta), torch.stack(nu))
 
 
-def _stage_maps(fz: Frozen, st):
+def _n_nodes(maps) -> int:
+    c_heads, _, c_mlp = maps
+    return (0 if c_heads is None else len(c_heads)) + (c_mlp is not None)
+
+
+def _stage_maps(fz: Frozen, st, cache=None):
     """What bounds a stage's node maps on per-position norms, all float64:
     ``(c_heads [H] or None, A [b, H, q, k] or None, c_mlp [b, n] or None)`` with the norms'
     ``1/σ`` folded in (``A_qp/σ_p`` for heads, ``c_p/σ_p`` for the MLP)."""
@@ -254,12 +290,12 @@ def _stage_maps(fz: Frozen, st):
     normed = fz.config.normalization is not None
     c_heads = A = c_mlp = None
     if st.has_heads:
-        c_heads = _head_norms(fz, l)                                       # [H]
+        c_heads = _head_norms(fz, l, cache)                                # [H]
         A = fz.patterns[:, l].double()                                     # [b, H, q, k]
         if normed:
             A = A * fz.inv_scale[f"blocks.{l}.ln1"][..., 0].double()[:, None, None, :]
     if st.has_mlp:
-        c_mlp = _mlp_norms(fz, l)                                          # [b, n]
+        c_mlp = _mlp_norms(fz, l, cache)                                   # [b, n]
         if normed:
             c_mlp = c_mlp * fz.inv_scale[f"blocks.{l}.ln2"][..., 0].double()
     return c_heads, A, c_mlp
@@ -280,16 +316,17 @@ def _node_sum_weights(maps):
 
 
 def _node_bounds(maps, beta):
-    """``N♯(β)`` for every node of a stage: ``[k, b, n]`` (a head: ``(c_h/σ_p) Σ_q A_qp β_q``;
-    the MLP: ``(c_p/σ_p) β_p``)."""
+    """``N♯(β_N)`` for every node ``N`` of a stage, each on its own ``β_N`` (``beta`` ``[k, b, n]``):
+    ``[k, b, n]`` (a head: ``(c_h/σ_p) Σ_q A_qp β_q``; the MLP: ``(c_p/σ_p) β_p``)."""
     import torch
 
     c_heads, A, c_mlp = maps
     parts = []
+    H = 0 if c_heads is None else len(c_heads)
     if c_heads is not None:
-        parts.append(c_heads[:, None, None] * torch.einsum("bhqk,bq->hbk", A, beta))
+        parts.append(c_heads[:, None, None] * torch.einsum("bhqk,hbq->hbk", A, beta[:H]))
     if c_mlp is not None:
-        parts.append((c_mlp * beta)[None])
+        parts.append((c_mlp * beta[H])[None])
     return torch.cat(parts)
 
 
@@ -299,21 +336,36 @@ def _read_matrix(fz: Frozen, name: str, W):
     return norm.reader(W.double(), fz.config.normalization, None if w is None else w.double()[:, None])
 
 
-def _head_norms(fz: Frozen, l: int):
-    """``‖C diag(w) W_V^h W_O^h‖₂`` per head of layer ``l`` (QR of the left factor, small SVD)."""
+def _head_factors(fz: Frozen, l: int, cache=None):
+    """``(X [H, e, d], Y [H, d, e])`` with ``‖M_h‖₂ = ‖X_h‖₂``, ``‖M_h M'‖₂ = ‖X_h M'‖₂`` and
+    ``‖M' M_h‖₂ = ‖M' Y_h‖₂`` for ``M_h = C diag(w) W_V^h W_O^h`` (QR of both factors)."""
     import torch
 
+    key = ("head", l)
+    if cache is not None and key in cache:
+        return cache[key]
     a = f"blocks.{l}.attn"
-    out = []
+    X, Y = [], []
     for h in range(fz.config.n_heads):
-        left = _read_matrix(fz, f"blocks.{l}.ln1", fz.p[a + ".W_V"][h])     # [d, e]
-        _, R = torch.linalg.qr(left)
-        out.append(torch.linalg.matrix_norm(R @ fz.p[a + ".W_O"][h].double(), ord=2))
-    return torch.stack(out)
+        V = _read_matrix(fz, f"blocks.{l}.ln1", fz.p[a + ".W_V"][h])       # [d, e]
+        O = fz.p[a + ".W_O"][h].double()                                   # [e, d]
+        X.append(torch.linalg.qr(V)[1] @ O)                                # R_V O: [e, d]
+        Y.append(V @ torch.linalg.qr(O.T)[1].T)                            # V R_Oᵀ: [d, e]
+    out = torch.stack(X), torch.stack(Y)
+    if cache is not None:
+        cache[key] = out
+    return out
+
+
+def _head_norms(fz: Frozen, l: int, cache=None):
+    """``‖C diag(w) W_V^h W_O^h‖₂`` per head of layer ``l`` (QR of the left factor, small SVD)."""
+    return _spectral_norm(_head_factors(fz, l, cache)[0])
 
 
 _EXACT_MLP_FLOPS = 2e10  # below this, per-position MLP norms are computed exactly
 _FROBENIUS_FLOPS = 1e10  # below this, also the Frobenius bound (two m × m Gram matrices)
+_PAIR_FLOPS = 1e12       # budget for the pair ratios, nearest stage pairs first (~1 min on 2 cores)
+_PAIR_MLP_BYTES = 2**30  # keep every layer's per-position MLP matrices up to this much
 
 
 def _spectral_norm(M):
@@ -325,7 +377,28 @@ def _spectral_norm(M):
     return torch.linalg.eigvalsh(G)[..., -1].clamp_min(0).sqrt()
 
 
-def _mlp_norms(fz: Frozen, l: int):
+def _mlp_matrices(fz: Frozen, l: int, cache=None):
+    """``Q_p = C diag(w) W_in diag(g_p) W_out`` per prompt and position: ``[b·n, d, d]``
+    (float64), or None when every layer's would not fit in ``_PAIR_MLP_BYTES``."""
+    import torch
+
+    key = ("mlp", l)
+    if cache is not None and key in cache:
+        return cache[key]
+    d = fz.config.d_model
+    if fz.config.n_layers * fz.batch * fz.n_pos * d * d * 8 > _PAIR_MLP_BYTES:
+        return None
+    m = f"blocks.{l}.mlp"
+    L = _read_matrix(fz, f"blocks.{l}.ln2", fz.p[m + ".W_in"])          # [d, m]
+    R = fz.p[m + ".W_out"].double()                                    # [m, d]
+    g = fz.gates[:, l].double().reshape(-1, L.shape[1])                # [b·n, m]
+    out = torch.einsum("dm,pm,me->pde", L, g, R)                       # [b·n, d, d]
+    if cache is not None:
+        cache[key] = out
+    return out
+
+
+def _mlp_norms(fz: Frozen, l: int, cache=None):
     """Upper bound on ``‖C diag(w) W_in diag(g_p) W_out‖₂`` per prompt and position: ``[b, n]``.
 
     Exact (one ``d × d`` matrix per position, the top eigenvalue of its Gram matrix) when that
@@ -340,6 +413,9 @@ def _mlp_norms(fz: Frozen, l: int):
     g = fz.gates[:, l].double()                                        # [b, n, m]
     d, dm = L.shape
     if fz.batch * fz.n_pos * d * d * (2 * dm + 12 * d) <= _EXACT_MLP_FLOPS:
+        Q = _mlp_matrices(fz, l, cache)
+        if Q is not None:
+            return _spectral_norm(Q).reshape(g.shape[:-1])
         flat = g.reshape(-1, dm)                                       # [b·n, m]
         step = max(1, 2**26 // (d * max(d, dm)))   # [step, d, m] and [step, d, d] float64 ≤ 512 MB
         out = [_spectral_norm((L * flat[i:i + step, None, :]) @ R) for i in range(0, len(flat), step)]
@@ -350,6 +426,81 @@ def _mlp_norms(fz: Frozen, l: int):
     K = (L.T @ L) * (R @ R.T)                                          # [m, m]
     frob = torch.einsum("bnm,mk,bnk->bn", g, K, g).clamp_min(0).sqrt()
     return torch.minimum(frob, prod)
+
+
+def _pair_ratios(fz: Frozen, maps, cache, deadline=None) -> dict:
+    """``{(s, t): r [k_s, k_t, b or 1, n or 1]}``: for node ``N`` of stage ``s`` and ``N'`` of a
+    later stage ``t``, ``‖M_N M_N'‖₂ / (‖M_N‖₂ ‖M_N'‖₂) ≤ 1`` at the position between them
+    (heads: ``M = C diag(w) W_V W_O``, one ratio; MLPs: ``Q_p``, one per position).
+
+    Nearest stage pairs first, while their flops stay within ``_PAIR_FLOPS`` and the clock
+    before ``deadline``; pairs left out get no ratio (the suffix bound then multiplies the two norms, as for a single node).
+    """
+    import torch
+
+    c = fz.config
+    S = len(fz.stages)
+    H, d, e, bn = c.n_heads, c.d_model, c.d_head, fz.batch * fz.n_pos
+    has_q = bool(c.d_mlp) and (c.n_layers * bn * d * d * 8 <= _PAIR_MLP_BYTES)
+
+    def cost(st, st2) -> float:
+        f = 0.0
+        if st.has_heads and st2.has_heads:
+            f += H * H * (2 * e * d * e + 12 * e ** 3)
+        if has_q:
+            mixed = (st.has_heads and st2.has_mlp) + (st.has_mlp and st2.has_heads)
+            f += mixed * H * bn * (2 * e * d * d + 12 * e * e * d) + (st.has_mlp and st2.has_mlp) * bn * 16 * d ** 3
+        return f
+
+    order = sorted((t - s, s, t) for s in range(S) for t in range(s + 1, S))
+    spent, out = 0.0, {}
+    for _, s, t in order:
+        st, st2 = fz.stages[s], fz.stages[t]
+        f = cost(st, st2)
+        if f == 0.0 or spent + f > _PAIR_FLOPS:
+            continue
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        spent += f
+        out[(s, t)] = _ratio_block(fz, st, st2, maps[s], maps[t], has_q, cache)
+    return out
+
+
+def _ratio_block(fz: Frozen, st, st2, maps, maps2, has_q, cache):
+    """The ratios of one stage pair (``_pair_ratios``): ``[k_s, k_t, b, n]`` (float64)."""
+    import torch
+
+    b, n = fz.batch, fz.n_pos
+    k, k2 = _n_nodes(maps), _n_nodes(maps2)
+    r = torch.ones(k, k2, b, n, dtype=torch.float64)
+    H = fz.config.n_heads
+
+    def ratio(num, den):
+        return torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros_like(num)).clamp(max=1.0)
+
+    if st.has_heads:
+        X, _ = _head_factors(fz, st.layer, cache)
+        c1 = _spectral_norm(X)                                                   # [H]
+    if st2.has_heads:
+        X2, Y2 = _head_factors(fz, st2.layer, cache)
+        c2 = _spectral_norm(X2)                                                  # [H]
+    Q = _mlp_matrices(fz, st.layer, cache) if has_q and st.has_mlp else None     # [b·n, d, d]
+    Q2 = _mlp_matrices(fz, st2.layer, cache) if has_q and st2.has_mlp else None
+    if st.has_heads and st2.has_heads:                                           # ‖X_h M'_g‖ = ‖X_h Y'_g‖
+        num = _spectral_norm(torch.einsum("hed,gdf->hgef", X, Y2))               # [H, H]
+        r[:H, :H] = ratio(num, c1[:, None] * c2[None])[..., None, None]
+    if st.has_heads and Q2 is not None:                                          # ‖M_h Q'_q‖ = ‖X_h Q'_q‖
+        num = _spectral_norm(torch.einsum("hed,pdf->hpef", X, Q2))               # [H, b·n]
+        cq = _spectral_norm(Q2)                                                  # [b·n]
+        r[:H, H if st2.has_heads else 0] = ratio(num, c1[:, None] * cq[None]).reshape(H, b, n)
+    if Q is not None and st2.has_heads:                                          # ‖Q_p M'_g‖ = ‖Q_p Y'_g‖
+        num = _spectral_norm(torch.einsum("pde,gef->gpdf", Q, Y2))               # [H, b·n]
+        cp = _spectral_norm(Q)
+        r[H if st.has_heads else 0, :H] = ratio(num, c2[:, None] * cp[None]).reshape(H, b, n)
+    if Q is not None and Q2 is not None:
+        num = _spectral_norm(Q @ Q2)                                             # [b·n]
+        r[-1, -1] = ratio(num, _spectral_norm(Q) * _spectral_norm(Q2)).reshape(b, n)
+    return r
 
 
 def top_k_paths(
@@ -412,7 +563,8 @@ def search(fz: Frozen, tgt, k, budget_nodes, budget_seconds, progress, start) ->
     import torch
 
     widen = 1 + (1e-9 if fz.dtype == torch.float64 else 1e-4)
-    bounds = target_bounds(fz, tgt)
+    # the pair ratios stop at 3/4 of the time budget, leaving the rest to the search
+    bounds = target_bounds(fz, tgt, deadline=None if budget_seconds is None else start + 0.75 * budget_seconds)
 
     counter = itertools.count()
     heap: list = []

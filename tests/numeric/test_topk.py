@@ -378,3 +378,62 @@ def test_status_when_the_kth_listed_value_is_zero():
     assert "the k-th listed |c| is 0" in res.status()
     assert res.status() in res.summary() and res.status() in res.ranking().notes
     assert res.to_dict()["status"] == res.status() and "NOT certified" in str(res) and repr(res)
+
+
+def _dense_node_matrices(w, fz, stage):
+    """Per node of ``stage``, its d × d map per position ``[n, d, d]`` in plain numpy:
+    ``C diag(w) W_V^h W_O^h`` (every position) or ``C diag(w) W_in diag(g_p) W_out``."""
+    P = w.state_dict()
+    d = w.config.d_model
+    C = np.eye(d) - np.ones((d, d)) / d if w.config.normalization == "LN" else np.eye(d)
+
+    def read(ln):
+        return C @ (np.diag(P[ln + ".w"]) if ln + ".w" in P else np.eye(d))
+
+    l, n = stage.layer, fz.n_pos
+    out = []
+    if stage.has_heads:
+        for h in range(w.config.n_heads):
+            M = read(f"blocks.{l}.ln1") @ P[f"blocks.{l}.attn.W_V"][h] @ P[f"blocks.{l}.attn.W_O"][h]
+            out.append(np.broadcast_to(M, (n, d, d)))
+    if stage.has_mlp:
+        g = fz.gates[0, l].numpy()
+        L, R = read(f"blocks.{l}.ln2") @ P[f"blocks.{l}.mlp.W_in"], P[f"blocks.{l}.mlp.W_out"]
+        out.append(np.stack([L @ np.diag(g[p]) @ R for p in range(n)]))
+    return out
+
+
+@pytest.mark.parametrize("shape", ["gelu3", "parallel", "relu_noln", "attn3", "modern"])
+def test_pair_ratios_are_the_dense_composite_norms(shape):
+    """Every pair ratio times the two norms is ``‖M_N M_N'‖₂`` of the dense maps at the position
+    between them (numpy SVD), and every stage pair of these small models gets its ratios."""
+    w, tokens, _ = _case(shape)
+    fz = freeze(w, tokens, dtype=torch.float64)
+    cache: dict = {}
+    maps = [topk._stage_maps(fz, st, cache) for st in fz.stages]
+    ratios = topk._pair_ratios(fz, maps, cache)
+    S = len(fz.stages)
+    assert sorted(ratios) == [(s, t) for s in range(S) for t in range(s + 1, S)]
+    for (s, t), r in ratios.items():
+        first, second = _dense_node_matrices(w, fz, fz.stages[s]), _dense_node_matrices(w, fz, fz.stages[t])
+        assert r.shape[:2] == (len(first), len(second))
+        for i, M in enumerate(first):
+            for j, M2 in enumerate(second):
+                for p in range(fz.n_pos):
+                    want = np.linalg.norm(M[p] @ M2[p], 2)
+                    prod = np.linalg.norm(M[p], 2) * np.linalg.norm(M2[p], 2)
+                    assert float(r[i, j, 0, p]) * prod == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("shape", ["gelu3", "modern", "attn3"])
+def test_pair_ratios_tighten_the_suffix_bounds(shape, monkeypatch):
+    """With the pair ratios, β and ν are never larger than with single-node norms alone
+    (``_PAIR_FLOPS = 0``) and are smaller somewhere; soundness is the enumeration tests above."""
+    w, tokens, target = _case(shape)
+    fz = freeze(w, tokens, dtype=torch.float64)
+    tgt = resolve_target(w, target, None, None, fz.tokens.shape)
+    paired = topk.target_bounds(fz, tgt)
+    monkeypatch.setattr(topk, "_PAIR_FLOPS", 0)
+    single = topk.target_bounds(fz, tgt)
+    assert (paired.beta <= single.beta * (1 + 1e-12)).all() and (paired.nu <= single.nu * (1 + 1e-12)).all()
+    assert float(paired.nu[0]) < 0.99 * float(single.nu[0])
