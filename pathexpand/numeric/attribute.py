@@ -34,7 +34,7 @@ from ..ranking import Ranking, Result
 from ..symbolic import expand_logits
 from . import norm
 from ._progress import progress as track
-from .frozen import CONSTANTS, Frozen, PathStructure, freeze
+from .frozen import CONSTANTS, Frozen, PathStructure, Scratch, freeze
 from .targets import Target, own_target, resolve_target
 from .tokens import as_tokens, batches
 from .topk import TopK, search
@@ -471,6 +471,7 @@ def _attribute_chunk_inner(fz: Frozen, tgt: Target, views) -> dict:
         # (MLPs act position by position): until then work on those positions only.
         pos = sorted(set(tgt.positions))
         sparse = len(pos) < n
+        scratch = Scratch()      # reused output buffers: each stage's g is used up before the next
         for st in reversed(fz.stages):
             i0, j = first[st.index], len(st.nodes)
             sparse = sparse and not st.has_heads
@@ -483,7 +484,7 @@ def _attribute_chunk_inner(fz: Frozen, tgt: Target, views) -> dict:
                 Gp, P, fl = G, n, flat
             Gt = Gp.reshape(K, b, P * d).permute(1, 2, 0)                  # [b, P·d, K]
             node_vals[st.index] = torch.bmm(fl[i0: i0 + j].transpose(0, 1), Gt).transpose(0, 1)  # [j, b, K]
-            g = fz.stage_T(Gp, st, positions=pos if sparse else None)      # [K, j, b, P, d]
+            g = fz.stage_T(Gp, st, positions=pos if sparse else None, scratch=scratch)   # [K, j, b, P, d]
             if "edge" in views:
                 blk, nm = [], []
                 v = None

@@ -41,7 +41,7 @@ from .forward import record
 from .tokens import as_tokens
 from .weights import Weights, as_weights
 
-__all__ = ["Frozen", "Stage", "Source", "freeze", "CONSTANTS"]
+__all__ = ["Frozen", "Stage", "Source", "Scratch", "freeze", "CONSTANTS"]
 
 CONSTANTS = ("ln_final.b", "b_U")  # terms no input changes: ln_final.b W_U and b_U
 
@@ -79,6 +79,26 @@ class Source:
     birth: int
     entry: int | None = None
     readers: tuple[str, ...] = ()
+
+
+class Scratch:
+    """Reused output buffers for repeated node maps (``stage_T(..., scratch=)``): a fresh
+    tensor of tens of MB costs page faults on every call; one buffer per role, grown as needed."""
+
+    def __init__(self):
+        self._bufs: dict = {}
+
+    def get(self, role: str, shape, like):
+        """A tensor of ``shape`` (dtype and device of ``like``) that the next ``get(role)`` reuses."""
+        import math
+
+        import torch
+
+        n = math.prod(shape)
+        buf = self._bufs.get(role)
+        if buf is None or buf.numel() < n or buf.dtype != like.dtype or buf.device != like.device:
+            buf = self._bufs[role] = torch.empty(n, dtype=like.dtype, device=like.device)
+        return buf[:n].view(shape)
 
 
 def freeze(model, tokens, *, device=None, dtype=None) -> Frozen:
@@ -297,9 +317,11 @@ class Frozen(PathStructure):
         z = self.patterns[:, layer, sel] @ v                               # [*, b, H', n, e]
         return torch.einsum("...bhne,hed->...bhnd", z, self.p[a + ".W_O"][sel])
 
-    def heads_T(self, g, layer: int, heads=None):
+    def heads_T(self, g, layer: int, heads=None, *, scratch: Scratch | None = None):
         """Transpose of each head's map, back to its input before LN: ``[*, b, n, d] → [*, b, H', n, d]``
-        (a view of a ``[*, H', b, n, d]`` tensor): ``(1/σ ⊙ A^{h T} g W_O^{h T}) (C diag(w) W_V^h)ᵀ``."""
+        (a view of a ``[*, H', b, n, d]`` tensor): ``(1/σ ⊙ A^{h T} g W_O^{h T}) (C diag(w) W_V^h)ᵀ``.
+
+        ``scratch``: the result is written into (and is a view of) its reused buffer."""
         import torch
 
         a = f"blocks.{layer}.attn"
@@ -313,7 +335,8 @@ class Frozen(PathStructure):
         if s is not None:
             z = z * s
         z = z.movedim(-3, 0).reshape(H, -1, e)                             # [H', * b n, e]
-        v = torch.bmm(z, self._reader(layer, "ln1", a + ".W_V")[sel].mT)   # [H', * b n, d]
+        out = None if scratch is None else scratch.get("heads_T", (H, z.shape[1], d), z)
+        v = torch.bmm(z, self._reader(layer, "ln1", a + ".W_V", transposed=True)[sel], out=out)   # [H', * b n, d]
         return v.view(H, *lead, b, n, d).movedim(0, -4).movedim(-4, -3)
 
     def mlp(self, f, layer: int, *, read: bool = True):
@@ -322,30 +345,41 @@ class Frozen(PathStructure):
         h = self.ln(f, f"blocks.{layer}.ln2") if read else f
         return ((h @ self.p[m + ".W_in"]) * self.gates[:, layer]) @ self.p[m + ".W_out"]
 
-    def mlp_T(self, g, layer: int, *, positions=None):
+    def mlp_T(self, g, layer: int, *, positions=None, scratch: Scratch | None = None):
         """Transpose of ``mlp``: ``1/σ ⊙ ((g W_outᵀ) ⊙ gate) (C diag(w) W_in)ᵀ``.
 
         ``positions``: ``g`` holds only these positions (``[*, b, P, d]``; the map acts position
-        by position), and so does the result.
+        by position), and so does the result. ``scratch``: as in ``heads_T``.
         """
+        import torch
+
         m = f"blocks.{layer}.mlp"
         gate = self.gates[:, layer]                                        # [b, n, m]
         if positions is not None:
             gate = gate[:, positions]                                      # [b, P, m]
-        y = (g @ self.p[m + ".W_out"].T).mul_(gate)                        # [*, b, P, m]
-        y = y @ self._reader(layer, "ln2", m + ".W_in").T                  # [*, b, P, d]
+        W_out, W_in = self.p[m + ".W_out"], self._reader(layer, "ln2", m + ".W_in")   # [m, d], [d, m]
+        flat = g.reshape(-1, g.shape[-1])                                  # [* b P, d]
+        y = None if scratch is None else scratch.get("mlp_T.hidden", (len(flat), W_out.shape[0]), g)
+        y = torch.mm(flat, W_out.T, out=y).view(*g.shape[:-1], -1).mul_(gate)   # [*, b, P, m]
+        out = None if scratch is None else scratch.get("mlp_T", flat.shape, g)
+        y = torch.mm(y.view(len(flat), -1), W_in.T, out=out).view(g.shape)      # [*, b, P, d]
         s = self._inv_scale(f"blocks.{layer}.ln2", False, positions)       # [b, P, 1]
         return y if s is None else y.mul_(s)
 
-    def _reader(self, layer: int, ln: str, key: str):
+    def _reader(self, layer: int, ln: str, key: str, *, transposed: bool = False):
         """``C diag(w) W`` of the weight ``key`` that reads norm ``ln`` of ``layer`` (``numeric.norm.reader``:
-        the frozen norm without its ``1/σ``), made once."""
+        the frozen norm without its ``1/σ``), made once; ``transposed``: its ``.mT``, contiguous
+        (a GEMM reads it row by row)."""
         cache = self.__dict__.setdefault("_readers", {})
         if key not in cache:
             w = self.p.get(f"blocks.{layer}.{ln}.w")
             cache[key] = norm.reader(self.p[key], self.config.normalization,
                                      None if w is None else w[:, None], axis=-2).contiguous()
-        return cache[key]
+        if not transposed:
+            return cache[key]
+        if (key, "T") not in cache:
+            cache[key, "T"] = cache[key].mT.contiguous()
+        return cache[key, "T"]
 
     def stage(self, f, stage: Stage, *, read: bool = True):
         """Outputs of every node of ``stage`` on field ``f``: ``[*, b, n, d] → [*, k, b, n, d]``."""
@@ -358,22 +392,23 @@ class Frozen(PathStructure):
             parts.append(self.mlp(f, stage.layer, read=read).unsqueeze(-4))
         return parts[0] if len(parts) == 1 else torch.cat(parts, -4)
 
-    def stage_T(self, g, stage: Stage, *, positions=None):
+    def stage_T(self, g, stage: Stage, *, positions=None, scratch: Scratch | None = None):
         """Transposed maps of every node of ``stage``: ``[*, b, n, d] → [*, k, b, n, d]``.
 
         ``positions`` (an MLP stage only): ``g`` holds only these positions, as in ``mlp_T``.
+        ``scratch``: reuse its buffers (the result is overwritten by the next call with it).
         """
         import torch
 
         if positions is not None:
             if stage.has_heads:
                 raise ValueError(f"stage_T(positions=...) needs an MLP stage, got {stage.kind!r}")
-            return self.mlp_T(g, stage.layer, positions=positions).unsqueeze(-4)
+            return self.mlp_T(g, stage.layer, positions=positions, scratch=scratch).unsqueeze(-4)
         parts = []
         if stage.has_heads:
-            parts.append(self.heads_T(g, stage.layer).movedim(-3, -4))
+            parts.append(self.heads_T(g, stage.layer, scratch=scratch).movedim(-3, -4))
         if stage.has_mlp:
-            parts.append(self.mlp_T(g, stage.layer).unsqueeze(-4))
+            parts.append(self.mlp_T(g, stage.layer, scratch=scratch).unsqueeze(-4))
         return parts[0] if len(parts) == 1 else torch.cat(parts, -4)
 
     def node(self, f, node: str, *, read: bool = True):
