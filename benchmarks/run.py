@@ -237,7 +237,8 @@ def _print_floors(rows: list) -> None:
             if "error" in f:
                 lines.append(f"{r['task']} | {r['shape']} | {f['name']} | error: {f['error']}")
                 continue
-            mult = [f"{x['seconds'] / f['seconds']:.2f}×" if "seconds" in x else "—" for x in (o, t)]
+            mult = [f"{x['seconds'] / f['seconds']:.2f}×" if "seconds" in x and f["seconds"] > 0 else "—"
+                    for x in (o, t)]      # a FLOP-count floor of 0 (nothing to compose) has no multiple
             lines.append(f"{r['task']} | {r['shape']} | {f['name']} | {_fmt_s(f['seconds'])} | "
                          + " | ".join(mult))
     if lines:

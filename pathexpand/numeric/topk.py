@@ -58,6 +58,7 @@ from ..errors import PathexpandError, check_int, check_number
 from ..names import path_info
 from ..ranking import Ranking, Result
 from . import norm
+from ._progress import progress as progress_bar
 from ._progress import progress_counter
 from .frozen import CONSTANTS, Frozen, freeze
 from .targets import own_target, resolve_target
@@ -219,15 +220,16 @@ def _knapsack(a, cap, budget):
     return (a_sorted * x).sum(-1)
 
 
-def target_bounds(fz: Frozen, tgt, *, deadline: float | None = None) -> SuffixBounds:
+def target_bounds(fz: Frozen, tgt, *, deadline: float | None = None, progress: bool = False) -> SuffixBounds:
     """``suffix_bounds`` for one scalar target (summed over prompts and positions)."""
     import torch
 
     r = tgt.readout_vectors(fz).sum(0)                                 # [b, n, d]
-    return suffix_bounds(fz, torch.linalg.vector_norm(r.double(), dim=-1), deadline=deadline)   # rho [b, n]
+    rho = torch.linalg.vector_norm(r.double(), dim=-1)                 # [b, n]
+    return suffix_bounds(fz, rho, deadline=deadline, progress=progress)
 
 
-def suffix_bounds(fz: Frozen, rho, *, deadline: float | None = None) -> SuffixBounds:
+def suffix_bounds(fz: Frozen, rho, *, deadline: float | None = None, progress: bool = False) -> SuffixBounds:
     """Bounds of every non-empty suffix, per stage, by dynamic programming from the readout.
 
     ``rho`` ``[b, n]``: per-position norms of the readout vector (the empty suffix). A node
@@ -246,7 +248,7 @@ def suffix_bounds(fz: Frozen, rho, *, deadline: float | None = None) -> SuffixBo
     rho = rho.double()
     cache: dict = {}
     maps = [_stage_maps(fz, st, cache) for st in fz.stages]
-    ratios = _pair_ratios(fz, maps, cache, deadline)
+    ratios = _pair_ratios(fz, maps, cache, deadline, progress)
     beta = [torch.zeros_like(rho) for _ in range(S + 1)]
     nu = [torch.zeros((), dtype=torch.float64, device=rho.device) for _ in range(S + 1)]
     ys, y_sums = [None] * S, [None] * S      # per later stage t: N'♯(β_{t+1}) [k_t, b, n], its sum bound [k_t]
@@ -428,7 +430,7 @@ def _mlp_norms(fz: Frozen, l: int, cache=None):
     return torch.minimum(frob, prod)
 
 
-def _pair_ratios(fz: Frozen, maps, cache, deadline=None) -> dict:
+def _pair_ratios(fz: Frozen, maps, cache, deadline=None, progress: bool = False) -> dict:
     """``{(s, t): r [k_s, k_t, b or 1, n or 1]}``: for node ``N`` of stage ``s`` and ``N'`` of a
     later stage ``t``, ``‖M_N M_N'‖₂ / (‖M_N‖₂ ‖M_N'‖₂) ≤ 1`` at the position between them
     (heads: ``M = C diag(w) W_V W_O``, one ratio; MLPs: ``Q_p``, one per position).
@@ -454,7 +456,7 @@ def _pair_ratios(fz: Frozen, maps, cache, deadline=None) -> dict:
 
     order = sorted((t - s, s, t) for s in range(S) for t in range(s + 1, S))
     spent, out = 0.0, {}
-    for _, s, t in order:
+    for _, s, t in progress_bar(order, progress, "bounding pairs of stages"):
         st, st2 = fz.stages[s], fz.stages[t]
         f = cost(st, st2)
         if f == 0.0 or spent + f > _PAIR_FLOPS:
@@ -564,7 +566,8 @@ def search(fz: Frozen, tgt, k, budget_nodes, budget_seconds, progress, start) ->
 
     widen = 1 + (1e-9 if fz.dtype == torch.float64 else 1e-4)
     # the pair ratios stop at 3/4 of the time budget, leaving the rest to the search
-    bounds = target_bounds(fz, tgt, deadline=None if budget_seconds is None else start + 0.75 * budget_seconds)
+    bounds = target_bounds(fz, tgt, deadline=None if budget_seconds is None else start + 0.75 * budget_seconds,
+                           progress=progress)
 
     counter = itertools.count()
     heap: list = []
