@@ -436,10 +436,9 @@ def _pair_ratios(fz: Frozen, maps, cache, deadline=None, progress: bool = False)
     (heads: ``M = C diag(w) W_V W_O``, one ratio; MLPs: ``Q_p``, one per position).
 
     Nearest stage pairs first, while their flops stay within ``_PAIR_FLOPS`` and the clock
-    before ``deadline``; pairs left out get no ratio (the suffix bound then multiplies the two norms, as for a single node).
+    before ``deadline``; pairs left out get no ratio (the suffix bound then multiplies the two
+    norms, as for a single node).
     """
-    import torch
-
     c = fz.config
     S = len(fz.stages)
     H, d, e, bn = c.n_heads, c.d_model, c.d_head, fz.batch * fz.n_pos
