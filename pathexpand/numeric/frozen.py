@@ -277,19 +277,19 @@ class Frozen(PathStructure):
         return self.mlp(f, st.layer, read=False).unsqueeze(-4)
 
     # LayerNorm -----------------------------------------------------------------------------
-    def ln(self, f, name: str, *, heads_axis: bool = False, positions=None):
+    def ln(self, f, name: str, *, positions=None):
         """Frozen norm read ``C f / σ ⊙ w`` (no bias; ``numeric.norm.read``); identity without one.
 
         ``positions``: read only these positions (``f[..., positions, :]``).
         """
         if positions is not None:
             f = f[..., positions, :]
-        return norm.read(f, self.config.normalization, self._inv_scale(name, heads_axis, positions),
+        return norm.read(f, self.config.normalization, self._inv_scale(name, False, positions),
                          self.p.get(name + ".w"))
 
-    def ln_T(self, g, name: str, *, heads_axis: bool = False):
+    def ln_T(self, g, name: str):
         """Transpose of ``ln``: ``g_p ↦ C (w ⊙ g_p) / σ_p`` (``numeric.norm.read_T``)."""
-        return norm.read_T(g, self.config.normalization, self._inv_scale(name, heads_axis, None),
+        return norm.read_T(g, self.config.normalization, self._inv_scale(name, False, None),
                            self.p.get(name + ".w"))
 
     def _inv_scale(self, name: str, heads_axis: bool, positions):

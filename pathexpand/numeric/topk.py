@@ -338,30 +338,36 @@ def _read_matrix(fz: Frozen, name: str, W):
     return norm.reader(W.double(), fz.config.normalization, None if w is None else w.double()[:, None])
 
 
+def _cached(cache, key, make):
+    """``cache[key]``, made once by ``make()`` (``cache`` None: no caching)."""
+    if cache is None:
+        return make()
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
 def _head_factors(fz: Frozen, l: int, cache=None):
     """``(X [H, e, d], Y [H, d, e])`` with ``‖M_h‖₂ = ‖X_h‖₂``, ``‖M_h M'‖₂ = ‖X_h M'‖₂`` and
     ``‖M' M_h‖₂ = ‖M' Y_h‖₂`` for ``M_h = C diag(w) W_V^h W_O^h`` (QR of both factors)."""
     import torch
 
-    key = ("head", l)
-    if cache is not None and key in cache:
-        return cache[key]
-    a = f"blocks.{l}.attn"
-    X, Y = [], []
-    for h in range(fz.config.n_heads):
-        V = _read_matrix(fz, f"blocks.{l}.ln1", fz.p[a + ".W_V"][h])       # [d, e]
-        O = fz.p[a + ".W_O"][h].double()                                   # [e, d]
-        X.append(torch.linalg.qr(V)[1] @ O)                                # R_V O: [e, d]
-        Y.append(V @ torch.linalg.qr(O.T)[1].T)                            # V R_Oᵀ: [d, e]
-    out = torch.stack(X), torch.stack(Y)
-    if cache is not None:
-        cache[key] = out
-    return out
+    def make():
+        a = f"blocks.{l}.attn"
+        X, Y = [], []
+        for h in range(fz.config.n_heads):
+            V = _read_matrix(fz, f"blocks.{l}.ln1", fz.p[a + ".W_V"][h])   # [d, e]
+            O = fz.p[a + ".W_O"][h].double()                               # [e, d]
+            X.append(torch.linalg.qr(V)[1] @ O)                            # R_V O: [e, d]
+            Y.append(V @ torch.linalg.qr(O.T)[1].T)                        # V R_Oᵀ: [d, e]
+        return torch.stack(X), torch.stack(Y)
+
+    return _cached(cache, ("head", l), make)
 
 
 def _head_norms(fz: Frozen, l: int, cache=None):
     """``‖C diag(w) W_V^h W_O^h‖₂`` per head of layer ``l`` (QR of the left factor, small SVD)."""
-    return _spectral_norm(_head_factors(fz, l, cache)[0])
+    return _cached(cache, ("head norms", l), lambda: _spectral_norm(_head_factors(fz, l, cache)[0]))
 
 
 _EXACT_MLP_FLOPS = 2e10  # below this, per-position MLP norms are computed exactly
@@ -379,25 +385,33 @@ def _spectral_norm(M):
     return torch.linalg.eigvalsh(G)[..., -1].clamp_min(0).sqrt()
 
 
+def _mlp_matrices_fit(fz: Frozen) -> bool:
+    """Whether every layer's per-position MLP matrices fit in ``_PAIR_MLP_BYTES``."""
+    c = fz.config
+    return bool(c.d_mlp) and c.n_layers * fz.batch * fz.n_pos * c.d_model ** 2 * 8 <= _PAIR_MLP_BYTES
+
+
 def _mlp_matrices(fz: Frozen, l: int, cache=None):
     """``Q_p = C diag(w) W_in diag(g_p) W_out`` per prompt and position: ``[b·n, d, d]``
-    (float64), or None when every layer's would not fit in ``_PAIR_MLP_BYTES``."""
+    (float64), or None when they do not fit (``_mlp_matrices_fit``)."""
     import torch
 
-    key = ("mlp", l)
-    if cache is not None and key in cache:
-        return cache[key]
-    d = fz.config.d_model
-    if fz.config.n_layers * fz.batch * fz.n_pos * d * d * 8 > _PAIR_MLP_BYTES:
+    if not _mlp_matrices_fit(fz):
         return None
-    m = f"blocks.{l}.mlp"
-    L = _read_matrix(fz, f"blocks.{l}.ln2", fz.p[m + ".W_in"])          # [d, m]
-    R = fz.p[m + ".W_out"].double()                                    # [m, d]
-    g = fz.gates[:, l].double().reshape(-1, L.shape[1])                # [b·n, m]
-    out = torch.einsum("dm,pm,me->pde", L, g, R)                       # [b·n, d, d]
-    if cache is not None:
-        cache[key] = out
-    return out
+
+    def make():
+        m = f"blocks.{l}.mlp"
+        L = _read_matrix(fz, f"blocks.{l}.ln2", fz.p[m + ".W_in"])      # [d, m]
+        R = fz.p[m + ".W_out"].double()                                # [m, d]
+        g = fz.gates[:, l].double().reshape(-1, L.shape[1])            # [b·n, m]
+        return torch.einsum("dm,pm,me->pde", L, g, R)                  # [b·n, d, d]
+
+    return _cached(cache, ("mlp", l), make)
+
+
+def _mlp_matrix_norms(fz: Frozen, l: int, cache=None):
+    """``‖Q_p‖₂`` per prompt and position ``[b·n]`` (``_mlp_matrices`` must fit)."""
+    return _cached(cache, ("mlp norms", l), lambda: _spectral_norm(_mlp_matrices(fz, l, cache)))
 
 
 def _mlp_norms(fz: Frozen, l: int, cache=None):
@@ -415,9 +429,8 @@ def _mlp_norms(fz: Frozen, l: int, cache=None):
     g = fz.gates[:, l].double()                                        # [b, n, m]
     d, dm = L.shape
     if fz.batch * fz.n_pos * d * d * (2 * dm + 12 * d) <= _EXACT_MLP_FLOPS:
-        Q = _mlp_matrices(fz, l, cache)
-        if Q is not None:
-            return _spectral_norm(Q).reshape(g.shape[:-1])
+        if _mlp_matrices_fit(fz):
+            return _mlp_matrix_norms(fz, l, cache).reshape(g.shape[:-1])
         flat = g.reshape(-1, dm)                                       # [b·n, m]
         step = max(1, 2**26 // (d * max(d, dm)))   # [step, d, m] and [step, d, d] float64 ≤ 512 MB
         out = [_spectral_norm((L * flat[i:i + step, None, :]) @ R) for i in range(0, len(flat), step)]
@@ -442,7 +455,7 @@ def _pair_ratios(fz: Frozen, maps, cache, deadline=None, progress: bool = False)
     c = fz.config
     S = len(fz.stages)
     H, d, e, bn = c.n_heads, c.d_model, c.d_head, fz.batch * fz.n_pos
-    has_q = bool(c.d_mlp) and (c.n_layers * bn * d * d * 8 <= _PAIR_MLP_BYTES)
+    has_q = _mlp_matrices_fit(fz)
 
     def cost(st, st2) -> float:
         f = 0.0
@@ -481,26 +494,28 @@ def _ratio_block(fz: Frozen, st, st2, maps, maps2, has_q, cache):
 
     if st.has_heads:
         X, _ = _head_factors(fz, st.layer, cache)
-        c1 = _spectral_norm(X)                                                   # [H]
+        c1 = _head_norms(fz, st.layer, cache)                                    # [H]
     if st2.has_heads:
-        X2, Y2 = _head_factors(fz, st2.layer, cache)
-        c2 = _spectral_norm(X2)                                                  # [H]
+        _, Y2 = _head_factors(fz, st2.layer, cache)
+        c2 = _head_norms(fz, st2.layer, cache)                                   # [H]
     Q = _mlp_matrices(fz, st.layer, cache) if has_q and st.has_mlp else None     # [b·n, d, d]
     Q2 = _mlp_matrices(fz, st2.layer, cache) if has_q and st2.has_mlp else None
+    if Q is not None:
+        cp = _mlp_matrix_norms(fz, st.layer, cache)                              # [b·n]
+    if Q2 is not None:
+        cq = _mlp_matrix_norms(fz, st2.layer, cache)                             # [b·n]
     if st.has_heads and st2.has_heads:                                           # ‖X_h M'_g‖ = ‖X_h Y'_g‖
         num = _spectral_norm(torch.einsum("hed,gdf->hgef", X, Y2))               # [H, H]
         r[:H, :H] = ratio(num, c1[:, None] * c2[None])[..., None, None]
     if st.has_heads and Q2 is not None:                                          # ‖M_h Q'_q‖ = ‖X_h Q'_q‖
         num = _spectral_norm(torch.einsum("hed,pdf->hpef", X, Q2))               # [H, b·n]
-        cq = _spectral_norm(Q2)                                                  # [b·n]
         r[:H, H if st2.has_heads else 0] = ratio(num, c1[:, None] * cq[None]).reshape(H, b, n)
     if Q is not None and st2.has_heads:                                          # ‖Q_p M'_g‖ = ‖Q_p Y'_g‖
         num = _spectral_norm(torch.einsum("pde,gef->gpdf", Q, Y2))               # [H, b·n]
-        cp = _spectral_norm(Q)
         r[H if st.has_heads else 0, :H] = ratio(num, c2[:, None] * cp[None]).reshape(H, b, n)
     if Q is not None and Q2 is not None:
         num = _spectral_norm(Q @ Q2)                                             # [b·n]
-        r[-1, -1] = ratio(num, _spectral_norm(Q) * _spectral_norm(Q2)).reshape(b, n)
+        r[-1, -1] = ratio(num, cp * cq).reshape(b, n)
     return r
 
 

@@ -222,18 +222,15 @@ def test_suffix_bounds_hold_for_every_suffix(shape):
         assert float(norms.sum((1, 2)).max()) <= float(bounds.nu[s]) * (1 + 1e-9) + 1e-12
 
 
-@pytest.mark.parametrize("shape", [*BOUND_SHAPES, "attn-only-2l", "gelu-2l", "modern-2l"])
-def test_prefix_bound_covers_every_completion(shape):
-    """For every prefix, the bound the search uses ≥ the largest |contribution| of any strict
-    extension (what best-first top-k needs: a bound on the best single completion), with every
-    path's contribution from the attribution's path view (full enumeration)."""
-    w, tokens, target = _case(shape)
+def _prefix_bounds(w, tokens, target):
+    """``(path, best, bound)`` for every prefix with a later stage: ``best`` is the largest
+    |contribution| of any strict extension (every path's from the attribution's path view, a
+    full enumeration), ``bound`` what the search's bound gives that prefix."""
     res = pe.attribute(w, tokens, target=target, views=("path",), dtype=torch.float64)
     value = dict(zip(res.paths, res.path_values.reshape(len(res.paths), -1).sum(-1)))
     fz = freeze(w, tokens, dtype=torch.float64)
-    tgt = resolve_target(w, target, None, None, fz.tokens.shape)
-    bounds = topk.target_bounds(fz, tgt)
-    checked = 0
+    bounds = topk.target_bounds(fz, resolve_target(w, target, None, None, fz.tokens.shape))
+    out = []
     for path in value:
         src, stages = fz.check_path(path)
         last = stages[-1].index if stages else src.birth
@@ -241,11 +238,20 @@ def test_prefix_bound_covers_every_completion(shape):
             continue
         best = max((abs(v) for q, v in value.items() if len(q) > len(path) and q[:len(path)] == path),
                    default=0.0)
-        norms = torch.linalg.vector_norm(fz.path_field(path), dim=-1)
-        bound = float(bounds.of(norms, last))
+        bound = float(bounds.of(torch.linalg.vector_norm(fz.path_field(path), dim=-1), last))
+        out.append((path, best, bound))
+    return out
+
+
+@pytest.mark.parametrize("shape", [*BOUND_SHAPES, "attn-only-2l", "gelu-2l", "modern-2l"])
+def test_prefix_bound_covers_every_completion(shape):
+    """For every prefix, the bound the search uses ≥ the largest |contribution| of any strict
+    extension (what best-first top-k needs: a bound on the best single completion), with every
+    path's contribution from the attribution's path view (full enumeration)."""
+    checked = _prefix_bounds(*_case(shape))
+    for path, best, bound in checked:
         assert best <= bound * (1 + 1e-9) + 1e-12, (path, best, bound)
-        checked += 1
-    assert checked > 0
+    assert len(checked) > 0
 
 
 @pytest.mark.parametrize("name", ["attn-only-1l", "attn-only-2l", "gelu-2l", "modern-2l"])
@@ -327,23 +333,10 @@ def test_prefix_bound_is_attained_on_a_scalar_model(shape):
     """With one position and ``d_model = 1`` every map is a scalar and the pattern is ``[[1]]``,
     so β, ν and the knapsack lose nothing: the bound equals the largest |completion| of every
     prefix (from the full enumeration) to 1e-9. A bound scaled by 0.8 anywhere fails here."""
-    w = _positive_scalar_model(0, **TIGHT_SHAPES[shape])
-    tokens, target = [[3]], 2
-    res = pe.attribute(w, tokens, target=target, views=("path",), dtype=torch.float64)
-    value = dict(zip(res.paths, res.path_values.reshape(len(res.paths), -1).sum(-1)))
-    fz = freeze(w, tokens, dtype=torch.float64)
-    bounds = topk.target_bounds(fz, resolve_target(w, target, None, None, fz.tokens.shape))
-    checked = 0
-    for path in value:
-        src, stages = fz.check_path(path)
-        last = stages[-1].index if stages else src.birth
-        if last + 1 >= len(fz.stages):
-            continue
-        best = max(abs(v) for q, v in value.items() if len(q) > len(path) and q[:len(path)] == path)
-        bound = float(bounds.of(torch.linalg.vector_norm(fz.path_field(path), dim=-1), last))
+    checked = _prefix_bounds(_positive_scalar_model(0, **TIGHT_SHAPES[shape]), [[3]], 2)
+    for path, best, bound in checked:
         assert bound == pytest.approx(best, rel=1e-9), path
-        checked += 1
-    assert checked >= 3
+    assert len(checked) >= 3
 
 
 @pytest.mark.parametrize("shape", sorted(BOUND_SHAPES))
