@@ -86,9 +86,19 @@ import networkx as nx
 
 from .architecture import Architecture, as_architecture
 from .errors import MissingDependencyError, PathexpandError, UnknownHeadError, check_int
-from .names import CHANNELS, REMAINDER, SCORE_SEP, head_name, mlp_name, parse_node, parse_term_name, term_name
+from .names import (
+    CHANNELS,
+    REMAINDER,
+    SCORE_SEP,
+    head_name,
+    mlp_name,
+    parse_node,
+    parse_term_name,
+    term_name,
+)
 from .ranking import Ranking, Result, Row
 from .symbolic import Expansion, Selection
+from .symbolic.paths import logit_sources, node_stage
 from .symbolic.terms import ScoreTerm, Term
 
 __all__ = [
@@ -279,26 +289,16 @@ def _add_nodes(G: nx.MultiDiGraph, arch: Architecture) -> list[_Writer]:
         G.add_node(name, **_node_attrs(name, stage))
         writers.append(_Writer(name, stage, None if only is None else frozenset(only)))
 
-    if arch.biases:
-        for l in range(L):
-            heads = arch.heads_in_layer(l)
-            # parallel: the attention's b_V, b_O enter after the whole layer, its MLP reads x_l
-            attn_out = 2 * l + 2 if arch.parallel_attn_mlp else 2 * l + 1
-            if arch.layernorm and heads:  # only LayerNorm has a bias (RMSNorm has none)
-                bias(f"L{l}.ln1.b", 2 * l, [f"{h}.{c}" for h in heads for c in CHANNELS])
-            for h in heads:
-                bias(f"{h}.b_Q", 2 * l, [f"{h}.q"])
-                bias(f"{h}.b_K", 2 * l, [f"{h}.k"])
-                bias(f"{h}.b_V", attn_out)
-            bias(f"L{l}.b_O", attn_out)
-            if arch.mlp:
-                if arch.layernorm:
-                    bias(f"L{l}.ln2.b", _mlp_stage(arch, l), [mlp_name(l)])
-                bias(f"{mlp_name(l)}.b_in", 2 * l + 2)
-                bias(f"{mlp_name(l)}.b_out", 2 * l + 2)
-        if arch.layernorm:
-            bias("ln_final.b", final, ["logits"])
-        bias("b_U", final, ["logits"])
+    for src in logit_sources(arch):  # the stream's biases: where they enter, who reads them
+        if not src.bias:
+            continue
+        if src.name.endswith(".b_V"):  # a head's query and key biases, read by it alone
+            head, layer = src.name[: -len(".b_V")], parse_node(src.name).layer
+            bias(f"{head}.b_Q", 2 * layer, [f"{head}.q"])
+            bias(f"{head}.b_K", 2 * layer, [f"{head}.k"])
+        # a LayerNorm bias is read only by the nodes after its norm: a head's q/k/v, an MLP
+        only = [r for n in src.first for r in _inputs(n)] if src.forced else None
+        bias(src.name, src.start, only)
     for l in range(L):
         for h in range(arch.n_heads[l]):
             name = head_name(l, h)
@@ -307,17 +307,15 @@ def _add_nodes(G: nx.MultiDiGraph, arch: Architecture) -> list[_Writer]:
             G.add_node(name, **_node_attrs(name, 2 * l))
             writers.append(_Writer(name, 2 * l + 1))
         if arch.mlp:
-            G.add_node(mlp_name(l), **_node_attrs(mlp_name(l), _mlp_stage(arch, l)))
+            G.add_node(mlp_name(l), **_node_attrs(mlp_name(l), node_stage(arch, mlp_name(l))))
             writers.append(_Writer(mlp_name(l), 2 * l + 2))
     G.add_node("logits", **_node_attrs("logits", final))
     return writers
 
 
-def _mlp_stage(arch: Architecture, layer: int) -> int:
-    """The stage at which MLP ``layer`` reads: ``2l+1`` after the heads, ``2l`` beside them with
-    parallel attention and MLP (so it reads no head of its own layer, whose writes enter at
-    ``2l+1``)."""
-    return 2 * layer if arch.parallel_attn_mlp else 2 * layer + 1
+def _inputs(node: str) -> list[str]:
+    """The sinks through which a head (``.q``, ``.k``, ``.v``) or an MLP (itself) reads."""
+    return [f"{node}.{c}" for c in CHANNELS] if parse_node(node).kind == "head" else [node]
 
 
 def _readers(arch: Architecture) -> list[tuple[str, int, str]]:
@@ -327,7 +325,7 @@ def _readers(arch: Architecture) -> list[tuple[str, int, str]]:
         for h in arch.heads_in_layer(l):
             out.extend((f"{h}.{c}", 2 * l, c) for c in CHANNELS)
         if arch.mlp:
-            out.append((mlp_name(l), _mlp_stage(arch, l), "in"))
+            out.append((mlp_name(l), node_stage(arch, mlp_name(l)), "in"))
     out.append(("logits", 2 * arch.n_layers, "out"))
     return out
 

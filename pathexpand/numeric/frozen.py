@@ -36,6 +36,7 @@ import numpy as np
 from ..architecture import Architecture
 from ..errors import PathexpandError
 from ..names import head_name, mlp_name, parse_node
+from ..symbolic.paths import logit_sources, node_stage
 from . import norm
 from .forward import record
 from .tokens import as_tokens
@@ -132,29 +133,19 @@ class PathStructure:
         return self._stage_of[node]
 
     def sources(self, *, include_constants: bool = False) -> tuple[Source, ...]:
-        """Sources of paths in forward order (bias sources only when the model has biases)."""
-        c = self.config
-        out = [Source("embed", -1)]
-        if c.positional == "standard":
-            out.append(Source("pos", -1))
-        biases = self.arch.biases
-        ln = norm.has_bias(c.normalization) and biases
-        for s in self.stages if biases else ():
-            l = s.layer
-            heads = s.nodes[: len(s.nodes) - s.has_mlp]
-            if s.has_heads:
-                if ln:
-                    out.append(Source(f"L{l}.ln1.b", s.index - 1, entry=s.index, readers=heads))
-                out.extend(Source(f"{h}.b_V", s.index) for h in heads)
-                out.append(Source(f"L{l}.b_O", s.index))
-            if s.has_mlp:
-                if ln:
-                    out.append(Source(f"L{l}.ln2.b", s.index - 1, entry=s.index,
-                                      readers=(mlp_name(l),)))
-                out.append(Source(f"MLP{l}.b_in", s.index))
-                out.append(Source(f"MLP{l}.b_out", s.index))
+        """Sources of paths in forward order: ``symbolic.paths.logit_sources`` placed on this
+        model's stages (LayerNorm biases only where the weights store them: LNPre folds them)."""
+        reads_at = [node_stage(self.arch, s.nodes[0]) for s in self.stages]  # symbolic stages
+        stored_ln_bias = norm.has_bias(self.config.normalization)
+        out = []
+        for src in logit_sources(self.arch):
+            if src.name in CONSTANTS or (src.forced and not stored_ln_bias):
+                continue
+            birth = sum(t < src.start for t in reads_at) - 1   # the last stage before it enters
+            out.append(Source(src.name, birth, entry=birth + 1, readers=src.first) if src.forced
+                       else Source(src.name, birth))
         if include_constants:
-            if norm.has_bias(c.normalization):
+            if stored_ln_bias:
                 out.append(Source("ln_final.b", len(self.stages)))
             out.append(Source("b_U", len(self.stages)))
         return tuple(out)

@@ -17,7 +17,7 @@ import torch
 import pathexpand as pe
 from pathexpand.errors import PathexpandError, UnknownHeadError
 from pathexpand.numeric.forward import run_with_cache
-from pathexpand.numeric.frozen import freeze
+from pathexpand.numeric.frozen import CONSTANTS, freeze
 
 _spec = importlib.util.spec_from_file_location("attribute_cases", Path(__file__).with_name("attribute_cases.py"))
 cases = importlib.util.module_from_spec(_spec)
@@ -59,6 +59,28 @@ def test_path_count_enumeration_and_fields(name):
     for path in list(listed)[:: max(1, len(listed) // 20)]:
         np.testing.assert_allclose(fz.path_field(path).numpy(), brute[path], atol=1e-12)
         np.testing.assert_allclose(listed[path].numpy(), brute[path], atol=1e-12)
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(d_mlp=10, act_fn="gelu", normalization="LN", parallel_attn_mlp=True),
+    dict(d_mlp=10, act_fn="silu", normalization="RMS", gated_mlp=True, parallel_attn_mlp=True),
+    dict(d_mlp=10, act_fn="relu", normalization="LN", n_layers=3, n_heads=2),
+    dict(positional="shortformer", normalization="LN"),
+])
+def test_frozen_paths_are_the_graphs_and_the_expansions(cfg):
+    """Where a bias enters and who reads it is decided once (``symbolic.paths``); the frozen
+    model's paths (walked stage by stage), the graph's simple paths (walked edge by edge) and
+    the expansion's terms are three routes to one set, with parallel blocks too."""
+    w = cases.random_weights(**cfg)
+    arch = pe.Architecture.from_weights(w)
+    fz = freeze(w, TOKENS)
+    fields = dict(fz.iter_paths())
+    constants = [(s.name,) for s in fz.sources(include_constants=True) if s.name in CONSTANTS]
+    assert len(fields) == fz.n_paths()
+    walked = set(fields) | set(constants)
+    assert walked == set(pe.paths(pe.path_graph(arch))) == {t.path for t in pe.expand_logits(arch)}
+    # and the walked fields add up to the stream the recorded logits read
+    torch.testing.assert_close(fz.unembed(sum(fields.values())) + fz.constant_logits(), fz.logits)
 
 
 def test_gate_is_exact_where_the_preactivation_is_zero():
