@@ -363,16 +363,18 @@ def attribute(
             f"{res.n_paths:,} paths > max_paths={max_paths:,}: no per-path view; "
             "views=('path', ...) or pe.top_k_paths lists the largest ones with a certificate"
         )
-    if stream:
+    if stream:   # one batch: its frozen model holds every prompt, so the search reuses it
         _stream_paths(res, weights, tokens, None if own_top else tgt, positions, max_paths,
-                      budget_seconds, device, dtype, progress)
+                      budget_seconds, device, dtype, progress,
+                      frozen=frozen if len(chunks) == 1 else None)
     return res
 
 
 def _stream_paths(res: Attribution, weights, tokens, tgt, positions, k, budget_seconds, device,
-                  dtype, progress) -> None:
+                  dtype, progress, frozen=None) -> None:
     """The path view past ``max_paths``: the ``k`` largest paths by the best-first search of
-    ``top_k_paths`` on every prompt at once, and the remainder ``Σ ends − Σ listed``."""
+    ``top_k_paths`` on every prompt at once, and the remainder ``Σ ends − Σ listed``
+    (``frozen``: the model already frozen on all of ``tokens``, else frozen here)."""
     import time
 
     import torch
@@ -381,7 +383,7 @@ def _stream_paths(res: Attribution, weights, tokens, tgt, positions, k, budget_s
         raise PathexpandError("max_paths must be >= 1 to list the largest paths")
     start = time.monotonic()
     with torch.no_grad():
-        fz = freeze(weights, tokens, device=device, dtype=dtype)
+        fz = frozen or freeze(weights, tokens, device=device, dtype=dtype)
         tgt = own_target(fz, weights, positions) if tgt is None else tgt
         if tgt.U is None:
             raise PathexpandError(

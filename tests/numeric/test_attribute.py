@@ -275,6 +275,26 @@ def test_path_view_past_max_paths_lists_the_largest_and_the_exact_remainder(shap
     np.testing.assert_allclose(chunked.path_remainder, part.path_remainder, rtol=1e-9, atol=1e-12)
 
 
+def test_path_view_past_max_paths_records_one_forward_per_batch(monkeypatch):
+    """The streamed path view searches the model the attribution froze (one batch: one
+    recording forward in all); with several batches it freezes every prompt once more."""
+    import pathexpand.numeric.attribute as attribute_module
+
+    w = cases.random_weights(seed=4, **cases.CONFIGS["gelu"])
+    calls = []
+
+    def counted(weights, tokens, **kw):
+        calls.append(np.shape(tokens)[0])
+        return freeze(weights, tokens, **kw)
+
+    monkeypatch.setattr(attribute_module, "freeze", counted)
+    one = pe.attribute(w, TOKENS, target=1, views=("path",), max_paths=5)
+    assert calls == [len(TOKENS)] and len(one.paths) == 5
+    calls.clear()
+    pe.attribute(w, TOKENS, target=1, views=("path",), max_paths=5, batch_size=1)
+    assert calls == [1] * len(TOKENS) + [len(TOKENS)]
+
+
 def test_path_view_stopped_by_its_budget_says_not_certified():
     w = cases.random_weights(seed=5, **cases.CONFIGS["gelu"])
     part = pe.attribute(w, TOKENS, target=1, views=("path",), max_paths=4, budget_seconds=1e-9)
