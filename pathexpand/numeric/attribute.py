@@ -468,7 +468,8 @@ def _attribute_chunk_inner(fz: Frozen, tgt: Target, views) -> dict:
         K = G.shape[0]
         flat = buf.view(len(order), b, n * d)                              # [R, b, n·d]
         node_vals = [None] * len(fz.stages)
-        blocks, names = [], []                                             # edge rows, stage by stage
+        edges = _EdgeBlocks(flat, K, b) if "edge" in views else None
+        edge_rows = {}                                                     # stage → (rows, names)
         # G is zero outside the target positions until the sweep crosses a stage with heads
         # (MLPs act position by position): until then work on those positions only.
         pos = sorted(set(tgt.positions))
@@ -487,33 +488,26 @@ def _attribute_chunk_inner(fz: Frozen, tgt: Target, views) -> dict:
             Gt = Gp.reshape(K, b, P * d).permute(1, 2, 0)                  # [b, P·d, K]
             node_vals[st.index] = torch.bmm(fl[i0: i0 + j].transpose(0, 1), Gt).transpose(0, 1)  # [j, b, K]
             g = fz.stage_T(Gp, st, positions=pos if sparse else None, scratch=scratch)   # [K, j, b, P, d]
-            if "edge" in views:
-                blk, nm = [], []
-                v = None
-                if i0:   # ⟨M_nodeᵀ G, field⟩ for every field the stage reads: one GEMM
-                    left = g.permute(2, 0, 1, 3, 4).reshape(b, K * j, P * d)          # [b, K·j, P·d]
-                    v = torch.bmm(left, fl[:i0].permute(1, 2, 0))                      # [b, K·j, i0]
-                    v = v.view(b, K, j, i0).permute(3, 2, 0, 1)                        # [i0, j, b, K]
-                srcs = [s.name for s in plain if s.birth < st.index]
-                if srcs:
-                    blk.append(v[[row[a] for a in srcs]].reshape(-1, b, K))
-                    nm += [(a, nd) for a in srcs for nd in st.nodes]
-                for s in sources:
-                    if s.entry == st.index:
-                        blk.append(torch.einsum("Kbnd,jbnd->jbK", G, ln_parts[s.name]))
-                        nm += [(s.name, nd) for nd in s.readers]
-                earlier = [a for st1 in fz.stages[: st.index] for a in st1.nodes]
-                if earlier:
-                    blk.append(v[[row[a] for a in earlier]].reshape(-1, b, K))
-                    nm += [(a, nd) for a in earlier for nd in st.nodes]
-                blocks[:0], names[:0] = blk, nm
+            if edges is not None:
+                ln = [(s, torch.einsum("Kbnd,jbnd->jbK", G, ln_parts[s.name]))
+                      for s in sources if s.entry == st.index]             # LN bias → its readers
+                done = lambda v, st=st, ln=ln: edge_rows.__setitem__(    # noqa: E731
+                    st.index, _stage_edges(fz, st, v, ln, plain, row, b, K))
+                if sparse:   # a few positions: its own product, now
+                    edges.flush()
+                    done(_edge_products(g.permute(2, 0, 1, 3, 4).reshape(b, K * j, P * d), fl, i0, j, K))
+                else:        # ⟨M_nodeᵀ G, field⟩ for every field it reads: batched with later stages
+                    edges.add(g, i0, done)
             if sparse:   # scatter the stage's transposed outputs back at the target positions
                 G = (G.index_add_ if G.is_contiguous() else G.index_add)(2, idx, g.sum(1))
             else:
                 G = G.add_(g.sum(1)) if G.is_contiguous() else G + g.sum(1)
         out["nodes"] = fz.nodes
         out["node_values"] = _np(torch.cat(node_vals)) if fz.stages else np.zeros((0,) + out["output"].shape)
-        if "edge" in views:
+        if edges is not None:
+            edges.flush()
+            blocks = [r for st in fz.stages for r in edge_rows[st.index][0]]
+            names = [nm for st in fz.stages for nm in edge_rows[st.index][1]]
             out["edges"] = tuple(names) + tuple((e, "logits") for e in ends)
             stacked = _np(torch.cat(blocks)) if blocks else np.zeros((0,) + out["output"].shape)
             out["edge_values"] = np.concatenate([stacked, out["end_values"]])
@@ -528,6 +522,88 @@ def _attribute_chunk_inner(fz: Frozen, tgt: Target, views) -> dict:
         out["path_values"] = _np(torch.stack([vals[i] for i in order])) if vals else None
     out["n_paths"] = fz.n_paths()
     return out
+
+
+# edges ------------------------------------------------------------------------------------
+_EDGE_BLOCK_ROWS = 40   # transposed node maps batched into one product with the field buffer
+
+
+def _edge_products(left, fl, i0: int, j: int, K: int):
+    """``⟨M_nodeᵀ G, field⟩`` for the ``j`` nodes of one stage and the ``i0`` fields it reads:
+    ``left`` ``[b, K·j, P·d]``, ``fl`` ``[R, b, P·d]`` → ``[i0, j, b, K]`` (None when ``i0 = 0``)."""
+    import torch
+
+    if not i0:
+        return None
+    b = left.shape[0]
+    v = torch.bmm(left, fl[:i0].permute(1, 2, 0))                          # [b, K·j, i0]
+    return v.view(b, K, j, i0).permute(3, 2, 0, 1)                         # [i0, j, b, K]
+
+
+class _EdgeBlocks:
+    """The edge products of several consecutive stages in one GEMM over the fields they all
+    read: a stage reads the prefix ``fields[:i0]`` of the buffer, so stages swept one after the
+    other share the shorter prefix, and reading it once for all of them (``flush``) reads the
+    buffer — which bounds this product — a few times instead of once per stage."""
+
+    def __init__(self, flat, K: int, b: int):
+        self.flat, self.K, self.b = flat, K, b
+        self.buf = None
+        self.pending: list = []          # (offset, j, i0, done) per stage, in sweep order
+        self.rows = 0
+
+    def add(self, g, i0: int, done) -> None:
+        """Queue stage output ``g`` ``[K, j, b, n, d]`` (copied) reading ``fields[:i0]``;
+        ``done(v)`` gets its ``[i0, j, b, K]`` products at the next ``flush``."""
+        K, j = g.shape[:2]
+        if not i0:
+            done(None)
+            return
+        if self.pending and self.rows + K * j > _EDGE_BLOCK_ROWS:
+            self.flush()
+        width = self.flat.shape[-1]
+        need = max(_EDGE_BLOCK_ROWS, K * j)
+        if self.buf is None or self.buf.shape[1] < need:
+            self.buf = g.new_empty(self.b, need, width)                    # [b, M, n·d]
+        self.buf[:, self.rows: self.rows + K * j].view(self.b, K, j, *g.shape[-2:]).copy_(
+            g.permute(2, 0, 1, 3, 4))
+        self.pending.append((self.rows, j, i0, done))
+        self.rows += K * j
+
+    def flush(self) -> None:
+        """One product over the prefix every queued stage reads, one per stage for the rest."""
+        import torch
+
+        if not self.pending:
+            return
+        K, b, fl = self.K, self.b, self.flat
+        common = min(i0 for _, _, i0, _ in self.pending)
+        shared = torch.bmm(self.buf[:, : self.rows], fl[:common].permute(1, 2, 0))   # [b, M, common]
+        for off, j, i0, done in self.pending:
+            v = shared[:, off: off + K * j]
+            if i0 > common:
+                rest = torch.bmm(self.buf[:, off: off + K * j], fl[common:i0].permute(1, 2, 0))
+                v = torch.cat([v, rest], 2)                                 # [b, K·j, i0]
+            done(v.reshape(b, K, j, i0).permute(3, 2, 0, 1))                # [i0, j, b, K]
+        self.pending, self.rows = [], 0
+
+
+def _stage_edges(fz: Frozen, st, v, ln, plain, row, b: int, K: int):
+    """The edge rows into the nodes of stage ``st`` and their names: from every source field it
+    reads, from each LN bias it reads (``ln``: (source, values)), from every earlier node."""
+    blk, nm = [], []
+    srcs = [s.name for s in plain if s.birth < st.index]
+    if srcs:
+        blk.append(v[[row[a] for a in srcs]].reshape(-1, b, K))
+        nm += [(a, nd) for a in srcs for nd in st.nodes]
+    for s, vals in ln:
+        blk.append(vals)
+        nm += [(s.name, nd) for nd in s.readers]
+    earlier = [a for st1 in fz.stages[: st.index] for a in st1.nodes]
+    if earlier:
+        blk.append(v[[row[a] for a in earlier]].reshape(-1, b, K))
+        nm += [(a, nd) for a in earlier for nd in st.nodes]
+    return blk, nm
 
 
 def _scale(fz: Frozen, tgt: Target, logits_val):

@@ -188,7 +188,7 @@ class Frozen(PathStructure):
         """``tokens``: checked ids ``[batch, pos]`` (``freeze`` takes any model and tokens)."""
         super().__init__(weights)
         c = self.config
-        self._logits = None
+        self._logits = self._logits_at = self._constant_logits = self._ln_final_logits = None
         _record(self, weights, tokens, device, dtype)
         self.batch, self.n_pos = self.tokens.shape
         self._rowsum = self.patterns.sum(-1, keepdim=True) if c.n_heads else None  # [b,L,H,q,1]
@@ -201,9 +201,14 @@ class Frozen(PathStructure):
         return self._logits
 
     def logits_at(self, positions):
-        """The model's logits at ``positions``: ``[b, T, d_vocab_out]``."""
-        final = self.resid_pre[:, self.config.n_layers]
-        return self.ln(final, "ln_final", positions=list(positions)) @ self.p["W_U"] + self.constant_logits()
+        """The model's logits at ``positions``: ``[b, T, d_vocab_out]`` (the last call's kept:
+        a target's value and its scale read the same vocabulary-wide product)."""
+        positions = tuple(int(p) for p in positions)
+        if self._logits_at is None or self._logits_at[0] != positions:
+            final = self.resid_pre[:, self.config.n_layers]
+            y = self.ln(final, "ln_final", positions=list(positions)) @ self.p["W_U"] + self.constant_logits()
+            self._logits_at = (positions, y)
+        return self._logits_at[1]
 
     def stage_input(self, index: int):
         """The recorded residual stream ``[b, n, d]`` read by stage ``index`` (``len(stages)``:
@@ -559,18 +564,22 @@ class Frozen(PathStructure):
         return self.ln(f, "ln_final") @ self.p["W_U"]
 
     def constant_logits(self):
-        """``b_U`` (+ ``ln_final.b W_U``): ``[d_vocab_out]``, the part no input changes."""
-        out = self.p["b_U"]
-        if norm.has_bias(self.config.normalization):
-            out = out + self.p["ln_final.b"] @ self.p["W_U"]
-        return out
+        """``b_U`` (+ ``ln_final.b W_U``): ``[d_vocab_out]``, the part no input changes (made once)."""
+        if self._constant_logits is None:
+            out = self.p["b_U"]
+            if norm.has_bias(self.config.normalization):
+                out = out + self.constant("ln_final.b")
+            self._constant_logits = out
+        return self._constant_logits
 
     def constant(self, name: str):
         """One constant term's logits ``[d_vocab_out]``: ``b_U`` or ``ln_final.b W_U``."""
         if name == "b_U":
             return self.p["b_U"]
         if name == "ln_final.b" and norm.has_bias(self.config.normalization):
-            return self.p["ln_final.b"] @ self.p["W_U"]
+            if self._ln_final_logits is None:   # [d] @ [d, V]: read W_U once
+                self._ln_final_logits = self.p["ln_final.b"] @ self.p["W_U"]
+            return self._ln_final_logits
         raise PathexpandError(f"{name!r} is not a constant term of this model; they are {list(CONSTANTS)}")
 
 

@@ -54,8 +54,12 @@ class Target:
         cached = getattr(self, "_dir", None)
         if cached is not None and cached[0] is frozen:
             return cached[1]
-        U = self.U.to(device=frozen.device, dtype=frozen.dtype)
-        d = U @ frozen.p["W_U"].T
+        U = self.U.to(device=frozen.device, dtype=frozen.dtype)             # [b, T, V]
+        used = U.ne(0).flatten(0, -2).any(0).nonzero().squeeze(1)          # vocabulary rows read
+        if 4 * len(used) < U.shape[-1]:   # a token or a difference: a few columns of W_U
+            d = U[..., used] @ frozen.p["W_U"][:, used].T
+        else:
+            d = U @ frozen.p["W_U"].T
         self._dir = (frozen, d)
         return d
 

@@ -69,6 +69,17 @@ def test_paths_nodes_edges_match_brute_force(name):
         np.testing.assert_allclose(v, want, rtol=0, atol=1e-10 * scale, err_msg=f"{a} → {b}")
 
 
+@pytest.mark.parametrize("rows", [1, 4])
+@pytest.mark.parametrize("name", ["attn3", "gelu", "relu_noln"])
+def test_edges_match_brute_force_however_stages_are_batched(name, rows, monkeypatch):
+    """The edge products of consecutive stages share one GEMM over the fields they all read
+    (``_EDGE_BLOCK_ROWS`` rows of transposed maps at a time); any batching gives the paths' sums."""
+    import pathexpand.numeric.attribute as attribute_module
+
+    monkeypatch.setattr(attribute_module, "_EDGE_BLOCK_ROWS", rows)
+    test_paths_nodes_edges_match_brute_force(name)
+
+
 @pytest.mark.parametrize("name", sorted(cases.CONFIGS))
 def test_sum_is_the_model_output_float64_and_float32(name):
     w = cases.random_weights(**cases.CONFIGS[name])
