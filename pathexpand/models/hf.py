@@ -60,6 +60,11 @@ _REFUSED = {
     "Gemma3ForCausalLM": "query/key RMSNorm and sliding-window layers (Gemma3TextConfig "
                          "layer_types)",
     "MixtralForCausalLM": "a mixture of experts (MixtralConfig num_local_experts)",
+    "Qwen3ForCausalLM": "query/key RMSNorm inside each head (Qwen3Attention q_norm, k_norm): "
+                        "attention scores are not bilinear in the residual stream",
+    "Olmo2ForCausalLM": "query/key RMSNorm (Olmo2Attention q_norm, k_norm) and norms on the "
+                        "attention and MLP outputs (post_attention_layernorm, "
+                        "post_feedforward_layernorm)",
     "T5ForConditionalGeneration": "an encoder-decoder with cross-attention (T5Config "
                                   "is_encoder_decoder)",
     "BartForConditionalGeneration": "an encoder-decoder with cross-attention (BartConfig "
