@@ -187,7 +187,7 @@ class Architecture:
             biases=weights.has_biases(),
             gated_mlp=cfg.gated_mlp,
             parallel_attn_mlp=cfg.parallel_attn_mlp,
-            n_kv_heads=None if cfg.n_key_value_heads is None else int(cfg.n_key_value_heads),
+            n_kv_heads=int(cfg.n_key_value_heads) if cfg.n_key_value_heads else None,   # 0: no heads
         )
 
     # names ---------------------------------------------------------------------------

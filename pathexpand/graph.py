@@ -292,10 +292,11 @@ def _add_nodes(G: nx.MultiDiGraph, arch: Architecture) -> list[_Writer]:
     for src in logit_sources(arch):  # the stream's biases: where they enter, who reads them
         if not src.bias:
             continue
-        if src.name.endswith(".b_V"):  # a head's query and key biases, read by it alone
-            head, layer = src.name[: -len(".b_V")], parse_node(src.name).layer
-            bias(f"{head}.b_Q", 2 * layer, [f"{head}.q"])
-            bias(f"{head}.b_K", 2 * layer, [f"{head}.k"])
+        node = parse_node(src.name)
+        if node.param == "b_V":  # a head's query and key biases, read by it alone
+            head = head_name(node.layer, node.head)
+            bias(f"{head}.b_Q", 2 * node.layer, [f"{head}.q"])
+            bias(f"{head}.b_K", 2 * node.layer, [f"{head}.k"])
         # a LayerNorm bias is read only by the nodes after its norm: a head's q/k/v, an MLP
         only = [r for n in src.first for r in _inputs(n)] if src.forced else None
         bias(src.name, src.start, only)

@@ -383,7 +383,7 @@ def _stream_paths(res: Attribution, weights, tokens, tgt, positions, k, budget_s
         raise PathexpandError("max_paths must be >= 1 to list the largest paths")
     start = time.monotonic()
     with torch.no_grad():
-        fz = frozen or freeze(weights, tokens, device=device, dtype=dtype)
+        fz = frozen if frozen is not None else freeze(weights, tokens, device=device, dtype=dtype)
         tgt = own_target(fz, weights, positions) if tgt is None else tgt
         if tgt.U is None:
             raise PathexpandError(
@@ -469,7 +469,7 @@ def _attribute_chunk_inner(fz: Frozen, tgt: Target, views) -> dict:
         flat = buf.view(len(order), b, n * d)                              # [R, b, n·d]
         node_vals = [None] * len(fz.stages)
         edges = _EdgeBlocks(flat, K, b) if "edge" in views else None
-        edge_rows = {}                                                     # stage → (rows, names)
+        edge_v, edge_ln = {}, {}     # stage → ⟨M_nodeᵀ G, field⟩ [i0, j, b, K]; LN-bias edges
         # G is zero outside the target positions until the sweep crosses a stage with heads
         # (MLPs act position by position): until then work on those positions only.
         pos = sorted(set(tgt.positions))
@@ -489,15 +489,14 @@ def _attribute_chunk_inner(fz: Frozen, tgt: Target, views) -> dict:
             node_vals[st.index] = torch.bmm(fl[i0: i0 + j].transpose(0, 1), Gt).transpose(0, 1)  # [j, b, K]
             g = fz.stage_T(Gp, st, positions=pos if sparse else None, scratch=scratch)   # [K, j, b, P, d]
             if edges is not None:
-                ln = [(s, torch.einsum("Kbnd,jbnd->jbK", G, ln_parts[s.name]))
-                      for s in sources if s.entry == st.index]             # LN bias → its readers
-                done = lambda v, st=st, ln=ln: edge_rows.__setitem__(    # noqa: E731
-                    st.index, _stage_edges(fz, st, v, ln, plain, row, b, K))
+                edge_ln[st.index] = [(s, torch.einsum("Kbnd,jbnd->jbK", G, ln_parts[s.name]))
+                                     for s in sources if s.entry == st.index]   # LN bias → readers
                 if sparse:   # a few positions: its own product, now
-                    edges.flush()
-                    done(_edge_products(g.permute(2, 0, 1, 3, 4).reshape(b, K * j, P * d), fl, i0, j, K))
-                else:        # ⟨M_nodeᵀ G, field⟩ for every field it reads: batched with later stages
-                    edges.add(g, i0, done)
+                    edge_v.update(edges.flush())
+                    left = g.permute(2, 0, 1, 3, 4).reshape(b, K * j, P * d)  # [b, K·j, P·d]
+                    edge_v[st.index] = _by_node(_edge_products(left, fl[:i0]), j, K)
+                else:        # every field it reads: one product with the stages swept next
+                    edge_v.update(edges.add(st.index, g, i0))
             if sparse:   # scatter the stage's transposed outputs back at the target positions
                 G = (G.index_add_ if G.is_contiguous() else G.index_add)(2, idx, g.sum(1))
             else:
@@ -505,9 +504,12 @@ def _attribute_chunk_inner(fz: Frozen, tgt: Target, views) -> dict:
         out["nodes"] = fz.nodes
         out["node_values"] = _np(torch.cat(node_vals)) if fz.stages else np.zeros((0,) + out["output"].shape)
         if edges is not None:
-            edges.flush()
-            blocks = [r for st in fz.stages for r in edge_rows[st.index][0]]
-            names = [nm for st in fz.stages for nm in edge_rows[st.index][1]]
+            edge_v.update(edges.flush())
+            blocks, names = [], []
+            for st in fz.stages:
+                blk, nm = _stage_edges(fz, st, edge_v[st.index], edge_ln[st.index], plain, row, b, K)
+                blocks += blk
+                names += nm
             out["edges"] = tuple(names) + tuple((e, "logits") for e in ends)
             stacked = _np(torch.cat(blocks)) if blocks else np.zeros((0,) + out["output"].shape)
             out["edge_values"] = np.concatenate([stacked, out["end_values"]])
@@ -528,16 +530,18 @@ def _attribute_chunk_inner(fz: Frozen, tgt: Target, views) -> dict:
 _EDGE_BLOCK_ROWS = 40   # transposed node maps batched into one product with the field buffer
 
 
-def _edge_products(left, fl, i0: int, j: int, K: int):
-    """``⟨M_nodeᵀ G, field⟩`` for the ``j`` nodes of one stage and the ``i0`` fields it reads:
-    ``left`` ``[b, K·j, P·d]``, ``fl`` ``[R, b, P·d]`` → ``[i0, j, b, K]`` (None when ``i0 = 0``)."""
+def _edge_products(left, fields):
+    """``⟨left_r, field_i⟩`` per prompt: ``left`` ``[b, r, P·d]`` (transposed node maps applied
+    to ``G``), ``fields`` ``[i, b, P·d]`` → ``[b, r, i]``."""
     import torch
 
-    if not i0:
-        return None
-    b = left.shape[0]
-    v = torch.bmm(left, fl[:i0].permute(1, 2, 0))                          # [b, K·j, i0]
-    return v.view(b, K, j, i0).permute(3, 2, 0, 1)                         # [i0, j, b, K]
+    return torch.bmm(left, fields.permute(1, 2, 0))
+
+
+def _by_node(v, j: int, K: int):
+    """Products ``[b, K·j, i]`` of one stage's ``j`` nodes as ``[i, j, b, K]`` (None if ``i = 0``)."""
+    b, _, i = v.shape
+    return v.view(b, K, j, i).permute(3, 2, 0, 1) if i else None
 
 
 class _EdgeBlocks:
@@ -549,43 +553,47 @@ class _EdgeBlocks:
     def __init__(self, flat, K: int, b: int):
         self.flat, self.K, self.b = flat, K, b
         self.buf = None
-        self.pending: list = []          # (offset, j, i0, done) per stage, in sweep order
+        self.pending: list = []          # (stage, offset, j, i0) in sweep order
         self.rows = 0
 
-    def add(self, g, i0: int, done) -> None:
-        """Queue stage output ``g`` ``[K, j, b, n, d]`` (copied) reading ``fields[:i0]``;
-        ``done(v)`` gets its ``[i0, j, b, K]`` products at the next ``flush``."""
+    def add(self, stage: int, g, i0: int) -> dict:
+        """Queue stage output ``g`` ``[K, j, b, n, d]`` (copied) reading ``fields[:i0]``; returns
+        the products of the stages this pushed out (``flush``)."""
         K, j = g.shape[:2]
-        if not i0:
-            done(None)
-            return
+        done = {}
         if self.pending and self.rows + K * j > _EDGE_BLOCK_ROWS:
-            self.flush()
-        width = self.flat.shape[-1]
+            done = self.flush()
+        if not i0:
+            done[stage] = None
+            return done
         need = max(_EDGE_BLOCK_ROWS, K * j)
         if self.buf is None or self.buf.shape[1] < need:
-            self.buf = g.new_empty(self.b, need, width)                    # [b, M, n·d]
+            self.buf = g.new_empty(self.b, need, self.flat.shape[-1])     # [b, M, n·d]
         self.buf[:, self.rows: self.rows + K * j].view(self.b, K, j, *g.shape[-2:]).copy_(
             g.permute(2, 0, 1, 3, 4))
-        self.pending.append((self.rows, j, i0, done))
+        self.pending.append((stage, self.rows, j, i0))
         self.rows += K * j
+        return done
 
-    def flush(self) -> None:
-        """One product over the prefix every queued stage reads, one per stage for the rest."""
+    def flush(self) -> dict:
+        """``{stage: [i0, j, b, K]}`` for every queued stage: one product over the prefix they
+        all read, one per stage for the rest of its prefix."""
         import torch
 
         if not self.pending:
-            return
-        K, b, fl = self.K, self.b, self.flat
-        common = min(i0 for _, _, i0, _ in self.pending)
-        shared = torch.bmm(self.buf[:, : self.rows], fl[:common].permute(1, 2, 0))   # [b, M, common]
-        for off, j, i0, done in self.pending:
+            return {}
+        K, fl = self.K, self.flat
+        common = min(i0 for *_, i0 in self.pending)
+        shared = _edge_products(self.buf[:, : self.rows], fl[:common])   # [b, rows, common]
+        out = {}
+        for stage, off, j, i0 in self.pending:
             v = shared[:, off: off + K * j]
             if i0 > common:
-                rest = torch.bmm(self.buf[:, off: off + K * j], fl[common:i0].permute(1, 2, 0))
-                v = torch.cat([v, rest], 2)                                 # [b, K·j, i0]
-            done(v.reshape(b, K, j, i0).permute(3, 2, 0, 1))                # [i0, j, b, K]
+                rest = _edge_products(self.buf[:, off: off + K * j], fl[common:i0])
+                v = torch.cat([v, rest], 2)                                # [b, K·j, i0]
+            out[stage] = _by_node(v, j, K)
         self.pending, self.rows = [], 0
+        return out
 
 
 def _stage_edges(fz: Frozen, st, v, ln, plain, row, b: int, K: int):

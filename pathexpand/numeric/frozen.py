@@ -134,12 +134,14 @@ class PathStructure:
 
     def sources(self, *, include_constants: bool = False) -> tuple[Source, ...]:
         """Sources of paths in forward order: ``symbolic.paths.logit_sources`` placed on this
-        model's stages (LayerNorm biases only where the weights store them: LNPre folds them)."""
+        model's stages, where the weights store them (LNPre folds its LayerNorm biases away; a
+        model without attention has no ``b_O``, which the architecture keeps for pruned layers)."""
         reads_at = [node_stage(self.arch, s.nodes[0]) for s in self.stages]  # symbolic stages
         stored_ln_bias = norm.has_bias(self.config.normalization)
         out = []
         for src in logit_sources(self.arch):
-            if src.name in CONSTANTS or (src.forced and not stored_ln_bias):
+            if src.name in CONSTANTS or (src.forced and not stored_ln_bias) or (
+                    not self.config.n_heads and src.name.endswith(".b_O")):
                 continue
             birth = sum(t < src.start for t in reads_at) - 1   # the last stage before it enters
             out.append(Source(src.name, birth, entry=birth + 1, readers=src.first) if src.forced
@@ -180,8 +182,8 @@ class Frozen(PathStructure):
     ``patterns``/``scores`` ``[b, L, H, q, k]``; ``z`` ``[b, L, H, n, d_head]`` (``A v``, the
     heads' value mix); ``resid_pre`` ``[b, L + 1, n, d]`` and ``resid_mid`` ``[b, L, n, d]``;
     ``inv_scale[name]`` ``[b, n, 1]`` = ``1/σ`` of each LayerNorm; ``gates``
-    ``[b, L, n, d_mlp]``. Logits are computed on demand: ``logits_at(positions)``, or
-    ``logits`` (every position, cached).
+    ``[b, L, n, d_mlp]``. Logits are computed on demand: ``logits_at(positions)`` (the last
+    call's kept), or ``logits`` (every position, kept); both are shared, not to be modified.
     """
 
     def __init__(self, weights: Weights, tokens, *, device=None, dtype=None):

@@ -69,7 +69,7 @@ def test_paths_nodes_edges_match_brute_force(name):
         np.testing.assert_allclose(v, want, rtol=0, atol=1e-10 * scale, err_msg=f"{a} → {b}")
 
 
-@pytest.mark.parametrize("rows", [1, 4])
+@pytest.mark.parametrize("rows", [1, 8])   # 8: several stages queued, then a flush forced
 @pytest.mark.parametrize("name", ["attn3", "gelu", "relu_noln"])
 def test_edges_match_brute_force_however_stages_are_batched(name, rows, monkeypatch):
     """The edge products of consecutive stages share one GEMM over the fields they all read

@@ -66,11 +66,15 @@ def test_path_count_enumeration_and_fields(name):
     dict(d_mlp=10, act_fn="silu", normalization="RMS", gated_mlp=True, parallel_attn_mlp=True),
     dict(d_mlp=10, act_fn="relu", normalization="LN", n_layers=3, n_heads=2),
     dict(positional="shortformer", normalization="LN"),
+    dict(n_heads=0, d_mlp=10, act_fn="gelu", normalization="LN"),     # MLPs only: no b_O
+    dict(d_mlp=10, act_fn="gelu", normalization="LNPre"),             # LN biases folded away
 ])
 def test_frozen_paths_are_the_graphs_and_the_expansions(cfg):
     """Where a bias enters and who reads it is decided once (``symbolic.paths``); the frozen
     model's paths (walked stage by stage), the graph's simple paths (walked edge by edge) and
-    the expansion's terms are three routes to one set, with parallel blocks too."""
+    the expansion's terms are three routes to one set, with parallel blocks too. (LNPre: the
+    architecture is LayerNorm, so the graph and the expansion list the LN-bias terms, which
+    the folded weights do not have; likewise ``b_O`` of layers without heads.)"""
     w = cases.random_weights(**cfg)
     arch = pe.Architecture.from_weights(w)
     fz = freeze(w, TOKENS)
@@ -78,7 +82,13 @@ def test_frozen_paths_are_the_graphs_and_the_expansions(cfg):
     constants = [(s.name,) for s in fz.sources(include_constants=True) if s.name in CONSTANTS]
     assert len(fields) == fz.n_paths()
     walked = set(fields) | set(constants)
-    assert walked == set(pe.paths(pe.path_graph(arch))) == {t.path for t in pe.expand_logits(arch)}
+    graph = set(pe.paths(pe.path_graph(arch)))
+    assert graph == {t.path for t in pe.expand_logits(arch)}
+    stored = set(w.state_dict())
+    absent = {p for p in graph
+              if (p[0].endswith((".ln1.b", ".ln2.b", "ln_final.b")) and cfg.get("normalization") == "LNPre")
+              or (p[0].endswith(".b_O") and f"blocks.{p[0][1:].split('.')[0]}.attn.b_O" not in stored)}
+    assert walked == graph - absent
     # and the walked fields add up to the stream the recorded logits read
     torch.testing.assert_close(fz.unembed(sum(fields.values())) + fz.constant_logits(), fz.logits)
 
