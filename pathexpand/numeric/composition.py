@@ -261,18 +261,24 @@ def _offsets(cfg, offsets) -> list:
     return out
 
 
-def _left_gram(W_V: torch.Tensor, W_O: torch.Tensor) -> torch.Tensor:
-    """M_1 = (W_V W_O)ᵀ(W_V W_O) = W_Oᵀ (W_VᵀW_V) W_O, ``[..., d_model, d_model]``."""
-    return W_O.mT @ ((W_V.mT @ W_V) @ W_O)
+def _left_gram(W_V: torch.Tensor, W_O: torch.Tensor, out=None) -> torch.Tensor:
+    """M_1 = (W_V W_O)ᵀ(W_V W_O) = W_Oᵀ (W_VᵀW_V) W_O, ``[..., d_model, d_model]`` (into ``out``,
+    a reused buffer, when given)."""
+    return _outer(W_O.mT, (W_V.mT @ W_V) @ W_O, out)
 
 
-def _right_gram(c: Circuits, kind: str, layer: int, offsets=None) -> torch.Tensor:
+def _outer(a: torch.Tensor, b: torch.Tensor, out) -> torch.Tensor:
+    """``a @ b`` ``[n, d, d]`` into the first ``n`` matrices of ``out`` (or a new tensor)."""
+    return torch.matmul(a, b, out=None if out is None else out[: len(a)])
+
+
+def _right_gram(c: Circuits, kind: str, layer: int, offsets=None, out=None) -> torch.Tensor:
     """M_2 = R Rᵀ for the later head's reading matrix R of ``kind``, ``[H, d_model, d_model]``
     (rotary: ``R = W_Q R̃_Δ W_Kᵀ`` at each offset Δ of ``offsets``, or its transpose for
-    K-composition: ``[len(offsets) · H, d_model, d_model]``, offset-major)."""
+    K-composition: ``[len(offsets) · H, d_model, d_model]``, offset-major; into ``out`` when given)."""
     if kind == "v_composition":
         V, O = c.layer("W_V", layer), c.layer("W_O", layer)
-        return V @ ((O @ O.mT) @ V.mT)  # R = W_V W_O
+        return _outer(V, (O @ O.mT) @ V.mT, out)  # R = W_V W_O
     Q, K = c.layer("W_Q", layer), c.layer("W_K", layer)
     if offsets is not None:
         from . import rotary
@@ -281,14 +287,19 @@ def _right_gram(c: Circuits, kind: str, layer: int, offsets=None) -> torch.Tenso
         Q = (Q[None] @ Rot[:, None]).flatten(0, 1)                    # [m·H, d, e]: W_Q R̃_Δ, R̃ orthogonal
         K = K.repeat(len(offsets), 1, 1)                              # [m·H, d, e]
     if kind == "q_composition":  # R = W_Q W_Kᵀ
-        return Q @ ((K.mT @ K) @ Q.mT)
-    return K @ ((Q.mT @ Q) @ K.mT)  # k_composition: R = W_K W_Qᵀ
+        return _outer(Q, (K.mT @ K) @ Q.mT, out)
+    return _outer(K, (Q.mT @ Q) @ K.mT, out)  # k_composition: R = W_K W_Qᵀ
 
 
-def _packed(M: torch.Tensor, iu: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """Upper triangle of symmetric ``M`` as float64 ``[..., d(d+1)/2]`` (optionally weighted)."""
-    p = M[..., iu[0], iu[1]].to(torch.float64)
-    return p * weight if weight is not None else p
+def _packed(M: torch.Tensor, upper: torch.Tensor, out: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
+    """Upper triangle of symmetric ``M`` ``[n, d, d]`` into float64 ``out`` ``[n, d(d+1)/2]``.
+
+    ``upper``: its flat indices ``i·d + j``, ``i ≤ j`` (one ``index_select``, 4× faster than a
+    2-D gather); ``picked``: a reused buffer of ``M``'s dtype for the selection (fresh tensors
+    of this size cost page faults on every call)."""
+    picked = picked[: len(M)]
+    torch.index_select(M.flatten(-2), -1, upper, out=picked)
+    return out.copy_(picked)
 
 
 _RIGHT_BYTES = 1 << 28   # packed right Grams of one GEMM (several rotary offsets at once): ≤ 256 MB
@@ -310,24 +321,30 @@ def _all_pairs(c: Circuits, L: int, H: int, kinds: tuple[str, ...], offsets=(Non
         return out
     dev = c.device
     iu = torch.triu_indices(d, d, device=dev)
+    upper = iu[0] * d + iu[1]                                         # flat indices, row-major
     weight = torch.where(iu[0] == iu[1], 1.0, 2.0).to(device=dev, dtype=torch.float64)
     left = torch.empty(((L - 1) * H, iu.shape[1]), dtype=torch.float64, device=dev)
     left_norm2 = torch.empty((L - 1) * H, dtype=torch.float64, device=dev)
-    for l1 in range(L - 1):
-        M1 = _left_gram(c.layer("W_V", l1), c.layer("W_O", l1))
-        left_norm2[l1 * H : (l1 + 1) * H] = torch.diagonal(M1, dim1=-2, dim2=-1).to(torch.float64).sum(-1)
-        left[l1 * H : (l1 + 1) * H] = _packed(M1, iu, weight)
-        del M1
     per_gemm = max(1, _RIGHT_BYTES // (H * iu.shape[1] * 8))          # offsets per GEMM
+    rows = H * max(1, min(per_gemm, len(offsets)))                    # right Grams per GEMM
+    dtype = c.layer("W_O", 0).dtype
+    grams = torch.empty((rows, d, d), dtype=dtype, device=dev)        # reused: no page faults
+    picked = torch.empty((rows, iu.shape[1]), dtype=dtype, device=dev)
+    right = torch.empty((rows, iu.shape[1]), dtype=torch.float64, device=dev)
+    for l1 in range(L - 1):
+        M1 = _left_gram(c.layer("W_V", l1), c.layer("W_O", l1), grams)
+        left_norm2[l1 * H : (l1 + 1) * H] = torch.diagonal(M1, dim1=-2, dim2=-1).to(torch.float64).sum(-1)
+        _packed(M1, upper, left[l1 * H : (l1 + 1) * H], picked).mul_(weight)
+        del M1
     for kind in kinds:
         offs = [None] if kind == "v_composition" or offsets[0] is None else list(offsets)
         for l2 in range(1, L):
             total = torch.zeros(l2 * H, H, dtype=torch.float64, device=dev)
             for i in range(0, len(offs), per_gemm):
                 chunk = None if offs[0] is None else offs[i : i + per_gemm]
-                M2 = _right_gram(c, kind, l2, chunk)                          # [m·H, d, d]
+                M2 = _right_gram(c, kind, l2, chunk, grams)                   # [m·H, d, d]
                 r2 = torch.diagonal(M2, dim1=-2, dim2=-1).to(torch.float64).sum(-1)  # [m·H] = ‖R‖²
-                P2 = _packed(M2, iu, None)                                    # [m·H, P]
+                P2 = _packed(M2, upper, right[: len(M2)], picked)            # [m·H, P]
                 del M2
                 cross = left[: l2 * H] @ P2.T                   # [l2·H, m·H] = ‖L R‖² for every earlier head
                 denom = left_norm2[: l2 * H, None] * r2[None, :]
